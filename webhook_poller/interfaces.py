@@ -1,0 +1,299 @@
+"""The four plug-in families and the value types they exchange with the core.
+
+Each family is a ``typing.Protocol``: a plug-in does not inherit from us, it only has to
+look right. Implementations are found through entry points (see :mod:`.plugins`):
+
+=========================  ==================  =================================
+entry-point group          protocol            built-ins
+=========================  ==================  =================================
+webhook_poller.adapters    ProviderAdapter     demo, kie-veo, kie-market
+webhook_poller.notifiers   Notifier            log, webhook (+ the callback)
+webhook_poller.stores      JobStore            sqlite (redis later)
+webhook_poller.blobs       BlobStorage         file (s3 later)
+=========================  ==================  =================================
+
+Every plug-in class is constructed as ``cls(options, context)``: ``options`` is its own
+block of the config file as a mapping, ``context`` a :class:`PluginContext`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import httpx
+
+    from .config import Settings
+    from .model import Delivery, ErrorCode, Event, Job, StoredVideo, VideoMetadata
+
+
+# --- provider adapters -------------------------------------------------------------------
+
+
+class PollStatus(str, Enum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderTask:
+    """What an adapter needs to know about the task it polls."""
+
+    task_id: str
+    model: str
+    provider: str
+
+
+@dataclass(frozen=True, slots=True)
+class PollResult:
+    """One normalized answer from a provider.
+
+    ``detail`` is the provider's own text, for logs only. A succeeded result with no
+    ``video_urls`` is polled again a few times before the job fails with output_missing.
+    """
+
+    status: PollStatus
+    video_urls: tuple[str, ...] = ()
+    error_code: ErrorCode | None = None
+    detail: str | None = None
+    progress: float | None = None
+
+
+@runtime_checkable
+class ProviderAdapter(Protocol):
+    """Asks one provider API about one task.
+
+    ``poll`` returns a :class:`PollResult` for every answer that says something about the
+    task, raises ``ProviderUnavailable`` (or ``UnrecognizedResponse``) for poll-level
+    trouble that says nothing about it (timeouts, 5xx, 429, unreadable bodies), and raises
+    ``ProviderTaskFailed`` when the answer is final but not about the task (bad API key,
+    no credits). It never lets a parsing error escape.
+
+    Optional hooks the core looks for with ``getattr``:
+
+    - ``async download(url, http) -> AsyncIterator[bytes] | None``: fetch a result that is
+      not a plain public URL (OpenAI ``/content``, a demo file). ``None`` means "use the
+      guarded HTTP fetcher".
+    - ``async submit(request, http) -> str``: start a generation, return the task id.
+    - ``parse_callback(payload) -> tuple[str, PollResult] | None``: read a provider push.
+    """
+
+    name: str
+
+    async def poll(self, task: ProviderTask, http: httpx.AsyncClient) -> PollResult: ...
+
+
+# --- notifiers ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class VideoRef:
+    """A stored video as notifiers see it: a link that works without our token."""
+
+    index: int
+    url: str
+    key: str
+    metadata: VideoMetadata
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """One event for one target, as handed to :meth:`Notifier.send`.
+
+    ``payload`` is the flat JSON event (the webhook body); ``session`` is the restored user
+    session, or ``None`` when there is none; ``attempt`` counts from 1.
+    """
+
+    event: Event
+    job: Job
+    delivery: Delivery
+    payload: Mapping[str, Any]
+    videos: Sequence[VideoRef] = ()
+    session: Mapping[str, Any] | None = None
+    attempt: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """Proof of a delivery: what the target answered, for the record (no secrets)."""
+
+    detail: str = ""
+
+
+@runtime_checkable
+class Notifier(Protocol):
+    """Tells one target about one event.
+
+    ``send`` returns a :class:`Receipt` once the target accepted the message, raises
+    ``NotifyTransient`` to be retried later and ``NotifyRejected`` when retrying cannot
+    help. Retries, backoff and once-only delivery belong to the core, not here.
+    ``name`` is the target's stable name (it keys the delivery record); ``events`` is the
+    set of event names it subscribes to.
+    """
+
+    name: str
+    events: frozenset[str]
+
+    async def send(self, notification: Notification) -> Receipt: ...
+
+
+# --- job store ---------------------------------------------------------------------------
+
+
+@runtime_checkable
+class JobStore(Protocol):
+    """Durable persistence with compare-and-set verbs; what a change means is in model.py.
+
+    Every write checks ``expected_version`` and bumps the version; a mismatch raises
+    ``LeaseLost``. ``claim_due`` atomically takes up to ``limit`` active jobs whose
+    ``due_at`` has passed and whose lease is free or expired, sets the lease and bumps the
+    version, in one operation (no read-then-write race between instances).
+    """
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> bool: ...
+
+    async def create(self, job: Job) -> tuple[Job, bool]:
+        """Store ``job`` unless its dedupe key exists; return (stored job, created?)."""
+        ...
+
+    async def get(self, job_id: str) -> Job | None: ...
+
+    async def save(
+        self,
+        job: Job,
+        *,
+        expected_version: int,
+        deliveries: Sequence[Delivery] = (),
+    ) -> Job:
+        """Write ``job`` (version + 1) and insert any new ``deliveries`` in the same write."""
+        ...
+
+    async def claim_due(
+        self, owner: str, now: datetime, lease_s: float, limit: int
+    ) -> list[Job]: ...
+
+    async def renew_lease(self, job_id: str, owner: str, until: datetime) -> bool: ...
+
+    async def release_owner(self, owner: str) -> int:
+        """Free every lease ``owner`` holds (clean shutdown); return how many."""
+        ...
+
+    async def next_due_at(self) -> datetime | None: ...
+
+    async def delete(self, job_id: str) -> bool: ...
+
+    async def list_jobs(
+        self,
+        *,
+        states: Sequence[str] | None = None,
+        session_id: str | None = None,
+        model: str | None = None,
+        since: datetime | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> tuple[list[Job], str | None]: ...
+
+    async def count_by_state(self) -> dict[str, int]: ...
+
+    # deliveries: one row per (job, run, event, target)
+    async def deliveries_for(self, job_id: str) -> list[Delivery]: ...
+
+    async def claim_deliveries(
+        self, owner: str, now: datetime, lease_s: float, limit: int
+    ) -> list[Delivery]: ...
+
+    async def update_delivery(self, delivery: Delivery, *, owner: str | None) -> None: ...
+
+    # small shared values: link-signing secret, sessions on stores without Redis
+    async def get_or_create_secret(self, name: str, factory_value: str) -> str: ...
+
+    async def put_session(self, session_id: str, data: Mapping[str, Any]) -> None: ...
+
+    async def get_session(self, session_id: str) -> Mapping[str, Any] | None: ...
+
+    async def delete_session(self, session_id: str) -> None: ...
+
+
+# --- blob storage ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBlob:
+    key: str
+    size_bytes: int
+    sha256: str
+    content_type: str
+
+
+@runtime_checkable
+class BlobStorage(Protocol):
+    """Where result videos live.
+
+    ``put_stream`` consumes ``chunks`` without holding the whole video in memory, refuses
+    more than ``max_bytes`` (raising ``BlobError(transient=False)``) and makes the object
+    visible only once complete. ``url_for`` returns a link that works without our API token
+    (``None`` when links are built by the service itself, as for local files).
+    """
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> bool: ...
+
+    async def put_stream(
+        self,
+        key: str,
+        chunks: AsyncIterator[bytes],
+        *,
+        content_type: str,
+        max_bytes: int,
+        filename: str | None = None,
+    ) -> StoredBlob: ...
+
+    def read(self, key: str, *, chunk_size: int = 65536) -> AsyncIterator[bytes]: ...
+
+    async def size(self, key: str) -> int | None: ...
+
+    async def url_for(self, key: str, *, expires_s: int, filename: str | None = None) -> str | None:
+        ...
+
+    async def delete(self, key: str) -> None: ...
+
+    async def probe_metadata(self, key: str) -> VideoMetadata: ...
+
+    async def keys_older_than(self, cutoff: datetime) -> list[str]: ...
+
+
+@dataclass(slots=True)
+class PluginContext:
+    """What every plug-in constructor receives besides its own options."""
+
+    settings: Settings
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+__all__ = [
+    "BlobStorage",
+    "JobStore",
+    "Notification",
+    "Notifier",
+    "PluginContext",
+    "PollResult",
+    "PollStatus",
+    "ProviderAdapter",
+    "ProviderTask",
+    "Receipt",
+    "StoredBlob",
+    "StoredVideo",
+    "VideoRef",
+]
