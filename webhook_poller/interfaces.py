@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     import httpx
 
     from .config import Settings
-    from .model import Delivery, ErrorCode, Event, Job, StoredVideo, VideoMetadata
+    from .model import Delivery, ErrorCode, Event, Job, VideoMetadata
 
 
 # --- provider adapters -------------------------------------------------------------------
@@ -276,9 +276,16 @@ class BlobStorage(Protocol):
 
 @dataclass(slots=True)
 class PluginContext:
-    """What every plug-in constructor receives besides its own options."""
+    """What every plug-in constructor receives besides its own options.
+
+    ``http`` is the shared outbound client for URLs that come from outside (callback URLs,
+    result videos): it carries the SSRF guard the config asks for. ``blobs`` is the blob
+    storage, for notifiers that upload the video itself (Telegram).
+    """
 
     settings: Settings
+    http: httpx.AsyncClient | None = None
+    blobs: BlobStorage | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -294,6 +301,5 @@ __all__ = [
     "ProviderTask",
     "Receipt",
     "StoredBlob",
-    "StoredVideo",
     "VideoRef",
 ]
