@@ -127,9 +127,7 @@ class ProviderUnavailable(ProviderError):
 class ProviderTaskFailed(ProviderError):
     """The provider says the task is over and failed, or our credentials are refused."""
 
-    def __init__(
-        self, code: ErrorCode, *, provider: str = "", detail: str | None = None
-    ) -> None:
+    def __init__(self, code: ErrorCode, *, provider: str = "", detail: str | None = None) -> None:
         super().__init__(f"provider task failed: {code.value}", provider=provider, detail=detail)
         self.code = code
 

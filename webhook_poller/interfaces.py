@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 # --- provider adapters -------------------------------------------------------------------
 
 
-class PollStatus(str, Enum):
+class PollStatus(StrEnum):
     PENDING = "pending"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -264,8 +264,9 @@ class BlobStorage(Protocol):
 
     async def size(self, key: str) -> int | None: ...
 
-    async def url_for(self, key: str, *, expires_s: int, filename: str | None = None) -> str | None:
-        ...
+    async def url_for(
+        self, key: str, *, expires_s: int, filename: str | None = None
+    ) -> str | None: ...
 
     async def delete(self, key: str) -> None: ...
 

@@ -21,11 +21,11 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 
-class JobState(str, Enum):
+class JobState(StrEnum):
     """Where a job is in its life."""
 
     QUEUED = "queued"
@@ -47,8 +47,13 @@ POLLING_STATES = frozenset({JobState.QUEUED, JobState.POLLING, JobState.DELAYED}
 _ALLOWED: dict[JobState, frozenset[JobState]] = {
     JobState.QUEUED: frozenset({JobState.POLLING, JobState.FAILED, JobState.CANCELLED}),
     JobState.POLLING: frozenset(
-        {JobState.POLLING, JobState.DELAYED, JobState.DOWNLOADING, JobState.FAILED,
-         JobState.CANCELLED}
+        {
+            JobState.POLLING,
+            JobState.DELAYED,
+            JobState.DOWNLOADING,
+            JobState.FAILED,
+            JobState.CANCELLED,
+        }
     ),
     JobState.DELAYED: frozenset(
         {JobState.DELAYED, JobState.DOWNLOADING, JobState.FAILED, JobState.CANCELLED}
@@ -64,7 +69,7 @@ _ALLOWED: dict[JobState, frozenset[JobState]] = {
 }
 
 
-class ErrorCode(str, Enum):
+class ErrorCode(StrEnum):
     """Why a job failed, normalized across providers."""
 
     VALIDATION_FAILED = "validation_failed"
@@ -118,7 +123,7 @@ def user_message(state: JobState, error_code: ErrorCode | None = None) -> str:
     return USER_MESSAGES[state]
 
 
-class Event(str, Enum):
+class Event(StrEnum):
     """What notifiers are told about. ``video.timed_out`` is a failure with provider_timeout."""
 
     SUCCEEDED = "video.succeeded"
@@ -127,7 +132,7 @@ class Event(str, Enum):
     TIMED_OUT = "video.timed_out"
 
 
-class DeliveryStatus(str, Enum):
+class DeliveryStatus(StrEnum):
     PENDING = "pending"
     SENT = "sent"
     FAILED = "failed"

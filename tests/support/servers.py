@@ -29,8 +29,9 @@ def serve_in_thread(app: Any, port: int | None = None, **config: Any) -> Iterato
     """Serve ``app`` on 127.0.0.1 and yield its base URL; stop it on exit (bounded wait)."""
     port = port or free_port()
     server = _ThreadServer(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="auto",
-                       **config)
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level="warning", lifespan="auto", **config
+        )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
