@@ -32,6 +32,18 @@ DEFAULT_MODELS: dict[str, str] = {
     "wan*": "kie-market",
 }
 
+#: Per-provider defaults: KIE documents 10 status queries per second per key, and the n8n
+#: template warns against polling one task more often than every 30 s.
+DEFAULT_PROVIDERS: dict[str, dict[str, Any]] = {
+    "kie": {
+        "base_url": "https://api.kie.ai",
+        "min_interval_s": 30.0,
+        "max_requests_per_s": 10.0,
+        "timeout_s": 20.0,
+    },
+    "demo": {"min_interval_s": 0.0, "max_requests_per_s": 100.0, "polls_until_done": 2},
+}
+
 PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "secret", "replace-me", "xxx"})
 
 
@@ -109,8 +121,10 @@ class PollingSettings(_Section):
     empty_success_retries: int = Field(3, ge=0)
     backoff_base_s: float = Field(5.0, ge=0)
     backoff_max_s: float = Field(300.0, ge=0)
-    #: Transient poll failures in a row before we give up on the provider.
-    max_transient_failures: int = Field(50, ge=1)
+    #: Delay before the first status check of a new job.
+    first_poll_delay_s: float = Field(10.0, ge=0)
+    #: Transient download or storage failures in a row before the job fails.
+    max_download_retries: int = Field(6, ge=0)
     max_active_jobs: int | None = Field(None, ge=1)
     #: Longest sleep of the scheduler between two looks at the store.
     tick_s: float = Field(1.0, gt=0)
@@ -147,9 +161,22 @@ class Settings(_Section):
     analytics: AnalyticsSettings = Field(default_factory=AnalyticsSettings)
     #: Model-name glob -> adapter name, first match wins (order kept from the file).
     models: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_MODELS))
-    #: Options per provider section (``kie``, ``demo`` ...), handed to the adapters.
+    #: Options per provider section (``kie``, ``demo`` ...), handed to the adapters; merged
+    #: key by key over DEFAULT_PROVIDERS.
     providers: dict[str, dict[str, Any]] = Field(default_factory=dict)
     notifiers: list[dict[str, Any]] = Field(default_factory=list)
+
+    @field_validator("providers")
+    @classmethod
+    def _merge_provider_defaults(
+        cls, value: dict[str, dict[str, Any]]
+    ) -> dict[str, dict[str, Any]]:
+        merged = {name: dict(opts) for name, opts in DEFAULT_PROVIDERS.items()}
+        for name, opts in (value or {}).items():
+            if opts is not None and not isinstance(opts, dict):
+                raise ValueError(f"providers.{name} must be a mapping")
+            merged.setdefault(name, {}).update(opts or {})
+        return merged
 
     @field_validator("notifiers")
     @classmethod

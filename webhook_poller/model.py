@@ -218,6 +218,8 @@ class Job:
     finished_at: datetime | None = None
     #: Bumped by each retry, so a retried job's events are new deliveries.
     run: int = 0
+    #: How often the job was taken over after its worker's lease ran out.
+    reclaims: int = 0
     version: int = 0
     lease_owner: str | None = None
     lease_expires_at: datetime | None = None

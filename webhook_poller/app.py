@@ -1,0 +1,431 @@
+"""The HTTP edge: ``create_app(settings)`` builds the Starlette app and runs the scheduler in
+its lifespan.
+
+Every error answers the same JSON envelope ``{"ok": false, "error": {"code", "message",
+"field"?}}``; a 500 reveals nothing and is logged. A job exists durably in the store before
+intake answers 200.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+from collections.abc import AsyncIterator, Callable, Mapping
+from datetime import timedelta
+from typing import Any
+from urllib.parse import parse_qsl
+
+import structlog
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+
+from . import net
+from .config import Settings
+from .errors import (
+    NotFound,
+    PayloadTooLarge,
+    RequestRejected,
+    ServiceUnavailable,
+    Unauthorized,
+    UnsafeURL,
+)
+from .model import Job, JobState, new_job_id, utcnow
+from .scheduler import Scheduler
+from .services import Services, build_services
+from .views import job_json, status_url, video_refs
+
+log = structlog.get_logger(__name__)
+
+MAX_ID_LEN = 256
+
+
+def error_response(exc: RequestRejected) -> JSONResponse:
+    error: dict[str, Any] = {"code": exc.code, "message": exc.message}
+    if exc.field:
+        error["field"] = exc.field
+    error.update(exc.extra)
+    return JSONResponse(
+        {"ok": False, "error": error}, status_code=exc.status_code, headers=exc.headers
+    )
+
+
+async def _rejected(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestRejected)
+    return error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}
+    return error_response(
+        RequestRejected(
+            exc.detail or "request refused",
+            status_code=exc.status_code,
+            code=codes.get(exc.status_code, "bad_request"),
+        )
+    )
+
+
+async def _crashed(request: Request, exc: Exception) -> Response:
+    log.error("request_crashed", path=request.url.path, error_type=type(exc).__name__)
+    return JSONResponse(
+        {"ok": False, "error": {"code": "internal_error", "message": "internal error"}},
+        status_code=500,
+    )
+
+
+class Api:
+    """Route handlers; holds the services of the running app."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.services: Services | None = None
+        self.scheduler: Scheduler | None = None
+        token = settings.server.auth_token
+        self._token = token.get_secret_value().encode() if token is not None else None
+
+    @property
+    def svc(self) -> Services:
+        if self.services is None:
+            raise ServiceUnavailable("the service is starting", headers={"Retry-After": "1"})
+        return self.services
+
+    # --- helpers -----------------------------------------------------------------------
+
+    def check_auth(self, request: Request) -> None:
+        if self._token is None:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            value.strip().encode(), self._token
+        ):
+            raise Unauthorized(
+                "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
+            )
+
+    async def read_body(self, request: Request) -> bytes:
+        limit = self.settings.server.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLarge(f"the body is larger than {limit} bytes")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise PayloadTooLarge(f"the body is larger than {limit} bytes")
+        return bytes(body)
+
+    async def read_object(self, request: Request) -> dict[str, Any]:
+        body = await self.read_body(request)
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype == "application/x-www-form-urlencoded":
+            try:
+                pairs = parse_qsl(
+                    body.decode("utf-8"), keep_blank_values=True, strict_parsing=False
+                )
+            except UnicodeDecodeError:
+                raise RequestRejected("the form body is not UTF-8", status_code=400) from None
+            return dict(pairs)
+        if not body.strip():
+            raise RequestRejected("the body is empty; send a JSON object", status_code=400)
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise RequestRejected("the body is not valid JSON", status_code=400) from None
+        if not isinstance(data, dict):
+            raise RequestRejected("the body must be a JSON object", status_code=400)
+        return data
+
+    async def get_job(self, job_id: str) -> Job:
+        if len(job_id) > MAX_ID_LEN:
+            raise NotFound("no such job")
+        job = await self._store_call(self.svc.store.get(job_id))
+        if job is None:
+            raise NotFound("no such job")
+        return job
+
+    @staticmethod
+    async def _store_call(awaitable: Any) -> Any:
+        try:
+            return await awaitable
+        except RequestRejected:
+            raise
+        except Exception as exc:
+            log.warning("store_unreachable", error=str(exc)[:200])
+            raise ServiceUnavailable(
+                "the job store is unreachable; retry shortly", headers={"Retry-After": "5"}
+            ) from None
+
+    # --- intake ------------------------------------------------------------------------
+
+    def validate_intake(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        def pick(*names: str) -> Any:
+            for name in names:
+                if name in data and data[name] is not None:
+                    return data[name]
+            return None
+
+        out: dict[str, Any] = {}
+        for field, aliases in (
+            ("sessionId", ("sessionId", "session_id")),
+            ("taskId", ("taskId", "task_id")),
+            ("model", ("model",)),
+        ):
+            value = pick(*aliases)
+            if value is None or (isinstance(value, str) and not value.strip()):
+                raise RequestRejected(f"{field} is required", field=field)
+            if not isinstance(value, str):
+                raise RequestRejected(f"{field} must be a string", field=field)
+            value = value.strip()
+            if len(value) > MAX_ID_LEN or not value.isprintable():
+                raise RequestRejected(
+                    f"{field} must be printable and at most {MAX_ID_LEN} characters", field=field
+                )
+            out[field] = value
+
+        attempt = pick("attempt")
+        if attempt is None or attempt == "":
+            attempt = 1
+        if isinstance(attempt, str) and attempt.strip().isdigit():
+            attempt = int(attempt.strip())
+        if isinstance(attempt, float) and attempt.is_integer():
+            attempt = int(attempt)
+        if isinstance(attempt, bool) or not isinstance(attempt, int) or not 1 <= attempt <= 10000:
+            raise RequestRejected("attempt must be a whole number from 1 to 10000", field="attempt")
+        out["attempt"] = attempt
+
+        callback = pick("callbackUrl", "callback_url")
+        if callback is not None and callback != "":
+            if not isinstance(callback, str):
+                raise RequestRejected("callbackUrl must be a string", field="callbackUrl")
+            try:
+                net.check_url(callback, allow_private=self.settings.security.allow_private_urls)
+            except UnsafeURL as exc:
+                raise RequestRejected(str(exc), field="callbackUrl") from None
+            out["callbackUrl"] = callback
+        else:
+            out["callbackUrl"] = None
+
+        context = pick("context")
+        if isinstance(context, str) and context.strip():
+            try:
+                context = json.loads(context)
+            except ValueError:
+                raise RequestRejected("context must be a JSON object", field="context") from None
+        if context is not None and context != "":
+            if not isinstance(context, dict):
+                raise RequestRejected("context must be a JSON object", field="context")
+            size = len(json.dumps(context).encode())
+            if size > self.settings.server.max_context_bytes:
+                raise RequestRejected(
+                    f"context is {size} bytes; at most "
+                    f"{self.settings.server.max_context_bytes} are allowed",
+                    field="context",
+                )
+            out["context"] = context
+        else:
+            out["context"] = None
+        return out
+
+    async def intake(self, request: Request) -> Response:
+        self.check_auth(request)
+        svc = self.svc
+        data = self.validate_intake(await self.read_object(request))
+        adapter = svc.router.adapter_for(data["model"])
+        if adapter is None:
+            known = svc.router.known()
+            raise RequestRejected(
+                f"unknown model {data['model']!r}; known models: {', '.join(known)}",
+                field="model",
+                extra={"knownModels": known},
+            )
+        now = utcnow()
+        delay = self.settings.polling.first_poll_delay_s
+        job = Job(
+            id=new_job_id(adapter, data["taskId"]),
+            session_id=data["sessionId"],
+            task_id=data["taskId"],
+            model=data["model"],
+            provider=adapter,
+            state=JobState.QUEUED,
+            created_at=now,
+            updated_at=now,
+            due_at=now + timedelta(seconds=delay),
+            start_attempt=data["attempt"],
+            callback_url=data["callbackUrl"],
+            context=data["context"],
+        )
+        stored, created = await self._store_call(svc.store.create(job))
+        if created:
+            if self.scheduler is not None:
+                self.scheduler.poke()
+            log.info(
+                "job_accepted",
+                job_id=stored.id,
+                task_id=stored.task_id,
+                session_id=stored.session_id,
+                model=stored.model,
+                provider=adapter,
+            )
+        return JSONResponse(
+            {
+                "ok": True,
+                "jobId": stored.id,
+                "status": stored.state.value,
+                "message": "Polling started" if created else "Already polling this task",
+                "alreadyKnown": not created,
+                "statusUrl": status_url(stored, self.settings.server.base_url()),
+            }
+        )
+
+    # --- jobs --------------------------------------------------------------------------
+
+    async def job_status(self, request: Request) -> Response:
+        self.check_auth(request)
+        job = await self.get_job(request.path_params["job_id"])
+        svc = self.svc
+        refs = await video_refs(job, svc)
+        deliveries = await self._store_call(svc.store.deliveries_for(job.id))
+        position = None
+        if job.state is JobState.QUEUED and hasattr(svc.store, "queue_position"):
+            position = await self._store_call(svc.store.queue_position(job))
+        body = job_json(
+            job,
+            refs,
+            self.settings.server.base_url(),
+            deliveries=deliveries,
+            queue_position=position,
+        )
+        return JSONResponse({"ok": True, **body})
+
+    async def video(self, request: Request) -> Response:
+        job_id = request.path_params["job_id"]
+        index = request.path_params["index"]
+        svc = self.svc
+        assert svc.links is not None
+        if not svc.links.verify(
+            job_id, index, request.query_params.get("expires"), request.query_params.get("sig")
+        ):
+            self.check_auth(request)
+        job = await self.get_job(job_id)
+        video = next((v for v in job.videos if v.index == index), None)
+        if video is None:
+            raise NotFound("no such video for this job")
+        filename = f"{job.id}-{index}.mp4"
+        content_type = video.metadata.content_type or "video/mp4"
+        local = getattr(svc.blobs, "local_path", None)
+        if local is not None:
+            path = local(video.key)
+            if not path.is_file():
+                raise NotFound("the video file is gone")
+            return FileResponse(
+                path, media_type=content_type, filename=filename, content_disposition_type="inline"
+            )
+        url = await svc.blobs.url_for(video.key, expires_s=300, filename=filename)
+        if url is None:
+            raise NotFound("the video cannot be served")
+        return RedirectResponse(url, status_code=302)
+
+    async def put_session(self, request: Request) -> Response:
+        self.check_auth(request)
+        session_id = request.path_params["session_id"]
+        if len(session_id) > MAX_ID_LEN:
+            raise RequestRejected("sessionId is too long", field="sessionId")
+        data = await self.read_object(request)
+        size = len(json.dumps(data).encode())
+        if size > self.settings.server.max_context_bytes:
+            raise RequestRejected("the session is too large", field="session")
+        await self._store_call(self.svc.sessions.put(session_id, data))
+        return JSONResponse({"ok": True, "sessionId": session_id})
+
+    # --- health ------------------------------------------------------------------------
+
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse({"ok": True})
+
+    async def readyz(self, request: Request) -> Response:
+        checks: dict[str, bool] = {"store": False, "storage": False, "scheduler": False}
+        if self.services is not None:
+            with contextlib.suppress(Exception):
+                checks["store"] = await self.services.store.ping()
+            with contextlib.suppress(Exception):
+                checks["storage"] = await self.services.blobs.ping()
+            checks["scheduler"] = self.scheduler is not None and self.scheduler.healthy
+        ready = all(checks.values())
+        return JSONResponse(
+            {"ok": ready, "checks": checks},
+            status_code=200 if ready else 503,
+            headers=None if ready else {"Retry-After": "5"},
+        )
+
+
+def create_app(
+    settings: Settings,
+    *,
+    services_factory: Callable[[Settings], Services] = build_services,
+    run_scheduler: bool = True,
+) -> Starlette:
+    """Build the app; the lifespan opens the plug-ins and runs the scheduler."""
+    api = Api(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        services = services_factory(settings)
+        await services.open()
+        api.services = services
+        app.state.services = services
+        scheduler = Scheduler(services)
+        api.scheduler = scheduler
+        app.state.scheduler = scheduler
+        if run_scheduler:
+            scheduler.start()
+        log.info(
+            "service_started", instance=services.instance_id, base_url=settings.server.base_url()
+        )
+        try:
+            yield
+        finally:
+            if run_scheduler:
+                await scheduler.stop()
+            await services.close()
+            log.info("service_stopped")
+
+    routes: list[Route | Mount] = [
+        Route("/poll-video", api.intake, methods=["POST"]),
+        Route("/webhook/poll-video", api.intake, methods=["POST"]),
+        Route("/jobs/{job_id}", api.job_status, methods=["GET"]),
+        Route("/jobs/{job_id}/videos/{index:int}", api.video, methods=["GET", "HEAD"]),
+        Route("/sessions/{session_id}", api.put_session, methods=["PUT"]),
+        Route("/healthz", api.healthz, methods=["GET"]),
+        Route("/readyz", api.readyz, methods=["GET"]),
+    ]
+    routes.extend(_provider_routes(settings))
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            RequestRejected: _rejected,
+            HTTPException: _http_error,
+            Exception: _crashed,
+        },
+    )
+    app.state.api = api
+    return app
+
+
+def _provider_routes(settings: Settings) -> list[Mount]:
+    """Adapters may serve routes of their own (the demo video; later, push callbacks)."""
+    from . import plugins
+
+    mounts = []
+    for name in dict.fromkeys(settings.models.values()):
+        cls = plugins.load("adapter", name)
+        routes = getattr(cls, "routes", None)
+        if callable(routes):
+            mounts.append(Mount(f"/providers/{name}", routes=routes()))
+    return mounts

@@ -1,0 +1,360 @@
+"""The durable poll loop: claim due work from the store, advance it, write it back.
+
+Due times live in the store, not in sleeping coroutines, so one process can hold very many
+waiting jobs and a restarted process simply claims what is due. A claim is one atomic store
+operation that sets a short lease (``store.lease_s``); while a job is worked on, a renewal
+task keeps the lease alive, independent of how long the provider takes. A worker that dies
+leaves its lease to expire, and the next claim takes the job over (and counts the reclaim).
+Every write is a compare-and-set on the job's version, so a cancel or delete made through
+the API wins over a worker that is still busy: the worker's write fails with ``LeaseLost``
+and it lets go.
+
+Steps per state: queued/polling/delayed -> poll the provider; downloading -> stream videos
+into storage; storing -> read metadata; notifying -> wait until every target was tried once.
+Deliveries (the outbox rows) are claimed and sent by the same loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import random
+from collections.abc import Coroutine
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+
+from . import analytics, pipeline
+from .delivery import Dispatcher
+from .errors import LeaseLost, ProviderTaskFailed, ProviderUnavailable, UnrecognizedResponse
+from .interfaces import PollStatus, ProviderTask
+from .model import (
+    POLLING_STATES,
+    Delivery,
+    DeliveryStatus,
+    ErrorCode,
+    Event,
+    Job,
+    JobState,
+    transition,
+    utcnow,
+)
+from .policy import Outcome, PollPolicy, backoff_s
+from .services import Services
+
+log = structlog.get_logger(__name__)
+
+#: Unexpected errors in our own step code before a job is failed rather than retried.
+MAX_STEP_CRASHES = 5
+
+
+class Scheduler:
+    """Claims and advances jobs and deliveries until stopped. One per process."""
+
+    def __init__(self, services: Services, *, rng: random.Random | None = None) -> None:
+        self.services = services
+        self.settings = services.settings
+        self.store = services.store
+        self.owner = services.instance_id
+        self.rng = rng or random.Random()
+        self.dispatcher = Dispatcher(services, self.rng)
+        self.policies = {
+            name: PollPolicy(
+                self.settings.polling,
+                min_interval_s=services.gate_for(name).min_interval_s,
+                rng=self.rng,
+            )
+            for name in services.adapters
+        }
+        self.concurrency = self.settings.polling.concurrency
+        self.lease_s = self.settings.store.lease_s
+        self.inflight: set[asyncio.Task[None]] = set()
+        self.wake = asyncio.Event()
+        self.healthy = True
+        self._stopping = False
+        self._loop_task: asyncio.Task[None] | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._loop_task = asyncio.create_task(self._run(), name="scheduler")
+
+    def poke(self) -> None:
+        """New work was stored: look now instead of at the next tick."""
+        self.wake.set()
+
+    async def stop(self) -> None:
+        """Stop claiming, let in-flight work finish within the grace period, free leases."""
+        self._stopping = True
+        self.wake.set()
+        if self._loop_task is not None:
+            await self._loop_task
+        if self.inflight:
+            _done, pending = await asyncio.wait(
+                set(self.inflight), timeout=self.settings.server.shutdown_grace_s
+            )
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=5)
+        with contextlib.suppress(Exception):
+            released = await self.store.release_owner(self.owner)
+            log.info("scheduler_stopped", released_leases=released)
+
+    # --- the loop ----------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        failures = 0
+        while not self._stopping:
+            try:
+                busy = await self._claim_round()
+                if failures:
+                    log.info("store_reachable_again")
+                failures = 0
+                self.healthy = True
+            except Exception as exc:  # the store is down: pause, retry with backoff
+                failures += 1
+                self.healthy = False
+                delay = backoff_s(failures, 0.5, 10.0, self.rng)
+                log.warning("claim_failed", error=str(exc)[:200], retry_in_s=round(delay, 2))
+                await self._sleep(delay)
+                continue
+            if not busy:
+                await self._idle()
+
+    async def _claim_round(self) -> bool:
+        free = self.concurrency - len(self.inflight)
+        if free <= 0:
+            await asyncio.wait(
+                set(self.inflight),
+                timeout=self.settings.polling.tick_s,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            return True
+        now = utcnow()
+        jobs = await self.store.claim_due(self.owner, now, self.lease_s, free)
+        for job in jobs:
+            self._spawn(self._run_job(job))
+        free = self.concurrency - len(self.inflight)
+        deliveries: list[Delivery] = []
+        if free > 0:
+            deliveries = await self.store.claim_deliveries(self.owner, now, self.lease_s, free)
+            for delivery in deliveries:
+                self._spawn(self._run_delivery(delivery))
+        return bool(jobs or deliveries)
+
+    async def _idle(self) -> None:
+        tick = self.settings.polling.tick_s
+        timeout = tick
+        next_due = await self.store.next_due_at()
+        if next_due is not None:
+            timeout = min(tick, max(0.0, (next_due - utcnow()).total_seconds()))
+        await self._sleep(timeout)
+
+    async def _sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.wake.wait(), timeout=seconds)
+        self.wake.clear()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self.inflight.add(task)
+        task.add_done_callback(self.inflight.discard)
+
+    # --- one job -----------------------------------------------------------------------
+
+    async def _run_job(self, job: Job) -> None:
+        structlog.contextvars.bind_contextvars(
+            job_id=job.id, task_id=job.task_id, session_id=job.session_id, provider=job.provider
+        )
+        if job.reclaims:
+            log.info("job_reclaimed", reclaims=job.reclaims, state=job.state.value)
+        current = asyncio.current_task()
+        renewer = asyncio.create_task(self._renew(job.id, current))
+        try:
+            await self._advance(job)
+        except LeaseLost:
+            log.info("job_changed_elsewhere")
+        except asyncio.CancelledError:
+            log.info("job_step_interrupted")
+            raise
+        except Exception:
+            log.exception("job_step_crashed")
+            await self._after_crash(job.id)
+        finally:
+            renewer.cancel()
+
+    async def _renew(self, job_id: str, worker: asyncio.Task[Any] | None) -> None:
+        interval = max(self.lease_s / 3, 0.05)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                until = utcnow() + timedelta(seconds=self.lease_s)
+                ok = await self.store.renew_lease(job_id, self.owner, until)
+            except Exception as exc:
+                log.warning("lease_renew_failed", error=str(exc)[:200])
+                continue
+            if not ok:
+                log.warning("lease_lost")
+                if worker is not None:
+                    worker.cancel()
+                return
+
+    async def _advance(self, job: Job) -> None:
+        while True:
+            now = utcnow()
+            outcome = await self._step(job, now)
+            job = await self._commit(job, outcome)
+            if job.lease_owner is None:
+                return
+
+    async def _step(self, job: Job, now: datetime) -> Outcome:
+        if job.reclaims > self.settings.store.max_reclaims:
+            policy = self.policies.get(job.provider) or self._fallback_policy()
+            return policy.failed(
+                job,
+                now,
+                ErrorCode.UNKNOWN_PROVIDER_ERROR,
+                f"the job was taken over {job.reclaims} times after workers stopped",
+            )
+        if job.state is JobState.QUEUED:
+            job = transition(job, JobState.POLLING, now=now)
+        if job.state in POLLING_STATES:
+            return await self._poll(job, now)
+        if job.state is JobState.DOWNLOADING:
+            adapter = self.services.adapters.get(job.provider)
+            policy = self.policies.get(job.provider) or self._fallback_policy()
+            return await pipeline.download_step(self.services, adapter, policy, job, now)
+        if job.state is JobState.STORING:
+            stored = await pipeline.storing_step(self.services, job, now)
+            moved = transition(stored, JobState.NOTIFYING, now=now, due_at=now)
+            return Outcome(moved, [Event.SUCCEEDED])
+        if job.state is JobState.NOTIFYING:
+            return await self._notifying(job, now)
+        return Outcome(job, [])
+
+    def _fallback_policy(self) -> PollPolicy:
+        return PollPolicy(self.settings.polling, min_interval_s=0, rng=self.rng)
+
+    async def _poll(self, job: Job, now: datetime) -> Outcome:
+        adapter = self.services.adapters.get(job.provider)
+        if adapter is None:
+            return self._fallback_policy().failed(
+                job,
+                now,
+                ErrorCode.UNKNOWN_PROVIDER_ERROR,
+                f"provider {job.provider!r} is not configured any more",
+            )
+        policy = self.policies[job.provider]
+        if (now - job.created_at).total_seconds() >= self.settings.polling.give_up_after_s:
+            return policy.timed_out(job, now)
+        gate = self.services.gate_for(job.provider)
+        await gate.acquire()
+        task = ProviderTask(task_id=job.task_id, model=job.model, provider=job.provider)
+        try:
+            result = await adapter.poll(task, self.services.provider_http)
+        except ProviderUnavailable as exc:
+            if exc.rate_limited:
+                gate.pause(exc.retry_after_s or 5.0)
+            log.warning(
+                "poll_transient_failure",
+                reason=str(exc)[:200],
+                rate_limited=exc.rate_limited,
+                retry_after_s=exc.retry_after_s,
+            )
+            return policy.after_transient(job, utcnow(), retry_after_s=exc.retry_after_s)
+        except UnrecognizedResponse as exc:
+            log.warning("poll_unrecognized", reason=str(exc)[:200])
+            return policy.after_transient(job, utcnow())
+        except ProviderTaskFailed as exc:
+            log.warning("poll_refused", code=exc.code.value, detail=(exc.detail or "")[:300])
+            return policy.failed(job, utcnow(), exc.code, None)
+        except Exception:  # an adapter bug must not end the loop or the job
+            log.exception("poll_adapter_crashed")
+            return policy.after_transient(job, utcnow())
+        if result.status is PollStatus.FAILED:
+            log.info(
+                "poll_failed",
+                code=(result.error_code or ErrorCode.UNKNOWN_PROVIDER_ERROR).value,
+                detail=(result.detail or "")[:300],
+            )
+        return policy.after_answer(job, result, utcnow())
+
+    async def _notifying(self, job: Job, now: datetime) -> Outcome:
+        rows = [
+            r
+            for r in await self.store.deliveries_for(job.id)
+            if r.run == job.run and r.event is Event.SUCCEEDED
+        ]
+        if all(r.attempts > 0 or r.status is not DeliveryStatus.PENDING for r in rows):
+            return Outcome(transition(job, JobState.SUCCEEDED, now=now), [])
+        self.wake.set()
+        return Outcome(dataclasses.replace(job, due_at=now + timedelta(seconds=0.2)), [])
+
+    async def _commit(self, before: Job, outcome: Outcome) -> Job:
+        """Write the step's result with its outbox rows; keep the lease only to go on now."""
+        now = utcnow()
+        job = outcome.job
+        deliveries = await self.dispatcher.plan(job, outcome.events, now)
+        go_on = not job.is_terminal and job.due_at <= now
+        if go_on:
+            job = dataclasses.replace(
+                job,
+                lease_owner=self.owner,
+                lease_expires_at=now + timedelta(seconds=self.lease_s),
+            )
+        else:
+            job = dataclasses.replace(job, lease_owner=None, lease_expires_at=None)
+        saved = await self.store.save(job, expected_version=job.version, deliveries=deliveries)
+        if saved.state is not before.state:
+            log.info(
+                "job_" + saved.state.value,
+                previous=before.state.value,
+                attempts=saved.attempts,
+                elapsed_s=round(saved.elapsed_s(now), 3),
+            )
+        if deliveries:
+            self.wake.set()
+        if saved.is_terminal:
+            await analytics.job_finished(self.services, saved)
+        return saved
+
+    async def _after_crash(self, job_id: str) -> None:
+        """Our own code failed on this job: retry later, and give up after a few crashes."""
+        with contextlib.suppress(Exception):
+            job = await self.store.get(job_id)
+            if job is None or job.is_terminal:
+                return
+            now = utcnow()
+            failures = job.transient_failures + 1
+            if failures > MAX_STEP_CRASHES:
+                outcome = self._fallback_policy().failed(
+                    job,
+                    now,
+                    ErrorCode.UNKNOWN_PROVIDER_ERROR,
+                    "an internal error kept this job from finishing",
+                )
+            else:
+                delay = backoff_s(failures, 2.0, 120.0, self.rng)
+                outcome = Outcome(
+                    dataclasses.replace(
+                        job,
+                        transient_failures=failures,
+                        due_at=now + timedelta(seconds=delay),
+                    ),
+                    [],
+                )
+            await self._commit(job, outcome)
+
+    # --- one delivery ------------------------------------------------------------------
+
+    async def _run_delivery(self, delivery: Delivery) -> None:
+        try:
+            await self.dispatcher.attempt(delivery)
+        except Exception:
+            log.exception("delivery_crashed", target=delivery.target, job_id=delivery.job_id)

@@ -1,0 +1,78 @@
+"""Restore the user's session when a job completes, the way the n8n template did.
+
+Where it reads from: ``session.url`` (a Redis URL) when set, else the job store's Redis when
+the store is Redis, else the job store's own session table (``PUT /sessions/{id}``). In
+Redis the value at ``session.key_template`` may be a JSON string or a hash.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from .config import Settings
+    from .interfaces import JobStore
+
+log = structlog.get_logger(__name__)
+
+
+class SessionSource:
+    def __init__(self, settings: Settings, store: JobStore) -> None:
+        self.settings = settings.session
+        self.store = store
+        url = settings.session.url
+        if url is None and settings.store.url.startswith(("redis://", "rediss://", "unix://")):
+            url = settings.store.url
+        self.url = url
+        self._redis: Redis | None = None
+
+    async def open(self) -> None:
+        if self.url:
+            from redis.asyncio import Redis
+
+            self._redis = Redis.from_url(self.url, decode_responses=True)
+
+    async def close(self) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
+
+    def key(self, session_id: str) -> str:
+        return self.settings.key_template.replace("{sessionId}", session_id)
+
+    async def get(self, session_id: str) -> Mapping[str, Any] | None:
+        if self._redis is None:
+            return await self.store.get_session(session_id)
+        key = self.key(session_id)
+        kind = await self._redis.type(key)
+        if kind == "hash":
+            return dict(await self._redis.hgetall(key))
+        if kind != "string":
+            return None
+        raw = await self._redis.get(key)
+        if raw is None:
+            return None
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            log.warning("session_unreadable", session_key=key)
+            return None
+        return value if isinstance(value, dict) else {"value": value}
+
+    async def put(self, session_id: str, data: Mapping[str, Any]) -> None:
+        if self._redis is None:
+            await self.store.put_session(session_id, data)
+        else:
+            await self._redis.set(self.key(session_id), json.dumps(dict(data)))
+
+    async def delete(self, session_id: str) -> None:
+        if self._redis is None:
+            await self.store.delete_session(session_id)
+        else:
+            await self._redis.delete(self.key(session_id))

@@ -1,0 +1,401 @@
+"""SQLite job store: the embedded default, durable against ``kill -9``.
+
+WAL journal with ``synchronous=NORMAL``: a committed transaction survives the process being
+killed (only a power cut can lose the last commits). Every multi-statement write runs in
+``BEGIN IMMEDIATE`` under one lock, and the claim is a single ``UPDATE ... RETURNING``, so two
+processes on one file never claim the same job. Scale-out across machines is the Redis
+store's job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from ..errors import ConfigError, LeaseLost, StoreUnavailable
+from ..interfaces import PluginContext
+from ..model import ACTIVE_STATES, Delivery, Job
+from .codec import (
+    delivery_from_dict,
+    delivery_to_dict,
+    dt,
+    dumps,
+    job_from_dict,
+    job_to_dict,
+    ts,
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    dedupe_key TEXT NOT NULL UNIQUE,
+    session_id TEXT NOT NULL,
+    model TEXT NOT NULL,
+    state TEXT NOT NULL,
+    active INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    due_at REAL NOT NULL,
+    lease_owner TEXT,
+    lease_expires_at REAL,
+    version INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_due ON jobs(due_at) WHERE active = 1;
+CREATE INDEX IF NOT EXISTS jobs_session ON jobs(session_id);
+CREATE INDEX IF NOT EXISTS jobs_lease_owner ON jobs(lease_owner) WHERE lease_owner IS NOT NULL;
+CREATE TABLE IF NOT EXISTS deliveries (
+    job_id TEXT NOT NULL,
+    run INTEGER NOT NULL,
+    event TEXT NOT NULL,
+    target TEXT NOT NULL,
+    status TEXT NOT NULL,
+    next_attempt_at REAL,
+    lease_owner TEXT,
+    lease_expires_at REAL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (job_id, run, event, target)
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(next_attempt_at) WHERE status = 'pending';
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sessions (
+    session_id TEXT PRIMARY KEY, data TEXT NOT NULL, updated_at REAL NOT NULL
+);
+"""
+
+_ACTIVE = tuple(sorted(s.value for s in ACTIVE_STATES))
+
+
+def sqlite_path(url: str) -> Path:
+    """``sqlite:///relative.db`` -> ./relative.db; ``sqlite:////abs.db`` -> /abs.db."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix):
+        raise ConfigError(f"store.url {url!r} is not a sqlite:/// URL")
+    rest = url[len(prefix) :]
+    if not rest:
+        raise ConfigError("store.url names no database file")
+    return Path(rest)
+
+
+class SqliteJobStore:
+    """Job store on one SQLite file. Options: ``url`` (sqlite:///path)."""
+
+    def __init__(self, options: Mapping[str, Any], context: PluginContext | None = None) -> None:
+        self.path = sqlite_path(str(options["url"]))
+        self._db: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(self.path, isolation_level=None)
+        db.row_factory = aiosqlite.Row
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.execute("PRAGMA synchronous=NORMAL")
+        await db.execute("PRAGMA busy_timeout=10000")
+        await db.executescript(_SCHEMA)
+        self._db = db
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    async def ping(self) -> bool:
+        try:
+            await self.db.execute("SELECT 1")
+        except Exception:
+            return False
+        return True
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise StoreUnavailable("the SQLite store is not open")
+        return self._db
+
+    @asynccontextmanager
+    async def _tx(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._lock:
+            db = self.db
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+            await db.execute("COMMIT")
+
+    # --- jobs ------------------------------------------------------------------------
+
+    @staticmethod
+    def _row_values(job: Job) -> tuple[Any, ...]:
+        return (
+            job.state.value,
+            1 if job.state.value in _ACTIVE else 0,
+            ts(job.due_at),
+            job.lease_owner,
+            ts(job.lease_expires_at),
+            dumps(job_to_dict(job)),
+        )
+
+    @staticmethod
+    def _job(row: Mapping[str, Any]) -> Job:
+        data = json.loads(row["body"])
+        # The indexed columns are the truth for what claims and renewals change.
+        data["version"] = row["version"]
+        data["lease_owner"] = row["lease_owner"]
+        data["lease_expires_at"] = row["lease_expires_at"]
+        data["due_at"] = row["due_at"]
+        return job_from_dict(data)
+
+    async def create(self, job: Job) -> tuple[Job, bool]:
+        state, active, due, owner, expires, body = self._row_values(job)
+        async with self._tx() as db:
+            cur = await db.execute(
+                "INSERT INTO jobs (id, dedupe_key, session_id, model, state, active, created_at,"
+                " due_at, lease_owner, lease_expires_at, version, body)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(dedupe_key) DO NOTHING",
+                (
+                    job.id,
+                    job.dedupe_key,
+                    job.session_id,
+                    job.model,
+                    state,
+                    active,
+                    ts(job.created_at),
+                    due,
+                    owner,
+                    expires,
+                    job.version,
+                    body,
+                ),
+            )
+            created = cur.rowcount == 1
+            if not created:
+                cur = await db.execute("SELECT * FROM jobs WHERE dedupe_key = ?", (job.dedupe_key,))
+                row = await cur.fetchone()
+                assert row is not None
+                return self._job(row), False
+        return job, created
+
+    async def get(self, job_id: str) -> Job | None:
+        cur = await self.db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        row = await cur.fetchone()
+        return self._job(row) if row else None
+
+    async def save(
+        self, job: Job, *, expected_version: int, deliveries: Sequence[Delivery] = ()
+    ) -> Job:
+        new = dataclasses.replace(job, version=expected_version + 1)
+        state, active, due, owner, expires, body = self._row_values(new)
+        async with self._tx() as db:
+            cur = await db.execute(
+                "UPDATE jobs SET state=?, active=?, due_at=?, lease_owner=?, lease_expires_at=?,"
+                " body=?, version=version+1 WHERE id=? AND version=?",
+                (state, active, due, owner, expires, body, job.id, expected_version),
+            )
+            if cur.rowcount != 1:
+                raise LeaseLost(job.id)
+            for delivery in deliveries:
+                await self._insert_delivery(db, delivery)
+        return new
+
+    async def claim_due(self, owner: str, now: datetime, lease_s: float, limit: int) -> list[Job]:
+        now_ts = now.timestamp()
+        async with self._lock:
+            cur = await self.db.execute(
+                "UPDATE jobs SET lease_owner=?, lease_expires_at=?, version=version+1 WHERE seq IN"
+                " (SELECT seq FROM jobs WHERE active=1 AND due_at<=?"
+                "  AND (lease_owner IS NULL OR lease_expires_at<=?) ORDER BY due_at LIMIT ?)"
+                " RETURNING *",
+                (owner, now_ts + lease_s, now_ts, now_ts, limit),
+            )
+            rows = await cur.fetchall()
+        return sorted((self._job(r) for r in rows), key=lambda j: j.due_at)
+
+    async def renew_lease(self, job_id: str, owner: str, until: datetime) -> bool:
+        async with self._lock:
+            cur = await self.db.execute(
+                "UPDATE jobs SET lease_expires_at=? WHERE id=? AND lease_owner=?",
+                (until.timestamp(), job_id, owner),
+            )
+        return cur.rowcount == 1
+
+    async def release_owner(self, owner: str) -> int:
+        async with self._lock:
+            cur = await self.db.execute(
+                "UPDATE jobs SET lease_owner=NULL, lease_expires_at=NULL WHERE lease_owner=?",
+                (owner,),
+            )
+            await self.db.execute(
+                "UPDATE deliveries SET lease_owner=NULL, lease_expires_at=NULL WHERE lease_owner=?",
+                (owner,),
+            )
+        return cur.rowcount
+
+    async def next_due_at(self) -> datetime | None:
+        cur = await self.db.execute("SELECT MIN(due_at) FROM jobs WHERE active=1")
+        row = await cur.fetchone()
+        due = row[0] if row else None
+        cur = await self.db.execute(
+            "SELECT MIN(next_attempt_at) FROM deliveries WHERE status='pending'"
+        )
+        row = await cur.fetchone()
+        due2 = row[0] if row else None
+        candidates = [d for d in (due, due2) if d is not None]
+        return dt(min(candidates)) if candidates else None
+
+    async def delete(self, job_id: str) -> bool:
+        async with self._tx() as db:
+            cur = await db.execute("DELETE FROM jobs WHERE id=?", (job_id,))
+            await db.execute("DELETE FROM deliveries WHERE job_id=?", (job_id,))
+        return cur.rowcount == 1
+
+    async def list_jobs(
+        self,
+        *,
+        states: Sequence[str] | None = None,
+        session_id: str | None = None,
+        model: str | None = None,
+        since: datetime | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> tuple[list[Job], str | None]:
+        where, args = [], []  # type: list[str], list[Any]
+        if states:
+            where.append(f"state IN ({','.join('?' * len(states))})")
+            args.extend(states)
+        if session_id is not None:
+            where.append("session_id=?")
+            args.append(session_id)
+        if model is not None:
+            where.append("model=?")
+            args.append(model)
+        if since is not None:
+            where.append("created_at>=?")
+            args.append(since.timestamp())
+        if cursor:
+            where.append("seq<?")
+            args.append(int(cursor))
+        sql = "SELECT * FROM jobs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY seq DESC LIMIT ?"
+        args.append(limit + 1)
+        cur = await self.db.execute(sql, args)
+        rows = list(await cur.fetchall())
+        next_cursor = str(rows[limit - 1]["seq"]) if len(rows) > limit else None
+        return [self._job(r) for r in rows[:limit]], next_cursor
+
+    async def count_by_state(self) -> dict[str, int]:
+        cur = await self.db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state")
+        return {row[0]: row[1] for row in await cur.fetchall()}
+
+    async def queue_position(self, job: Job) -> int | None:
+        """1-based FIFO position of a queued job among queued jobs."""
+        cur = await self.db.execute(
+            "SELECT COUNT(*) FROM jobs WHERE state='queued' AND seq <="
+            " (SELECT seq FROM jobs WHERE id=?)",
+            (job.id,),
+        )
+        row = await cur.fetchone()
+        return int(row[0]) if row and row[0] else None
+
+    # --- deliveries --------------------------------------------------------------------
+
+    @staticmethod
+    async def _insert_delivery(db: aiosqlite.Connection, delivery: Delivery) -> None:
+        await db.execute(
+            "INSERT INTO deliveries (job_id, run, event, target, status, next_attempt_at, body)"
+            " VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+            (
+                delivery.job_id,
+                delivery.run,
+                delivery.event.value,
+                delivery.target,
+                delivery.status.value,
+                ts(delivery.next_attempt_at),
+                dumps(delivery_to_dict(delivery)),
+            ),
+        )
+
+    async def deliveries_for(self, job_id: str) -> list[Delivery]:
+        cur = await self.db.execute(
+            "SELECT body FROM deliveries WHERE job_id=? ORDER BY rowid", (job_id,)
+        )
+        return [delivery_from_dict(json.loads(r[0])) for r in await cur.fetchall()]
+
+    async def claim_deliveries(
+        self, owner: str, now: datetime, lease_s: float, limit: int
+    ) -> list[Delivery]:
+        now_ts = now.timestamp()
+        async with self._lock:
+            cur = await self.db.execute(
+                "UPDATE deliveries SET lease_owner=?, lease_expires_at=? WHERE rowid IN"
+                " (SELECT rowid FROM deliveries WHERE status='pending' AND next_attempt_at<=?"
+                "  AND (lease_owner IS NULL OR lease_expires_at<=?)"
+                "  ORDER BY next_attempt_at LIMIT ?) RETURNING body",
+                (owner, now_ts + lease_s, now_ts, now_ts, limit),
+            )
+            rows = await cur.fetchall()
+        return [delivery_from_dict(json.loads(r[0])) for r in rows]
+
+    async def update_delivery(self, delivery: Delivery, *, owner: str | None) -> None:
+        async with self._lock:
+            await self.db.execute(
+                "UPDATE deliveries SET status=?, next_attempt_at=?, body=?, lease_owner=NULL,"
+                " lease_expires_at=NULL WHERE job_id=? AND run=? AND event=? AND target=?"
+                " AND (? IS NULL OR lease_owner IS NULL OR lease_owner=?)",
+                (
+                    delivery.status.value,
+                    ts(delivery.next_attempt_at),
+                    dumps(delivery_to_dict(delivery)),
+                    delivery.job_id,
+                    delivery.run,
+                    delivery.event.value,
+                    delivery.target,
+                    owner,
+                    owner,
+                ),
+            )
+
+    # --- small shared values -----------------------------------------------------------
+
+    async def get_or_create_secret(self, name: str, factory_value: str) -> str:
+        async with self._lock:
+            await self.db.execute(
+                "INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT(name) DO NOTHING",
+                (name, factory_value),
+            )
+            cur = await self.db.execute("SELECT value FROM meta WHERE name=?", (name,))
+            row = await cur.fetchone()
+        assert row is not None
+        return str(row[0])
+
+    async def put_session(self, session_id: str, data: Mapping[str, Any]) -> None:
+        async with self._lock:
+            await self.db.execute(
+                "INSERT INTO sessions (session_id, data, updated_at) VALUES (?,?,unixepoch())"
+                " ON CONFLICT(session_id) DO UPDATE SET data=excluded.data,"
+                " updated_at=excluded.updated_at",
+                (session_id, dumps(dict(data))),
+            )
+
+    async def get_session(self, session_id: str) -> Mapping[str, Any] | None:
+        cur = await self.db.execute("SELECT data FROM sessions WHERE session_id=?", (session_id,))
+        row = await cur.fetchone()
+        return json.loads(row[0]) if row else None
+
+    async def delete_session(self, session_id: str) -> None:
+        async with self._lock:
+            await self.db.execute("DELETE FROM sessions WHERE session_id=?", (session_id,))
