@@ -1,9 +1,17 @@
-"""Shared fixtures: every test starts with clean logging and environment."""
+"""Shared fixtures: clean logging per test, and a job store parametrized over backends."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from pathlib import Path
+
 import pytest
 import structlog
+
+from webhook_poller.interfaces import JobStore
+from webhook_poller.stores.sqlite import SqliteJobStore
+
+STORE_BACKENDS = ["sqlite"]
 
 
 @pytest.fixture(autouse=True)
@@ -11,3 +19,23 @@ def _reset_structlog() -> None:
     """Each test starts from structlog's defaults so captured logs do not leak between tests."""
     structlog.reset_defaults()
     structlog.contextvars.clear_contextvars()
+
+
+async def open_store(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> JobStore:
+    """A fresh, empty, opened store of the given backend."""
+    if backend == "sqlite":
+        store: JobStore = SqliteJobStore({"url": f"sqlite:///{tmp_path}/jobs.db"})
+    else:  # pragma: no cover - new backends register here
+        raise ValueError(backend)
+    await store.open()
+    return store
+
+
+@pytest.fixture(params=STORE_BACKENDS)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[JobStore]:
+    """Every JobStore implementation, each fresh for the test."""
+    opened = await open_store(request.param, tmp_path, request)
+    try:
+        yield opened
+    finally:
+        await opened.close()

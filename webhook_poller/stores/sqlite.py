@@ -47,6 +47,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     lease_owner TEXT,
     lease_expires_at REAL,
     version INTEGER NOT NULL,
+    reclaims INTEGER NOT NULL DEFAULT 0,
     body TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs(due_at) WHERE active = 1;
@@ -156,6 +157,7 @@ class SqliteJobStore:
         data["lease_owner"] = row["lease_owner"]
         data["lease_expires_at"] = row["lease_expires_at"]
         data["due_at"] = row["due_at"]
+        data["reclaims"] = row["reclaims"]
         return job_from_dict(data)
 
     async def create(self, job: Job) -> tuple[Job, bool]:
@@ -201,8 +203,8 @@ class SqliteJobStore:
         async with self._tx() as db:
             cur = await db.execute(
                 "UPDATE jobs SET state=?, active=?, due_at=?, lease_owner=?, lease_expires_at=?,"
-                " body=?, version=version+1 WHERE id=? AND version=?",
-                (state, active, due, owner, expires, body, job.id, expected_version),
+                " reclaims=?, body=?, version=version+1 WHERE id=? AND version=?",
+                (state, active, due, owner, expires, new.reclaims, body, job.id, expected_version),
             )
             if cur.rowcount != 1:
                 raise LeaseLost(job.id)
@@ -214,7 +216,8 @@ class SqliteJobStore:
         now_ts = now.timestamp()
         async with self._lock:
             cur = await self.db.execute(
-                "UPDATE jobs SET lease_owner=?, lease_expires_at=?, version=version+1 WHERE seq IN"
+                "UPDATE jobs SET reclaims=reclaims+(lease_owner IS NOT NULL),"
+                " lease_owner=?, lease_expires_at=?, version=version+1 WHERE seq IN"
                 " (SELECT seq FROM jobs WHERE active=1 AND due_at<=?"
                 "  AND (lease_owner IS NULL OR lease_expires_at<=?) ORDER BY due_at LIMIT ?)"
                 " RETURNING *",
