@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 
+from tests.support.factories import make_job
 from webhook_poller.errors import LeaseLost
 from webhook_poller.model import (
     Delivery,
@@ -18,8 +19,6 @@ from webhook_poller.model import (
     webhook_id_for,
 )
 from webhook_poller.stores.codec import job_from_dict, job_to_dict
-
-from tests.support.factories import make_job
 
 
 async def test_create_is_idempotent_on_provider_task(store):
@@ -205,7 +204,8 @@ async def test_next_due_at_sees_jobs_and_deliveries(store):
     due = await store.next_due_at()
     assert due is not None and abs((due - job.due_at).total_seconds()) < 0.01
     await store.save(
-        job, expected_version=job.version,
+        job,
+        expected_version=job.version,
         deliveries=[_delivery(job.id, "x", now + timedelta(seconds=5))],
     )
     due = await store.next_due_at()
@@ -223,7 +223,7 @@ async def test_list_filters_and_paginates_newest_first(store):
     page3, cursor3 = await store.list_jobs(limit=3, cursor=cursor2)
     ids = [j.id for j in page + page2 + page3]
     assert len(ids) == len(set(ids)) == 8 and cursor3 is None
-    assert [j.task_id for j in page][0] == "done"
+    assert page[0].task_id == "done"
     s1, _ = await store.list_jobs(session_id="s1")
     assert {j.session_id for j in s1} == {"s1"} and len(s1) == 3
     done, _ = await store.list_jobs(states=["succeeded"])

@@ -164,73 +164,28 @@ class Api:
     # --- intake ------------------------------------------------------------------------
 
     def validate_intake(self, data: Mapping[str, Any]) -> dict[str, Any]:
-        def pick(*names: str) -> Any:
-            for name in names:
-                if name in data and data[name] is not None:
-                    return data[name]
+        """Check the intake body field by field; the first problem names its field."""
+        return {
+            "sessionId": _required_str(data, "sessionId", "session_id"),
+            "taskId": _required_str(data, "taskId", "task_id"),
+            "model": _required_str(data, "model"),
+            "attempt": _attempt(_pick(data, "attempt")),
+            "callbackUrl": self._callback(_pick(data, "callbackUrl", "callback_url")),
+            "context": _json_object(
+                _pick(data, "context"), "context", self.settings.server.max_context_bytes
+            ),
+        }
+
+    def _callback(self, value: Any) -> str | None:
+        if value is None or value == "":
             return None
-
-        out: dict[str, Any] = {}
-        for field, aliases in (
-            ("sessionId", ("sessionId", "session_id")),
-            ("taskId", ("taskId", "task_id")),
-            ("model", ("model",)),
-        ):
-            value = pick(*aliases)
-            if value is None or (isinstance(value, str) and not value.strip()):
-                raise RequestRejected(f"{field} is required", field=field)
-            if not isinstance(value, str):
-                raise RequestRejected(f"{field} must be a string", field=field)
-            value = value.strip()
-            if len(value) > MAX_ID_LEN or not value.isprintable():
-                raise RequestRejected(
-                    f"{field} must be printable and at most {MAX_ID_LEN} characters", field=field
-                )
-            out[field] = value
-
-        attempt = pick("attempt")
-        if attempt is None or attempt == "":
-            attempt = 1
-        if isinstance(attempt, str) and attempt.strip().isdigit():
-            attempt = int(attempt.strip())
-        if isinstance(attempt, float) and attempt.is_integer():
-            attempt = int(attempt)
-        if isinstance(attempt, bool) or not isinstance(attempt, int) or not 1 <= attempt <= 10000:
-            raise RequestRejected("attempt must be a whole number from 1 to 10000", field="attempt")
-        out["attempt"] = attempt
-
-        callback = pick("callbackUrl", "callback_url")
-        if callback is not None and callback != "":
-            if not isinstance(callback, str):
-                raise RequestRejected("callbackUrl must be a string", field="callbackUrl")
-            try:
-                net.check_url(callback, allow_private=self.settings.security.allow_private_urls)
-            except UnsafeURL as exc:
-                raise RequestRejected(str(exc), field="callbackUrl") from None
-            out["callbackUrl"] = callback
-        else:
-            out["callbackUrl"] = None
-
-        context = pick("context")
-        if isinstance(context, str) and context.strip():
-            try:
-                context = json.loads(context)
-            except ValueError:
-                raise RequestRejected("context must be a JSON object", field="context") from None
-        if context is not None and context != "":
-            if not isinstance(context, dict):
-                raise RequestRejected("context must be a JSON object", field="context")
-            size = len(json.dumps(context).encode())
-            if size > self.settings.server.max_context_bytes:
-                raise RequestRejected(
-                    f"context is {size} bytes; at most "
-                    f"{self.settings.server.max_context_bytes} are allowed",
-                    field="context",
-                )
-            out["context"] = context
-        else:
-            out["context"] = None
-        return out
+        if not isinstance(value, str):
+            raise RequestRejected("callbackUrl must be a string", field="callbackUrl")
+        try:
+            net.check_url(value, allow_private=self.settings.security.allow_private_urls)
+        except UnsafeURL as exc:
+            raise RequestRejected(str(exc), field="callbackUrl") from None
+        return value
 
     async def intake(self, request: Request) -> Response:
         self.check_auth(request)
@@ -337,9 +292,7 @@ class Api:
         if len(session_id) > MAX_ID_LEN:
             raise RequestRejected("sessionId is too long", field="sessionId")
         data = await self.read_object(request)
-        size = len(json.dumps(data).encode())
-        if size > self.settings.server.max_context_bytes:
-            raise RequestRejected("the session is too large", field="session")
+        _json_object(data, "session", self.settings.server.max_context_bytes)
         await self._store_call(self.svc.sessions.put(session_id, data))
         return JSONResponse({"ok": True, "sessionId": session_id})
 
@@ -362,6 +315,58 @@ class Api:
             status_code=200 if ready else 503,
             headers=None if ready else {"Retry-After": "5"},
         )
+
+
+def _pick(data: Mapping[str, Any], *names: str) -> Any:
+    for name in names:
+        if data.get(name) is not None:
+            return data[name]
+    return None
+
+
+def _required_str(data: Mapping[str, Any], field: str, *aliases: str) -> str:
+    value = _pick(data, field, *aliases)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise RequestRejected(f"{field} is required", field=field)
+    if not isinstance(value, str):
+        raise RequestRejected(f"{field} must be a string", field=field)
+    value = value.strip()
+    if len(value) > MAX_ID_LEN or not value.isprintable():
+        raise RequestRejected(
+            f"{field} must be printable and at most {MAX_ID_LEN} characters", field=field
+        )
+    return value
+
+
+def _attempt(value: Any) -> int:
+    if value is None or value == "":
+        return 1
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10000:
+        raise RequestRejected("attempt must be a whole number from 1 to 10000", field="attempt")
+    return value
+
+
+def _json_object(value: Any, field: str, max_bytes: int) -> dict[str, Any] | None:
+    """An optional JSON object (or a form field holding one), at most ``max_bytes``."""
+    if isinstance(value, str) and value.strip():
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise RequestRejected(f"{field} must be a JSON object", field=field) from None
+    if value is None or value == "":
+        return None
+    if not isinstance(value, dict):
+        raise RequestRejected(f"{field} must be a JSON object", field=field)
+    size = len(json.dumps(value).encode())
+    if size > max_bytes:
+        raise RequestRejected(
+            f"{field} is {size} bytes; at most {max_bytes} are allowed", field=field
+        )
+    return value
 
 
 def create_app(
