@@ -1,0 +1,159 @@
+"""Local-disk blob storage, the embedded default (``storage.url: file://./data/videos``).
+
+Writes go to a unique ``.part`` file beside the target and become visible with one
+``os.replace`` after an fsync, so nothing half-written is ever served. Keys are checked so a
+key can never point outside the root. The service serves these files itself through signed
+links, so :meth:`url_for` returns ``None``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import IO, Any
+
+from ..errors import BlobError, ConfigError
+from ..interfaces import PluginContext, StoredBlob
+from ..media import probe_path
+from ..model import VideoMetadata
+
+
+def file_root(url: str) -> Path:
+    """``file://./rel/dir`` -> ./rel/dir (from the working directory); ``file:///abs`` -> /abs."""
+    prefix = "file://"
+    if not url.startswith(prefix) or len(url) == len(prefix):
+        raise ConfigError(f"storage.url {url!r} is not a file:// URL")
+    return Path(url[len(prefix) :])
+
+
+class LocalBlobStorage:
+    """Blobs as files under one root directory. Options: ``url`` (file://...)."""
+
+    def __init__(self, options: Mapping[str, Any], context: PluginContext | None = None) -> None:
+        self.root = file_root(str(options["url"])).absolute()
+
+    async def open(self) -> None:
+        await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
+
+    async def close(self) -> None:
+        return None
+
+    async def ping(self) -> bool:
+        return await asyncio.to_thread(lambda: self.root.is_dir() and os.access(self.root, os.W_OK))
+
+    def local_path(self, key: str) -> Path:
+        """The file for ``key``; refuses keys that would leave the root."""
+        pure = PurePosixPath(key)
+        if (
+            not key
+            or "\x00" in key
+            or "\\" in key
+            or pure.is_absolute()
+            or any(part in ("..", ".", "") for part in key.split("/"))
+        ):
+            raise BlobError(f"unsafe storage key {key!r}", transient=False)
+        path = (self.root / pure).resolve()
+        if not path.is_relative_to(self.root.resolve()):
+            raise BlobError(f"unsafe storage key {key!r}", transient=False)
+        return path
+
+    async def put_stream(
+        self,
+        key: str,
+        chunks: AsyncIterator[bytes],
+        *,
+        content_type: str,
+        max_bytes: int,
+        filename: str | None = None,
+    ) -> StoredBlob:
+        target = self.local_path(key)
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.part")
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
+            fh: IO[bytes] = await asyncio.to_thread(tmp.open, "wb")
+            try:
+                async for chunk in chunks:
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise BlobError(
+                            f"the video is larger than the {max_bytes}-byte limit",
+                            transient=False,
+                        )
+                    digest.update(chunk)
+                    await asyncio.to_thread(fh.write, chunk)
+                await asyncio.to_thread(_flush_and_sync, fh)
+            finally:
+                await asyncio.to_thread(fh.close)
+            await asyncio.to_thread(os.replace, tmp, target)
+        except OSError as exc:
+            raise BlobError(f"could not write the video to disk: {exc.strerror}") from exc
+        finally:
+            if tmp.exists():
+                await asyncio.to_thread(tmp.unlink, missing_ok=True)
+        return StoredBlob(
+            key=key, size_bytes=size, sha256=digest.hexdigest(), content_type=content_type
+        )
+
+    async def read(self, key: str, *, chunk_size: int = 65536) -> AsyncIterator[bytes]:
+        path = self.local_path(key)
+        try:
+            fh: IO[bytes] = await asyncio.to_thread(path.open, "rb")
+        except OSError as exc:
+            raise BlobError(f"no stored video at {key!r}", transient=False) from exc
+        try:
+            while chunk := await asyncio.to_thread(fh.read, chunk_size):
+                yield chunk
+        finally:
+            await asyncio.to_thread(fh.close)
+
+    async def size(self, key: str) -> int | None:
+        path = self.local_path(key)
+        try:
+            return (await asyncio.to_thread(path.stat)).st_size
+        except OSError:
+            return None
+
+    async def url_for(self, key: str, *, expires_s: int, filename: str | None = None) -> str | None:
+        return None
+
+    async def delete(self, key: str) -> None:
+        path = self.local_path(key)
+        await asyncio.to_thread(self._delete_sync, path)
+
+    def _delete_sync(self, path: Path) -> None:
+        path.unlink(missing_ok=True)
+        parent = path.parent
+        root = self.root.resolve()
+        while parent != root and parent.is_relative_to(root):
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+            parent = parent.parent
+
+    async def probe_metadata(self, key: str) -> VideoMetadata:
+        return await probe_path(self.local_path(key))
+
+    async def keys_older_than(self, cutoff: datetime) -> list[str]:
+        def scan() -> list[str]:
+            keys = []
+            limit = cutoff.astimezone(UTC).timestamp()
+            for path in self.root.rglob("*"):
+                if path.is_file() and not path.name.endswith(".part"):
+                    if path.stat().st_mtime < limit:
+                        keys.append(path.relative_to(self.root).as_posix())
+            return keys
+
+        return await asyncio.to_thread(scan)
+
+
+def _flush_and_sync(fh: IO[bytes]) -> None:
+    fh.flush()
+    os.fsync(fh.fileno())

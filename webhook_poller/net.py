@@ -1,0 +1,337 @@
+"""Outbound HTTP for URLs that come from outside, behind a server-side request forgery guard.
+
+Two layers:
+
+* :func:`check_url` is a cheap syntax check (no DNS) used at intake: http(s) only, no
+  credentials in the URL, and no loopback/private IP literals or local names.
+* The guarded transport checks the address actually connected to. Its network backend
+  resolves the host itself, refuses the connection if any resolved address is forbidden,
+  and connects to the checked IP, so a DNS answer that changes between check and connect
+  (rebinding) cannot slip through. TLS still verifies the certificate against the host
+  name: httpcore starts TLS with ``server_hostname`` taken from the request's origin, not
+  from the address we connected to (httpcore/_async/connection.py ``_connect``).
+
+Redirects are followed by :func:`open_stream` by hand, each hop checked again. What this
+module leaves to others: what to do with the bytes (blob storage) and what counts as a
+retryable failure for a job (the pipeline).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import httpcore
+import httpx
+
+from .errors import DownloadError, UnsafeURL
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+_CGNAT = ipaddress.ip_network("100.64.0.0/10")
+_METADATA = {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
+_LOCAL_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback")
+_LOCAL_SUFFIXES = (".localhost", ".local", ".internal", ".localdomain")
+MAX_URL_LENGTH = 2048
+
+
+def _unwrap(ip: IPAddress) -> IPAddress:
+    """See through IPv6 forms that carry an IPv4 address (mapped, 6to4, NAT64)."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return ip.ipv4_mapped
+        if ip.sixtofour is not None:
+            return ip.sixtofour
+        if ip in ipaddress.ip_network("64:ff9b::/96"):
+            return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return ip
+
+
+def is_forbidden_address(ip: IPAddress) -> str | None:
+    """Why ``ip`` may not be reached from here, or None when it is a public address."""
+    ip = _unwrap(ip)
+    if ip in _METADATA:
+        return "cloud metadata"
+    if ip.is_loopback:
+        return "loopback"
+    if ip.is_unspecified:
+        return "unspecified"
+    if ip.is_link_local:
+        return "link-local"
+    if isinstance(ip, ipaddress.IPv4Address) and ip in _CGNAT:
+        return "carrier-grade NAT"
+    if ip.is_multicast:
+        return "multicast"
+    if ip.is_private:
+        return "private"
+    if ip.is_reserved:
+        return "reserved"
+    if not ip.is_global:
+        return "not globally routable"
+    return None
+
+
+def redact_url(url: str) -> str:
+    """scheme://host[:port]/path: no user-info, query or fragment (for logs and errors)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if _safe_port(parts) else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+def _safe_port(parts: Any) -> int | None:
+    try:
+        return parts.port  # type: ignore[no-any-return]
+    except ValueError:
+        return None
+
+
+def check_url(url: str, *, allow_private: bool) -> None:
+    """Refuse URLs we will never call; raises UnsafeURL naming the host, never the query."""
+    if len(url) > MAX_URL_LENGTH:
+        raise UnsafeURL(f"the URL is longer than {MAX_URL_LENGTH} characters")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise UnsafeURL("the URL cannot be parsed") from None
+    if parts.scheme not in ("http", "https"):
+        raise UnsafeURL(f"only http and https URLs are allowed, not {parts.scheme or 'none'!r}")
+    host = (parts.hostname or "").rstrip(".").lower()
+    if not host:
+        raise UnsafeURL("the URL has no host")
+    if parts.username is not None or parts.password is not None:
+        raise UnsafeURL(f"the URL for {host} carries credentials; they are not allowed")
+    if allow_private:
+        return
+    if host in _LOCAL_NAMES or host.endswith(_LOCAL_SUFFIXES):
+        raise UnsafeURL(f"{host} is a local name")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return
+    reason = is_forbidden_address(ip)
+    if reason:
+        raise UnsafeURL(f"{host} is a {reason} address")
+
+
+class _Refused(httpcore.ConnectError):
+    """Raised inside the transport; :func:`open_stream` turns it into UnsafeURL."""
+
+
+class GuardedBackend(httpcore.AsyncNetworkBackend):
+    """Resolve, check every address, connect to the checked one."""
+
+    def __init__(self, allow_private: bool) -> None:
+        self.allow_private = allow_private
+        self._inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore backend signature
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        target = host
+        if not self.allow_private:
+            target = await self._checked_address(host, port)
+        return await self._inner.connect_tcp(
+            target,
+            port,
+            timeout=timeout,
+            local_address=local_address,
+            socket_options=socket_options,
+        )
+
+    async def _checked_address(self, host: str, port: int) -> str:
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                host, port, type=socket.SOCK_STREAM
+            )
+        except socket.gaierror as exc:
+            raise httpcore.ConnectError(f"cannot resolve {host}: {exc.strerror}") from exc
+        addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+        # Refuse when ANY answer is forbidden: a name that also points inward is not one we
+        # want to half-trust, and it keeps the rule independent of address order.
+        for ip in addresses:
+            reason = is_forbidden_address(ip)
+            if reason:
+                raise _Refused(f"{host} resolves to a {reason} address")
+        if not addresses:
+            raise httpcore.ConnectError(f"cannot resolve {host}")
+        return str(addresses[0])
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore signature
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise _Refused("unix sockets are not reachable from here")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+class GuardedTransport(httpx.AsyncHTTPTransport):
+    """httpx's transport with its connection pool built on :class:`GuardedBackend`."""
+
+    def __init__(self, *, allow_private: bool, limits: httpx.Limits, **kwargs: Any) -> None:
+        super().__init__(limits=limits, **kwargs)
+        old = self._pool
+        # Same TLS context and limits as httpx would use; only the network backend differs.
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=old._ssl_context,
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            http1=True,
+            http2=False,
+            network_backend=GuardedBackend(allow_private),
+        )
+
+
+def build_client(
+    *, allow_private: bool, timeout_s: float = 30.0, user_agent: str = "webhook-poller"
+) -> httpx.AsyncClient:
+    """The shared client for outside URLs: guarded, redirects not followed automatically."""
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
+    return httpx.AsyncClient(
+        transport=GuardedTransport(allow_private=allow_private, limits=limits),
+        timeout=httpx.Timeout(timeout_s, connect=10.0),
+        follow_redirects=False,
+        headers={"User-Agent": user_agent},
+    )
+
+
+def is_video_content_type(content_type: str | None) -> bool:
+    """True for video/* and the generic binary types CDNs often use (or none at all)."""
+    if not content_type:
+        return True
+    base = content_type.split(";")[0].strip().lower()
+    return base.startswith("video/") or base in (
+        "application/octet-stream",
+        "binary/octet-stream",
+        "application/mp4",
+    )
+
+
+@dataclass
+class Download:
+    """An open response: its facts and a byte iterator that enforces the size cap."""
+
+    content_type: str | None
+    content_length: int | None
+    final_url: str
+    _response: httpx.Response
+    _max_bytes: int
+
+    async def iter_bytes(self) -> AsyncIterator[bytes]:
+        seen = 0
+        try:
+            async for chunk in self._response.aiter_bytes(65536):
+                seen += len(chunk)
+                if seen > self._max_bytes:
+                    raise DownloadError(
+                        f"the video is larger than the {self._max_bytes}-byte limit",
+                        transient=False,
+                    )
+                yield chunk
+        except httpx.TransportError as exc:
+            raise DownloadError(
+                f"the download from {redact_url(self.final_url)} broke off: {type(exc).__name__}",
+                transient=True,
+            ) from exc
+
+
+_REDIRECTS = (301, 302, 303, 307, 308)
+
+
+@asynccontextmanager
+async def open_stream(
+    client: httpx.AsyncClient,
+    url: str,
+    *,
+    max_bytes: int,
+    deadline_s: float,
+    allow_private: bool,
+    max_redirects: int = 5,
+    headers: Mapping[str, str] | None = None,
+    accept: Callable[[str | None], bool] | None = None,
+) -> AsyncIterator[Download]:
+    """GET ``url`` with every hop checked; yield a :class:`Download` to stream from.
+
+    Raises UnsafeURL when the guard refuses, DownloadError(transient=True) for timeouts,
+    connection errors, 5xx and 429, and DownloadError(transient=False) for other 4xx, too
+    large or unwanted content. The whole thing, body included, must finish in
+    ``deadline_s``.
+    """
+    try:
+        async with asyncio.timeout(deadline_s):
+            current = url
+            for _hop in range(max_redirects + 1):
+                check_url(current, allow_private=allow_private)
+                request = client.build_request("GET", current, headers=dict(headers or {}))
+                try:
+                    response = await client.send(request, stream=True)
+                except _Refused as exc:
+                    raise UnsafeURL(str(exc)) from None
+                except httpx.TransportError as exc:
+                    cause = exc.__context__ or exc.__cause__
+                    if isinstance(cause, _Refused):
+                        raise UnsafeURL(str(cause)) from None
+                    raise DownloadError(
+                        f"could not fetch {redact_url(current)}: {type(exc).__name__}",
+                        transient=True,
+                    ) from exc
+                try:
+                    if response.status_code in _REDIRECTS and "location" in response.headers:
+                        current = urljoin(current, response.headers["location"])
+                        continue
+                    _raise_for_status(response, current)
+                    ctype = response.headers.get("content-type")
+                    length = response.headers.get("content-length")
+                    size = int(length) if length and length.isdigit() else None
+                    if size is not None and size > max_bytes:
+                        raise DownloadError(
+                            f"the video is {size} bytes, over the {max_bytes}-byte limit",
+                            transient=False,
+                        )
+                    if accept is not None and not accept(ctype):
+                        raise DownloadError(
+                            f"{redact_url(current)} answered {ctype}, not a video",
+                            transient=False,
+                        )
+                    yield Download(ctype, size, current, response, max_bytes)
+                    return
+                finally:
+                    await response.aclose()
+            raise DownloadError(f"more than {max_redirects} redirects", transient=False)
+    except TimeoutError:
+        raise DownloadError(
+            f"the download from {redact_url(url)} took longer than {deadline_s:g} s",
+            transient=True,
+        ) from None
+
+
+def _raise_for_status(response: httpx.Response, url: str) -> None:
+    status = response.status_code
+    if 200 <= status < 300:
+        return
+    where = redact_url(url)
+    if status in (408, 425, 429) or status >= 500:
+        raise DownloadError(f"{where} answered HTTP {status}", transient=True)
+    raise DownloadError(f"{where} answered HTTP {status}", transient=False)
