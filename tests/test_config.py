@@ -39,8 +39,17 @@ def test_example_documents_every_key():
     """Every settings key of every section appears in config.example.yaml."""
     text = (ROOT / "config.example.yaml").read_text()
     settings = load_settings(None, {})
-    for section in ("server", "store", "storage", "callbacks", "polling", "security",
-                    "session", "logging", "analytics"):
+    for section in (
+        "server",
+        "store",
+        "storage",
+        "callbacks",
+        "polling",
+        "security",
+        "session",
+        "logging",
+        "analytics",
+    ):
         for key in type(getattr(settings, section)).model_fields:
             assert f"  {key}:" in text, f"{section}.{key} is not documented"
 
@@ -48,12 +57,20 @@ def test_example_documents_every_key():
 def test_interpolation_and_env_overrides(tmp_path):
     """${VAR}, ${VAR:-default}, WEBHOOK_POLLER_* and KIE_API_KEY all apply."""
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "server": {"port": "${PORT:-9001}", "public_url": "https://${HOST}"},
-        "callbacks": {"secret": "${CB_SECRET}"},
-    }))
-    env = {"HOST": "poller.example.com", "CB_SECRET": "whsec_abc",
-           "WEBHOOK_POLLER_POLLING__INTERVAL_S": "12", "KIE_API_KEY": "kie-key-1"}
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "server": {"port": "${PORT:-9001}", "public_url": "https://${HOST}"},
+                "callbacks": {"secret": "${CB_SECRET}"},
+            }
+        )
+    )
+    env = {
+        "HOST": "poller.example.com",
+        "CB_SECRET": "whsec_abc",
+        "WEBHOOK_POLLER_POLLING__INTERVAL_S": "12",
+        "KIE_API_KEY": "kie-key-1",
+    }
     settings = load_settings(cfg, env)
     assert settings.server.port == 9001
     assert settings.server.base_url() == "https://poller.example.com"

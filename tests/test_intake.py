@@ -70,8 +70,13 @@ def test_form_encoded_body_is_accepted(service):
     """Zapier sends form bodies; they work like JSON, context as a JSON string."""
     resp = service.post(
         "/poll-video",
-        data={"sessionId": "z1", "taskId": "form-1", "model": "demo", "attempt": "2",
-              "context": json.dumps({"chatId": 5})},
+        data={
+            "sessionId": "z1",
+            "taskId": "form-1",
+            "model": "demo",
+            "attempt": "2",
+            "context": json.dumps({"chatId": 5}),
+        },
     )
     assert resp.status_code == 200, resp.text
     status = service.get(f"/jobs/{resp.json()['jobId']}").json()
@@ -88,10 +93,16 @@ BAD_BODIES = [
     ({"sessionId": "s", "taskId": "t", "model": "demo", "attempt": True}, 422, "attempt"),
     ({"sessionId": "s", "taskId": "t", "model": "demo", "attempt": 1.5}, 422, "attempt"),
     ({"sessionId": "s", "taskId": "t", "model": "demo", "context": [1]}, 422, "context"),
-    ({"sessionId": "s", "taskId": "t", "model": "demo", "context": {"x": "y" * 17000}},
-     422, "context"),
-    ({"sessionId": "s", "taskId": "t", "model": "demo", "callbackUrl": "ftp://x.io/a"},
-     422, "callbackUrl"),
+    (
+        {"sessionId": "s", "taskId": "t", "model": "demo", "context": {"x": "y" * 17000}},
+        422,
+        "context",
+    ),
+    (
+        {"sessionId": "s", "taskId": "t", "model": "demo", "callbackUrl": "ftp://x.io/a"},
+        422,
+        "callbackUrl",
+    ),
     ({"sessionId": "s", "taskId": "t", "model": "demo", "callbackUrl": 5}, 422, "callbackUrl"),
     ({"sessionId": "s\x00x", "taskId": "t", "model": "demo"}, 422, "sessionId"),
 ]
@@ -111,8 +122,12 @@ def test_bad_input_is_refused_and_nothing_stored(service, tmp_path, body, status
 
 @pytest.mark.parametrize(
     ("content", "ctype"),
-    [(b"not json", "application/json"), (b"[1,2]", "application/json"), (b"", "application/json"),
-     (b"\xff\xfe", "application/json")],
+    [
+        (b"not json", "application/json"),
+        (b"[1,2]", "application/json"),
+        (b"", "application/json"),
+        (b"\xff\xfe", "application/json"),
+    ],
 )
 def test_unreadable_body_is_400(service, tmp_path, content, ctype):
     """Bodies that are not a JSON object are a 400 in the same envelope."""
@@ -150,11 +165,17 @@ def test_unknown_job_and_route_are_404_envelopes(service):
 
 def test_private_callback_url_refused_unless_allowed(tmp_path):
     """A callbackUrl on loopback or a private range is refused at intake by default."""
-    cfg = base_config(tmp_path, security={"allow_private_urls": False},
-                      polling={"first_poll_delay_s": 3600})
+    cfg = base_config(
+        tmp_path, security={"allow_private_urls": False}, polling={"first_poll_delay_s": 3600}
+    )
     with run_service(cfg) as url, httpx.Client(base_url=url) as client:
-        for target in ("http://127.0.0.1:9/x", "http://10.1.2.3/hook", "http://localhost/h",
-                       "http://169.254.169.254/latest", "http://[::1]/x"):
+        for target in (
+            "http://127.0.0.1:9/x",
+            "http://10.1.2.3/hook",
+            "http://localhost/h",
+            "http://169.254.169.254/latest",
+            "http://[::1]/x",
+        ):
             resp = client.post(
                 "/poll-video",
                 json={"sessionId": "s", "taskId": "t", "model": "demo", "callbackUrl": target},
@@ -163,8 +184,12 @@ def test_private_callback_url_refused_unless_allowed(tmp_path):
             assert resp.json()["error"]["field"] == "callbackUrl"
         ok = client.post(
             "/poll-video",
-            json={"sessionId": "s", "taskId": "t", "model": "demo",
-                  "callbackUrl": "https://n8n.example.com/webhook-waiting/12?signature=x"},
+            json={
+                "sessionId": "s",
+                "taskId": "t",
+                "model": "demo",
+                "callbackUrl": "https://n8n.example.com/webhook-waiting/12?signature=x",
+            },
         )
         assert ok.status_code == 200
     assert count_jobs(tmp_path) == 1
@@ -172,8 +197,11 @@ def test_private_callback_url_refused_unless_allowed(tmp_path):
 
 def test_token_guards_intake_and_jobs(tmp_path):
     """With a token set, intake and job reads need the bearer token; health does not."""
-    cfg = base_config(tmp_path, server={"auth_token": "s3cr3t-token-for-tests"},
-                      polling={"first_poll_delay_s": 3600})
+    cfg = base_config(
+        tmp_path,
+        server={"auth_token": "s3cr3t-token-for-tests"},
+        polling={"first_poll_delay_s": 3600},
+    )
     body = {"sessionId": "s", "taskId": "t", "model": "demo"}
     with run_service(cfg) as url, httpx.Client(base_url=url) as client:
         assert client.post("/poll-video", json=body).status_code == 401
@@ -194,15 +222,19 @@ def test_refuses_public_listen_without_token():
     check_listen_safety(
         settings_from_mapping({"server": {"host": "0.0.0.0", "allow_unauthenticated": True}})
     )
-    check_listen_safety(settings_from_mapping({"server": {"host": "0.0.0.0",
-                                                          "auth_token": "a-real-token-1"}}))
+    check_listen_safety(
+        settings_from_mapping({"server": {"host": "0.0.0.0", "auth_token": "a-real-token-1"}})
+    )
 
 
 def test_cli_exits_with_clear_message_on_unsafe_listen(tmp_path):
     """The serve command refuses 0.0.0.0 without a token and says which key to set."""
     proc = subprocess.run(
         [sys.executable, "-m", "webhook_poller", "serve", "--host", "0.0.0.0", "--port", "0"],
-        capture_output=True, text=True, timeout=30, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=tmp_path,
         env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
     )
     assert proc.returncode == 2

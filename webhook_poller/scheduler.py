@@ -291,10 +291,15 @@ class Scheduler:
             for r in await self.store.deliveries_for(job.id)
             if r.run == job.run and r.event is Event.SUCCEEDED
         ]
+        soon = now + timedelta(seconds=0.2)
+        if not rows and self.dispatcher.targets_for(job, Event.SUCCEEDED):
+            # The outbox rows are written with the move to notifying; should they be missing
+            # (a store restored from an older copy), plan them again rather than tell nobody.
+            return Outcome(dataclasses.replace(job, due_at=soon), [Event.SUCCEEDED])
         if all(r.attempts > 0 or r.status is not DeliveryStatus.PENDING for r in rows):
             return Outcome(transition(job, JobState.SUCCEEDED, now=now), [])
         self.wake.set()
-        return Outcome(dataclasses.replace(job, due_at=now + timedelta(seconds=0.2)), [])
+        return Outcome(dataclasses.replace(job, due_at=soon), [])
 
     async def _commit(self, before: Job, outcome: Outcome) -> Job:
         """Write the step's result with its outbox rows; keep the lease only to go on now."""

@@ -61,8 +61,10 @@ def base_config(tmp_path: Path, port: int | None = None, **extra: Any) -> dict[s
             "tick_s": 0.05,
             "jitter": 0,
         },
-        "providers": {"kie": {"min_interval_s": 0, "api_key": "test-kie-key"},
-                      "demo": {"polls_until_done": 2}},
+        "providers": {
+            "kie": {"min_interval_s": 0, "api_key": "test-kie-key"},
+            "demo": {"polls_until_done": 2},
+        },
         "logging": {"level": "WARNING"},
     }
     return deep_merge(cfg, extra)
@@ -108,10 +110,12 @@ class ServiceProcess:
         self.config_path.write_text(yaml.safe_dump(config))
         self.log_path = workdir / f"service-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self._log: Any = None
 
     def start(self, timeout: float = 20.0) -> ServiceProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("WEBHOOK_POLLER_")}
-        log = self.log_path.open("ab")
+        self._close_log()
+        self._log = log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "webhook_poller", "serve", "--config", str(self.config_path)],
             stdout=log,
@@ -130,16 +134,24 @@ class ServiceProcess:
         wait_for(ready, timeout)
         return self
 
+    def _close_log(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs, exactly like a crash."""
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(timeout=10)
+        self._close_log()
 
     def terminate(self, timeout: float = 20.0) -> int:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=timeout)
+        code = self.proc.wait(timeout=timeout)
+        self._close_log()
+        return code
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -190,9 +202,7 @@ class CallbackReceiver:
 
     def events(self, event: str | None = None) -> list[dict[str, Any]]:
         with self._lock:
-            return [
-                r for r in self.requests if event is None or r["body"].get("event") == event
-            ]
+            return [r for r in self.requests if event is None or r["body"].get("event") == event]
 
     def webhook_ids(self, event: str | None = None) -> list[str]:
         return [r["headers"]["webhook-id"] for r in self.events(event)]
