@@ -1,0 +1,157 @@
+"""A local KIE.ai over real HTTP: scripted status answers per task, and video files.
+
+``KieEmulator().script(task_id, [answer, ...])`` queues answers for one task; each poll takes
+the next one and the last repeats. An answer is ``(http_status, body, headers)`` where body
+is a dict (sent as JSON) or a str (sent as is). Body builders follow KIE's documented shapes.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from webhook_poller.adapters.demo import sample_video_path
+
+Answer = tuple[int, Any, dict[str, str]]
+API_KEY = "test-kie-key"
+
+
+def ok(data: Any) -> Answer:
+    return (200, {"code": 200, "msg": "success", "data": data}, {})
+
+
+def veo_pending() -> Answer:
+    return ok(
+        {"taskId": "x", "successFlag": 0, "response": None, "errorCode": None, "errorMessage": ""}
+    )
+
+
+def veo_success(urls: list[str]) -> Answer:
+    return ok(
+        {
+            "taskId": "x",
+            "successFlag": 1,
+            "errorCode": None,
+            "errorMessage": "",
+            "response": {
+                "taskId": "x",
+                "resultUrls": urls,
+                "originUrls": [],
+                "resolution": "1080p",
+            },
+        }
+    )
+
+
+def veo_failed(code: int, message: str) -> Answer:
+    return ok(
+        {
+            "taskId": "x",
+            "successFlag": 2,
+            "errorCode": code,
+            "errorMessage": message,
+            "response": None,
+        }
+    )
+
+
+def market(
+    state: str, urls: list[str] | None = None, fail_code: str = "", fail_msg: str = ""
+) -> Answer:
+    result = json.dumps({"resultUrls": urls}) if urls is not None else ""
+    return (
+        200,
+        {
+            "code": 200,
+            "message": "success",
+            "data": {
+                "taskId": "x",
+                "model": "sora-2-text-to-video",
+                "state": state,
+                "param": "{}",
+                "resultJson": result,
+                "failCode": fail_code,
+                "failMsg": fail_msg,
+                "costTime": 15000,
+                "completeTime": 1698765432000,
+                "createTime": 1698765400000,
+            },
+        },
+        {},
+    )
+
+
+def envelope(code: int, msg: str) -> Answer:
+    return (200, {"code": code, "msg": msg, "data": None}, {})
+
+
+class KieEmulator:
+    """The emulated provider; ``calls`` records (time, path, task id, auth header)."""
+
+    def __init__(self) -> None:
+        self.scripts: dict[str, list[Answer]] = {}
+        self.calls: list[dict[str, Any]] = []
+        self.video_bytes = Path(sample_video_path()).read_bytes()
+        self._lock = threading.Lock()
+        self.app = Starlette(
+            routes=[
+                Route("/api/v1/veo/record-info", self.status),
+                Route("/api/v1/jobs/recordInfo", self.status),
+                Route("/files/{name}.mp4", self.video),
+                Route("/files/not-video", self.html),
+                Route("/files/redirect", self.redirect),
+            ]
+        )
+
+    def script(self, task_id: str, answers: list[Answer]) -> None:
+        with self._lock:
+            self.scripts[task_id] = list(answers)
+
+    def calls_for(self, task_id: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [c for c in self.calls if c["task_id"] == task_id]
+
+    async def status(self, request: Request) -> Response:
+        task_id = request.query_params.get("taskId", "")
+        auth = request.headers.get("authorization", "")
+        with self._lock:
+            self.calls.append(
+                {
+                    "time": time.monotonic(),
+                    "path": request.url.path,
+                    "task_id": task_id,
+                    "auth": auth,
+                }
+            )
+            queue = self.scripts.get(task_id)
+            if auth != f"Bearer {API_KEY}":
+                answer: Answer = (
+                    401,
+                    {"code": 401, "msg": "You do not have access permissions"},
+                    {},
+                )
+            elif not queue:
+                answer = (200, {"code": 404, "msg": "Task not found"}, {})
+            else:
+                answer = queue.pop(0) if len(queue) > 1 else queue[0]
+        status, body, headers = answer
+        if isinstance(body, str):
+            return Response(body, status_code=status, headers=headers, media_type="text/html")
+        return JSONResponse(body, status_code=status, headers=headers)
+
+    async def video(self, request: Request) -> Response:
+        return Response(self.video_bytes, media_type="video/mp4")
+
+    async def html(self, request: Request) -> Response:
+        return Response("<html>nope</html>", media_type="text/html")
+
+    async def redirect(self, request: Request) -> Response:
+        return Response(status_code=302, headers={"location": request.query_params["to"]})
