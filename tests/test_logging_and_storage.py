@@ -1,0 +1,85 @@
+"""Logs never carry secrets; local storage never writes outside its root or half a file."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+import structlog
+
+from tests.support.service import base_config, run_service, wait_for
+from webhook_poller.blobs.local import LocalBlobStorage
+from webhook_poller.errors import BlobError
+from webhook_poller.logging import configure
+from webhook_poller.pipeline import safe_part
+
+
+def test_redaction_processor_hides_secrets(capsys):
+    """Token-like keys are replaced and URL queries cut, in JSON output."""
+    configure("INFO", "json")
+    log = structlog.get_logger("t")
+    log.info(
+        "probe",
+        api_key="kie-123",
+        authorization="Bearer abc",
+        url="https://n8n.example.com/webhook-waiting/9?signature=s3cr3t",
+        note="see http://u:p@h.io/x?token=zzz",
+    )
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["api_key"] == "[redacted]" and line["authorization"] == "[redacted]"
+    assert "s3cr3t" not in line["url"] and line["url"].startswith("https://n8n.example.com/")
+    assert "zzz" not in line["note"] and "u:p" not in line["note"]
+
+
+@pytest.mark.parametrize(
+    "key", ["../x.mp4", "a/../../x", "/etc/passwd", "a\\b", "a//b", "a/\x00/b", ""]
+)
+def test_local_storage_refuses_keys_outside_root(tmp_path, key):
+    """Keys that could escape the storage root are refused."""
+    storage = LocalBlobStorage({"url": f"file://{tmp_path}/videos"})
+    with pytest.raises(BlobError):
+        storage.local_path(key)
+
+
+def test_key_parts_from_callers_are_made_safe():
+    """Session and task ids become single safe path segments, distinct for distinct input."""
+    assert safe_part("../../etc") != "../../etc" and "/" not in safe_part("a/b")
+    assert safe_part("..") not in ("..", ".", "")
+    assert safe_part("a/b") != safe_part("a_b")
+    assert safe_part("user-42") == "user-42"
+
+
+async def test_oversize_write_leaves_nothing(tmp_path):
+    """A write over the limit fails and leaves no file, not even a partial one."""
+    storage = LocalBlobStorage({"url": f"file://{tmp_path}/videos"})
+    await storage.open()
+
+    async def chunks():
+        for _ in range(10):
+            yield b"\x00" * 1000
+
+    with pytest.raises(BlobError):
+        await storage.put_stream("s/t/0.mp4", chunks(), content_type="video/mp4", max_bytes=5000)
+    assert [p for p in (tmp_path / "videos").rglob("*") if p.is_file()] == []
+
+
+def test_max_video_bytes_fails_the_job(tmp_path):
+    """A video over storage.max_video_bytes ends the job with download_failed."""
+    cfg = base_config(tmp_path, storage={"max_video_bytes": 1000})
+    with run_service(cfg) as url, httpx.Client(base_url=url) as client:
+        job = client.post(
+            "/poll-video", json={"sessionId": "s", "taskId": "big", "model": "demo"}
+        ).json()
+        done = wait_for(
+            lambda: (
+                (b := client.get(f"/jobs/{job['jobId']}").json())["status"]
+                in ("failed", "succeeded")
+                and b
+            )
+        )
+    assert done["status"] == "failed" and done["error"]["code"] in (
+        "download_failed",
+        "storage_failed",
+    )
+    assert "limit" in done["error"]["reason"]
