@@ -78,8 +78,5 @@ def test_max_video_bytes_fails_the_job(tmp_path):
                 and b
             )
         )
-    assert done["status"] == "failed" and done["error"]["code"] in (
-        "download_failed",
-        "storage_failed",
-    )
+    assert done["status"] == "failed" and done["error"]["code"] == "download_failed"
     assert "limit" in done["error"]["reason"]

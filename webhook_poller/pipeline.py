@@ -44,9 +44,9 @@ def video_key(job: Job, index: int) -> str:
 
 
 async def _sniffed(
-    chunks: AsyncIterator[bytes], header_type: str | None
+    chunks: AsyncIterator[bytes], header_type: str | None, max_bytes: int
 ) -> tuple[str, AsyncIterator[bytes]]:
-    """Peek at the first bytes: refuse what is not video, name its real type."""
+    """Peek at the first bytes: refuse what is not video, name its real type, cap the size."""
     first = b""
     async for chunk in chunks:
         first += chunk
@@ -61,9 +61,15 @@ async def _sniffed(
     content_type = sniffed or declared
 
     async def replay() -> AsyncIterator[bytes]:
+        seen = len(first)
+        if seen > max_bytes:
+            raise DownloadError(f"the video is over the {max_bytes}-byte limit")
         if first:
             yield first
         async for chunk in chunks:
+            seen += len(chunk)
+            if seen > max_bytes:
+                raise DownloadError(f"the video is over the {max_bytes}-byte limit")
             yield chunk
 
     return content_type, replay()
@@ -78,7 +84,7 @@ async def _store_one(
     hook = getattr(adapter, "download", None)
     custom = await hook(url, services.provider_http) if hook is not None else None
     if custom is not None:
-        content_type, chunks = await _sniffed(custom, None)
+        content_type, chunks = await _sniffed(custom, None, limit)
         return await services.blobs.put_stream(
             key,
             chunks,
@@ -94,7 +100,7 @@ async def _store_one(
         allow_private=settings.security.allow_private_urls,
         accept=net.is_video_content_type,
     ) as stream:
-        content_type, chunks = await _sniffed(stream.iter_bytes(), stream.content_type)
+        content_type, chunks = await _sniffed(stream.iter_bytes(), stream.content_type, limit)
         return await services.blobs.put_stream(
             key,
             chunks,
