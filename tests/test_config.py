@@ -125,3 +125,15 @@ def test_unknown_plugin_lists_known_names():
     """An unknown plug-in name fails naming the ones that exist."""
     with pytest.raises(ConfigError, match=r"known adapters: .*kie-veo"):
         load("adapter", "runway")
+
+
+def test_provider_section_overrides_polling_cadence():
+    """A provider section may set its own interval; others keep the global one."""
+    from webhook_poller.services import build_services
+
+    settings = load_settings(None, {})
+    services = build_services(settings)
+    assert services.gate_for("demo").polling.interval_s == 2.0
+    assert services.gate_for("demo").polling.first_poll_delay_s == 1.0
+    assert services.gate_for("kie-veo").polling.interval_s == 60.0
+    assert services.gate_for("kie-veo") is services.gate_for("kie-market")

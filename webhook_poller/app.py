@@ -200,7 +200,7 @@ class Api:
                 extra={"knownModels": known},
             )
         now = utcnow()
-        delay = self.settings.polling.first_poll_delay_s
+        delay = svc.gate_for(adapter).polling.first_poll_delay_s
         job = Job(
             id=new_job_id(adapter, data["taskId"]),
             session_id=data["sessionId"],

@@ -41,7 +41,13 @@ DEFAULT_PROVIDERS: dict[str, dict[str, Any]] = {
         "max_requests_per_s": 10.0,
         "timeout_s": 20.0,
     },
-    "demo": {"min_interval_s": 0.0, "max_requests_per_s": 100.0, "polls_until_done": 2},
+    "demo": {
+        "min_interval_s": 0.0,
+        "max_requests_per_s": 100.0,
+        "polls_until_done": 2,
+        "interval_s": 2.0,
+        "first_poll_delay_s": 1.0,
+    },
 }
 
 PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "secret", "replace-me", "xxx"})

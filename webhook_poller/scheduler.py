@@ -62,7 +62,7 @@ class Scheduler:
         self.dispatcher = Dispatcher(services, self.rng)
         self.policies = {
             name: PollPolicy(
-                self.settings.polling,
+                services.gate_for(name).polling,
                 min_interval_s=services.gate_for(name).min_interval_s,
                 rng=self.rng,
             )

@@ -20,7 +20,7 @@ import structlog
 from aiolimiter import AsyncLimiter
 
 from . import net, plugins
-from .config import Settings
+from .config import PollingSettings, Settings
 from .errors import ConfigError
 from .interfaces import BlobStorage, JobStore, Notifier, PluginContext, ProviderAdapter
 from .links import LinkSigner
@@ -49,8 +49,13 @@ class ModelRouter:
 class ProviderGate:
     """Per provider section: a request budget, a pause after 429, a minimum poll spacing."""
 
-    def __init__(self, section: str, options: Mapping[str, Any]) -> None:
+    #: Polling keys a provider section may override (a fast model can be polled sooner).
+    OVERRIDABLE = ("interval_s", "first_poll_delay_s", "delayed_interval_s")
+
+    def __init__(self, section: str, options: Mapping[str, Any], polling: PollingSettings) -> None:
         self.section = section
+        overrides = {k: float(options[k]) for k in self.OVERRIDABLE if options.get(k) is not None}
+        self.polling = polling.model_copy(update=overrides) if overrides else polling
         rate = float(options.get("max_requests_per_s") or 0)
         # max_rate=rate per 1 s with a small bucket spreads requests instead of bursting.
         self.limiter = AsyncLimiter(max(rate, 0.001), 1.0) if rate > 0 else None
@@ -147,7 +152,7 @@ def build_services(settings: Settings) -> Services:
         options = settings.provider_options(section)
         adapters[adapter_name] = cls(options, context)
         if section not in section_gates:
-            section_gates[section] = ProviderGate(section, options)
+            section_gates[section] = ProviderGate(section, options, settings.polling)
         gates[adapter_name] = section_gates[section]
 
     notifiers = build_notifiers(settings, context)

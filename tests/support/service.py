@@ -63,7 +63,8 @@ def base_config(tmp_path: Path, port: int | None = None, **extra: Any) -> dict[s
         },
         "providers": {
             "kie": {"min_interval_s": 0, "api_key": "test-kie-key"},
-            "demo": {"polls_until_done": 2},
+            # the global polling settings above apply to the demo too
+            "demo": {"polls_until_done": 2, "interval_s": None, "first_poll_delay_s": None},
         },
         "logging": {"level": "WARNING"},
     }
