@@ -8,10 +8,22 @@ from pathlib import Path
 import pytest
 import structlog
 
+from tests.support.redis_server import RedisServer
 from webhook_poller.interfaces import JobStore
+from webhook_poller.stores.redis import RedisJobStore
 from webhook_poller.stores.sqlite import SqliteJobStore
 
-STORE_BACKENDS = ["sqlite"]
+STORE_BACKENDS = ["sqlite", pytest.param("redis", marks=pytest.mark.redis)]
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory):
+    """Our own redis-server on a free port (append-only), shared by the session."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(autouse=True)
@@ -25,6 +37,10 @@ async def open_store(backend: str, tmp_path: Path, request: pytest.FixtureReques
     """A fresh, empty, opened store of the given backend."""
     if backend == "sqlite":
         store: JobStore = SqliteJobStore({"url": f"sqlite:///{tmp_path}/jobs.db"})
+    elif backend == "redis":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        server.flush()
+        store = RedisJobStore({"url": server.url})
     else:  # pragma: no cover - new backends register here
         raise ValueError(backend)
     await store.open()

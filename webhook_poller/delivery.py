@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from .errors import NotifyRejected, NotifyTransient
+from .errors import NotifyRejected, NotifyTransient, StoreUnavailable
 from .interfaces import Notification, Notifier, VideoRef
 from .model import (
     Delivery,
@@ -123,7 +123,7 @@ class Dispatcher:
             )
         else:
             result = await self._send(notifier, job, delivery, attempt_no, now)
-        await services.store.update_delivery(result, owner=services.instance_id)
+        await self._record(result)
         log.info(
             "delivery_" + result.status.value,
             target=delivery.target,
@@ -135,6 +135,20 @@ class Dispatcher:
         if result.status is not DeliveryStatus.PENDING:
             await self._maybe_forget_session(job)
         return result
+
+    async def _record(self, result: Delivery) -> None:
+        """Write the outcome at once; if the store is briefly down, keep trying for a while,
+        because a sent message that is not recorded would be sent again."""
+        for attempt in range(12):
+            try:
+                await self.services.store.update_delivery(
+                    result, owner=self.services.instance_id
+                )
+                return
+            except StoreUnavailable:
+                if attempt == 11:
+                    raise
+                await asyncio.sleep(min(0.25 * 2**attempt, 5.0))
 
     async def _send(
         self, notifier: Notifier, job: Job, delivery: Delivery, attempt_no: int, now: datetime

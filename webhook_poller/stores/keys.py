@@ -1,0 +1,81 @@
+"""Every Redis key name the Redis store uses, under one configurable prefix (``store.key_prefix``).
+
+::
+
+    {p}job:{id}          hash: body (JSON), version, state, due_at, lease_owner,
+                         lease_expires_at, reclaims, seq, session_id, model, created_at
+    {p}dedupe:{key}      string: job id for a provider task (intake idempotency)
+    {p}due               zset: active, unleased job id -> due time
+    {p}leased            zset: active, leased job id -> lease expiry
+    {p}all               zset: job id -> creation sequence (listing, newest first)
+    {p}seq               counter behind the sequence
+    {p}st:{state}        zset: job id -> sequence, one per state (counts, queue position)
+    {p}sess:{sessionId}  zset: job id -> sequence (listing by session)
+    {p}dl:{job id}       hash: "run|event|target" -> delivery JSON
+    {p}dl:due            zset: "job|run|event|target" -> next attempt time (pending, unleased)
+    {p}dl:leased         zset: same members -> lease expiry
+    {p}dl:owner          hash: member -> lease owner
+    {p}meta              hash: small shared values (the link-signing secret)
+
+Sessions stay at ``session:{sessionId}`` (no prefix), the layout the n8n template used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    prefix: str = "wp:"
+
+    def job(self, job_id: str) -> str:
+        return f"{self.prefix}job:{job_id}"
+
+    def dedupe(self, key: str) -> str:
+        return f"{self.prefix}dedupe:{key}"
+
+    def state(self, state: str) -> str:
+        return f"{self.prefix}st:{state}"
+
+    def session_index(self, session_id: str) -> str:
+        return f"{self.prefix}sess:{session_id}"
+
+    def deliveries(self, job_id: str) -> str:
+        return f"{self.prefix}dl:{job_id}"
+
+    @property
+    def due(self) -> str:
+        return f"{self.prefix}due"
+
+    @property
+    def leased(self) -> str:
+        return f"{self.prefix}leased"
+
+    @property
+    def all(self) -> str:
+        return f"{self.prefix}all"
+
+    @property
+    def seq(self) -> str:
+        return f"{self.prefix}seq"
+
+    @property
+    def dl_due(self) -> str:
+        return f"{self.prefix}dl:due"
+
+    @property
+    def dl_leased(self) -> str:
+        return f"{self.prefix}dl:leased"
+
+    @property
+    def dl_owner(self) -> str:
+        return f"{self.prefix}dl:owner"
+
+    @property
+    def meta(self) -> str:
+        return f"{self.prefix}meta"
+
+    @staticmethod
+    def session(session_id: str) -> str:
+        return f"session:{session_id}"
