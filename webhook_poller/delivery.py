@@ -158,6 +158,9 @@ class Dispatcher:
             session = await self.services.sessions.get(job.session_id)
         except Exception as exc:
             log.warning("session_restore_failed", error=_error_text(exc))
+        else:
+            log.info("session_restored", found=session is not None,
+                     session_keys=sorted(session) if session else [])
         urls = list(delivery.payload.get("videoUrls") or [])
         refs = [
             VideoRef(v.index, urls[i] if i < len(urls) else "", v.key, v.metadata)
