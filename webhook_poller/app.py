@@ -12,18 +12,27 @@ import contextlib
 import hmac
 import json
 from collections.abc import AsyncIterator, Callable, Mapping
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote
 
 import structlog
+from sse_starlette.sse import EventSourceResponse
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import (
+    FileResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.routing import Mount, Route
 
-from . import net
+from . import downloads, lifecycle, live, net
+from . import metrics as metrics_mod
 from .config import Settings
 from .errors import (
     NotFound,
@@ -34,9 +43,10 @@ from .errors import (
     UnsafeURL,
 )
 from .model import Job, JobState, new_job_id, utcnow
+from .openapi import openapi_document
 from .scheduler import Scheduler
 from .services import Services, build_services
-from .views import job_json, status_url, video_refs
+from .views import job_json, job_summary, status_url, video_refs
 
 log = structlog.get_logger(__name__)
 
@@ -296,6 +306,237 @@ class Api:
         await self._store_call(self.svc.sessions.put(session_id, data))
         return JSONResponse({"ok": True, "sessionId": session_id})
 
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def list_jobs(self, request: Request) -> Response:
+        self.check_auth(request)
+        q = request.query_params
+        limit = _int_param(q.get("limit"), "limit", default=50, low=1, high=200)
+        states = _states_param(q.get("status"))
+        filters: dict[str, Any] = {
+            "session_id": q.get("sessionId") or None,
+            "model": q.get("model") or None,
+            "since": _since_param(q.get("since")),
+        }
+        cursor = q.get("cursor") or None
+        if cursor is not None and not cursor.isdigit():
+            raise RequestRejected("cursor is not one this service gave out", field="cursor")
+        base = self.settings.server.base_url()
+        store = self.svc.store
+        if q.get("group", "").lower() in ("1", "true", "yes"):
+            return JSONResponse({"ok": True, **await self._grouped(states, filters, cursor, limit)})
+        jobs, next_cursor = await self._store_call(
+            store.list_jobs(states=states, cursor=cursor, limit=limit, **filters)
+        )
+        items = [job_summary(j, base, await self._position(j)) for j in jobs]
+        return JSONResponse({"ok": True, "jobs": items, "nextCursor": next_cursor})
+
+    async def _position(self, job: Job) -> int | None:
+        if job.state is not JobState.QUEUED:
+            return None
+        position: int | None = await self._store_call(self.svc.store.queue_position(job))
+        return position
+
+    async def _grouped(
+        self, states: list[str] | None, filters: dict[str, Any], cursor: str | None, limit: int
+    ) -> dict[str, Any]:
+        """Processing and queued in full (up to ``limit``), history newest first with a cursor."""
+        base = self.settings.server.base_url()
+        store = self.svc.store
+        groups: dict[str, Any] = {}
+        for name, members in GROUPS.items():
+            wanted = [s for s in members if states is None or s in states]
+            if not wanted:
+                groups[name] = []
+                continue
+            page_cursor = cursor if name == "history" else None
+            jobs, next_cursor = await self._store_call(
+                store.list_jobs(states=wanted, cursor=page_cursor, limit=limit, **filters)
+            )
+            if name == "queued":
+                jobs.sort(key=lambda j: (j.created_at, j.id))
+                first = await self._position(jobs[0]) if jobs else None
+                groups[name] = [job_summary(j, base, (first or 1) + i) for i, j in enumerate(jobs)]
+            else:
+                if name == "processing":  # oldest first, like the queue; history newest first
+                    jobs.sort(key=lambda j: (j.created_at, j.id))
+                groups[name] = [job_summary(j, base) for j in jobs]
+            if name == "history":
+                groups["nextCursor"] = next_cursor
+        counts = await self._store_call(store.count_by_state())
+        groups["counts"] = {s.value: int(counts.get(s.value, 0)) for s in JobState}
+        limit_slots = self.settings.polling.max_active_jobs
+        groups["slots"] = {"max": limit_slots, "used": lifecycle.slot_counts(counts)}
+        return groups
+
+    async def cancel_job(self, request: Request) -> Response:
+        return await self._act(request, lifecycle.cancel)
+
+    async def retry_job(self, request: Request) -> Response:
+        return await self._act(request, lifecycle.retry)
+
+    async def _act(self, request: Request, action: lifecycle.Action) -> Response:
+        self.check_auth(request)
+        job_id = request.path_params["job_id"]
+        await self.get_job(job_id)
+        job = await self._store_call(action(self.svc, job_id))
+        if self.scheduler is not None:
+            self.scheduler.poke()
+        self.svc.changes.notify()
+        refs = await video_refs(job, self.svc)
+        body = job_json(
+            job, refs, self.settings.server.base_url(), queue_position=await self._position(job)
+        )
+        return JSONResponse({"ok": True, **body})
+
+    async def delete_job(self, request: Request) -> Response:
+        self.check_auth(request)
+        job_id = request.path_params["job_id"]
+        if len(job_id) > MAX_ID_LEN:
+            raise NotFound("no such job")
+        try:
+            removed = await lifecycle.delete(self.svc, job_id)
+        except RequestRejected:
+            raise
+        except Exception as exc:
+            log.warning("delete_failed", job_id=job_id, error=str(exc)[:200])
+            raise ServiceUnavailable(
+                "the job could not be deleted completely; try again",
+                headers={"Retry-After": "5"},
+            ) from None
+        self.svc.changes.notify()
+        return JSONResponse({"ok": True, "jobId": job_id, "deleted": removed})
+
+    # --- downloads ---------------------------------------------------------------------
+
+    async def download_zip(self, request: Request) -> Response:
+        job_id = request.path_params["job_id"]
+        svc = self.svc
+        assert svc.links is not None
+        q = request.query_params
+        if q.get("sig"):
+            if not svc.links.verify_path(
+                request.url.path, q.get("expires"), q.get("sig"), q.get("once")
+            ):
+                raise Unauthorized("the download link is invalid or has expired")
+            nonce = q.get("once")
+            if nonce:
+                until = datetime.fromtimestamp(int(q["expires"]), UTC)
+                if not await self._store_call(svc.store.use_once(f"zip:{nonce}", until)):
+                    raise RequestRejected(
+                        "this single-use download link was used already",
+                        status_code=410,
+                        code="link_used",
+                    )
+        else:
+            self.check_auth(request)
+        job = await self.get_job(job_id)
+        if not job.videos:
+            raise NotFound("this job has no stored videos yet")
+        return StreamingResponse(
+            downloads.zip_stream(svc, job),
+            media_type="application/zip",
+            headers={"Content-Disposition": f'attachment; filename="{job.id}.zip"'},
+        )
+
+    async def make_links(self, request: Request) -> Response:
+        """Expiring (optionally single-use) links to a job's ZIP and videos."""
+        self.check_auth(request)
+        job = await self.get_job(request.path_params["job_id"])
+        data = await self.read_object(request) if await request.body() else {}
+        expires_s = _int_param(
+            data.get("expiresIn"),
+            "expiresIn",
+            default=3600,
+            low=60,
+            high=self.settings.storage.link_expiry_s,
+        )
+        single_use = data.get("singleUse", False)
+        if not isinstance(single_use, bool):
+            raise RequestRejected("singleUse must be true or false", field="singleUse")
+        svc = self.svc
+        assert svc.links is not None
+        path = f"/jobs/{quote(job.id)}/download.zip"
+        return JSONResponse(
+            {
+                "ok": True,
+                "jobId": job.id,
+                "zipUrl": svc.links.path_url(path, expires_s, single_use=single_use),
+                "videoUrls": [svc.links.video_url(job.id, v.index, expires_s) for v in job.videos],
+                "expiresIn": expires_s,
+                "singleUse": single_use,
+            }
+        )
+
+    # --- live --------------------------------------------------------------------------
+
+    async def job_events(self, request: Request) -> Response:
+        self.check_auth(request)
+        job = await self.get_job(request.path_params["job_id"])
+        svc = self.svc
+        base = self.settings.server.base_url()
+
+        async def snapshot() -> dict[str, dict[str, Any]]:
+            current = await svc.store.get(job.id)
+            if current is None:
+                return {}
+            return {current.id: job_summary(current, base, await self._position(current))}
+
+        return self._event_stream(request, snapshot)
+
+    def _event_stream(self, request: Request, snapshot: live.Snapshot) -> Response:
+        store = self.svc.store
+
+        async def exists(job_id: str) -> bool:
+            return await store.get(job_id) is not None
+
+        return EventSourceResponse(
+            live.diff_stream(
+                snapshot, self.svc.changes, exists=exists, is_disconnected=request.is_disconnected
+            ),
+            ping=live.PING_S,
+        )
+
+    async def all_events(self, request: Request) -> Response:
+        self.check_auth(request)
+        svc = self.svc
+        base = self.settings.server.base_url()
+
+        async def snapshot() -> dict[str, dict[str, Any]]:
+            out: dict[str, dict[str, Any]] = {}
+            for name, members in GROUPS.items():
+                jobs, _ = await svc.store.list_jobs(states=members, limit=LIVE_WINDOW)
+                if name == "queued":
+                    jobs.sort(key=lambda j: (j.created_at, j.id))
+                    first = await self._position(jobs[0]) if jobs else None
+                    for i, j in enumerate(jobs):
+                        out[j.id] = job_summary(j, base, (first or 1) + i)
+                else:
+                    out.update((j.id, job_summary(j, base)) for j in jobs)
+            return out
+
+        return self._event_stream(request, snapshot)
+
+    # --- operations --------------------------------------------------------------------
+
+    async def metrics(self, request: Request) -> Response:
+        self.check_auth(request)
+        svc = self.svc
+        counts = await self._store_call(svc.store.count_by_state())
+        inflight = len(self.scheduler.inflight) if self.scheduler is not None else 0
+        svc.metrics.set_counts(counts, inflight)
+        return Response(svc.metrics.render(), media_type=metrics_mod.CONTENT_TYPE)
+
+    async def openapi(self, request: Request) -> Response:
+        return JSONResponse(openapi_document(self.settings))
+
+    async def dashboard(self, request: Request) -> Response:
+        return FileResponse(
+            STATIC / "dashboard.html",
+            media_type="text/html; charset=utf-8",
+            headers={"Cache-Control": "no-cache"},
+        )
+
     # --- health ------------------------------------------------------------------------
 
     async def healthz(self, request: Request) -> Response:
@@ -315,6 +556,55 @@ class Api:
             status_code=200 if ready else 503,
             headers=None if ready else {"Retry-After": "5"},
         )
+
+
+GROUPS: dict[str, list[str]] = {
+    "processing": sorted(s.value for s in lifecycle.SLOT_STATES),
+    "queued": [JobState.QUEUED.value],
+    "history": [s.value for s in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)],
+}
+#: Jobs per group a live stream of all jobs watches.
+LIVE_WINDOW = 200
+STATIC = Path(__file__).parent / "static"
+
+
+def _int_param(value: Any, field: str, *, default: int, low: int, high: int) -> int:
+    if value is None or value == "":
+        return default
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise RequestRejected(f"{field} must be a whole number from {low} to {high}", field=field)
+    return value
+
+
+def _states_param(value: str | None) -> list[str] | None:
+    if not value:
+        return None
+    names = [v.strip().lower() for v in value.split(",") if v.strip()]
+    known = {s.value for s in JobState}
+    bad = [n for n in names if n not in known]
+    if bad:
+        raise RequestRejected(
+            f"unknown status {bad[0]!r}; known: {', '.join(s.value for s in JobState)}",
+            field="status",
+        )
+    return names or None
+
+
+def _since_param(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    text = value.strip()
+    try:
+        if text.replace(".", "", 1).isdigit():
+            return datetime.fromtimestamp(float(text), UTC)
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except (ValueError, OverflowError, OSError):
+        raise RequestRejected(
+            "since must be an ISO 8601 time or Unix seconds", field="since"
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _pick(data: Mapping[str, Any], *names: str) -> Any:
@@ -403,7 +693,18 @@ def create_app(
     routes: list[Route | Mount] = [
         Route("/poll-video", api.intake, methods=["POST"]),
         Route("/webhook/poll-video", api.intake, methods=["POST"]),
+        Route("/", api.dashboard, methods=["GET"]),
+        Route("/jobs", api.list_jobs, methods=["GET"]),
+        Route("/events", api.all_events, methods=["GET"]),
+        Route("/metrics", api.metrics, methods=["GET"]),
+        Route("/openapi.json", api.openapi, methods=["GET"]),
         Route("/jobs/{job_id}", api.job_status, methods=["GET"]),
+        Route("/jobs/{job_id}", api.delete_job, methods=["DELETE"]),
+        Route("/jobs/{job_id}/cancel", api.cancel_job, methods=["POST"]),
+        Route("/jobs/{job_id}/retry", api.retry_job, methods=["POST"]),
+        Route("/jobs/{job_id}/download.zip", api.download_zip, methods=["GET"]),
+        Route("/jobs/{job_id}/links", api.make_links, methods=["POST"]),
+        Route("/jobs/{job_id}/events", api.job_events, methods=["GET"]),
         Route("/jobs/{job_id}/videos/{index:int}", api.video, methods=["GET", "HEAD"]),
         Route("/sessions/{session_id}", api.put_session, methods=["PUT"]),
         Route("/healthz", api.healthz, methods=["GET"]),

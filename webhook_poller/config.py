@@ -103,6 +103,8 @@ class StorageSettings(_Section):
     max_video_bytes: int = Field(2 * 1024**3, gt=0)
     link_expiry_s: int = Field(7 * 24 * 3600, gt=0)
     retention_days: float | None = Field(None, gt=0)
+    #: Seconds between two retention sweeps (only with retention_days).
+    retention_sweep_s: float = Field(3600.0, gt=0)
     download_timeout_s: float = Field(600.0, gt=0)
 
 

@@ -124,6 +124,10 @@ class Dispatcher:
         else:
             result = await self._send(notifier, job, delivery, attempt_no, now)
         await self._record(result)
+        self.services.metrics.deliveries.labels(
+            delivery.target, delivery.event.value, result.status.value
+        ).inc()
+        self.services.changes.notify()
         log.info(
             "delivery_" + result.status.value,
             target=delivery.target,
@@ -141,9 +145,7 @@ class Dispatcher:
         because a sent message that is not recorded would be sent again."""
         for attempt in range(12):
             try:
-                await self.services.store.update_delivery(
-                    result, owner=self.services.instance_id
-                )
+                await self.services.store.update_delivery(result, owner=self.services.instance_id)
                 return
             except StoreUnavailable:
                 if attempt == 11:
@@ -159,8 +161,11 @@ class Dispatcher:
         except Exception as exc:
             log.warning("session_restore_failed", error=_error_text(exc))
         else:
-            log.info("session_restored", found=session is not None,
-                     session_keys=sorted(session) if session else [])
+            log.info(
+                "session_restored",
+                found=session is not None,
+                session_keys=sorted(session) if session else [],
+            )
         urls = list(delivery.payload.get("videoUrls") or [])
         refs = [
             VideoRef(v.index, urls[i] if i < len(urls) else "", v.key, v.metadata)

@@ -204,6 +204,10 @@ class JobStore(Protocol):
 
     async def count_by_state(self) -> dict[str, int]: ...
 
+    async def queue_position(self, job: Job) -> int | None:
+        """1-based FIFO position of a queued job among the queued jobs (None if not queued)."""
+        ...
+
     # deliveries: one row per (job, run, event, target)
     async def deliveries_for(self, job_id: str) -> list[Delivery]: ...
 
@@ -215,6 +219,10 @@ class JobStore(Protocol):
 
     # small shared values: link-signing secret, sessions on stores without Redis
     async def get_or_create_secret(self, name: str, factory_value: str) -> str: ...
+
+    async def use_once(self, token: str, expires_at: datetime) -> bool:
+        """Record ``token`` as used until ``expires_at``; False when it was used already."""
+        ...
 
     async def put_session(self, session_id: str, data: Mapping[str, Any]) -> None: ...
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
 import time
 from urllib.parse import quote, urlencode
 
@@ -24,6 +25,34 @@ class LinkSigner:
         query = urlencode({"expires": expires, "sig": self._sig(job_id, index, expires)})
         return f"{self.base_url}/jobs/{quote(job_id)}/videos/{index}?{query}"
 
+    def _path_sig(self, path: str, expires: int, nonce: str) -> str:
+        msg = f"path\n{path}\n{expires}\n{nonce}".encode()
+        return hmac.new(self._key, msg, hashlib.sha256).hexdigest()[:32]
+
+    def path_url(
+        self, path: str, expires_s: int, *, single_use: bool = False, now: float | None = None
+    ) -> str:
+        """A signed link to any GET path of ours (the ZIP download); ``single_use`` adds a
+        nonce the service records on first use."""
+        expires = int((now if now is not None else time.time()) + expires_s)
+        nonce = secrets.token_urlsafe(12) if single_use else ""
+        query = {"expires": expires, "sig": self._path_sig(path, expires, nonce)}
+        if nonce:
+            query["once"] = nonce
+        return f"{self.base_url}{path}?{urlencode(query)}"
+
+    def verify_path(
+        self,
+        path: str,
+        expires: str | None,
+        sig: str | None,
+        nonce: str | None,
+        now: float | None = None,
+    ) -> bool:
+        if not sig or not _fresh(expires, now):
+            return False
+        return hmac.compare_digest(self._path_sig(path, int(str(expires)), nonce or ""), sig)
+
     def verify(
         self,
         job_id: str,
@@ -32,8 +61,13 @@ class LinkSigner:
         sig: str | None,
         now: float | None = None,
     ) -> bool:
-        if not expires or not sig or not expires.isdigit():
+        if not sig or not _fresh(expires, now):
             return False
-        if int(expires) < (now if now is not None else time.time()):
-            return False
-        return hmac.compare_digest(self._sig(job_id, index, int(expires)), sig)
+        return hmac.compare_digest(self._sig(job_id, index, int(str(expires))), sig)
+
+
+def _fresh(expires: str | None, now: float | None) -> bool:
+    """Whether an ``expires`` query value is a Unix time still in the future."""
+    if not expires or not expires.isdigit():
+        return False
+    return int(expires) >= (now if now is not None else time.time())

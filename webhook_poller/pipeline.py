@@ -135,6 +135,7 @@ async def download_step(
             size_bytes=blob.size_bytes, sha256=blob.sha256, content_type=blob.content_type
         )
         videos.append(StoredVideo(index=index, key=blob.key, metadata=meta))
+        services.metrics.bytes_downloaded.labels(job.provider).inc(blob.size_bytes)
         log.info("video_stored", index=index, size_bytes=blob.size_bytes, host=net.redact_url(url))
         # Record each stored video at once, so a crash does not fetch it again.
         job = dataclasses.replace(job, videos=tuple(videos), transient_failures=0)

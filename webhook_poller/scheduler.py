@@ -26,7 +26,7 @@ from typing import Any
 
 import structlog
 
-from . import analytics, pipeline
+from . import analytics, lifecycle, pipeline
 from .delivery import Dispatcher
 from .errors import LeaseLost, ProviderTaskFailed, ProviderUnavailable, UnrecognizedResponse
 from .interfaces import PollStatus, ProviderTask
@@ -75,11 +75,23 @@ class Scheduler:
         self.healthy = True
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
 
     # --- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> None:
         self._loop_task = asyncio.create_task(self._run(), name="scheduler")
+        if self.settings.storage.retention_days is not None:
+            self._sweeper = asyncio.create_task(self._sweep_forever(), name="retention")
+
+    async def _sweep_forever(self) -> None:
+        """Delete old finished jobs and videos (``storage.retention_days``), now and then."""
+        while not self._stopping:
+            try:
+                await lifecycle.sweep_retention(self.services)
+            except Exception as exc:
+                log.warning("retention_sweep_failed", error=str(exc)[:200])
+            await asyncio.sleep(self.settings.storage.retention_sweep_s)
 
     def poke(self) -> None:
         """New work was stored: look now instead of at the next tick."""
@@ -91,6 +103,10 @@ class Scheduler:
         self.wake.set()
         if self._loop_task is not None:
             await self._loop_task
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
         if self.inflight:
             _done, pending = await asyncio.wait(
                 set(self.inflight), timeout=self.settings.server.shutdown_grace_s
@@ -223,6 +239,9 @@ class Scheduler:
                 f"the job was taken over {job.reclaims} times after workers stopped",
             )
         if job.state is JobState.QUEUED:
+            later = await lifecycle.admit(self.services, job, now, self.settings.polling.tick_s)
+            if later is not None:  # no free slot yet (polling.max_active_jobs)
+                return Outcome(later, [])
             job = transition(job, JobState.POLLING, now=now)
         if job.state in POLLING_STATES:
             return await self._poll(job, now)
@@ -256,9 +275,11 @@ class Scheduler:
         gate = self.services.gate_for(job.provider)
         await gate.acquire()
         task = ProviderTask(task_id=job.task_id, model=job.model, provider=job.provider)
+        polls = self.services.metrics.polls
         try:
             result = await adapter.poll(task, self.services.provider_http)
         except ProviderUnavailable as exc:
+            polls.labels(job.provider, "rate_limited" if exc.rate_limited else "transient").inc()
             if exc.rate_limited:
                 gate.pause(exc.retry_after_s or 5.0)
             log.warning(
@@ -269,14 +290,18 @@ class Scheduler:
             )
             return policy.after_transient(job, utcnow(), retry_after_s=exc.retry_after_s)
         except UnrecognizedResponse as exc:
+            polls.labels(job.provider, "unrecognized").inc()
             log.warning("poll_unrecognized", reason=str(exc)[:200])
             return policy.after_transient(job, utcnow())
         except ProviderTaskFailed as exc:
+            polls.labels(job.provider, "refused").inc()
             log.warning("poll_refused", code=exc.code.value, detail=(exc.detail or "")[:300])
             return policy.failed(job, utcnow(), exc.code, None)
         except Exception:  # an adapter bug must not end the loop or the job
+            polls.labels(job.provider, "crashed").inc()
             log.exception("poll_adapter_crashed")
             return policy.after_transient(job, utcnow())
+        polls.labels(job.provider, result.status.value).inc()
         if result.status is PollStatus.FAILED:
             log.info(
                 "poll_failed",
@@ -316,6 +341,8 @@ class Scheduler:
         else:
             job = dataclasses.replace(job, lease_owner=None, lease_expires_at=None)
         saved = await self.store.save(job, expected_version=job.version, deliveries=deliveries)
+        if saved.state is not before.state or outcome.events:
+            self.services.changes.notify()
         if saved.state is not before.state:
             log.info(
                 "job_" + saved.state.value,
@@ -326,8 +353,18 @@ class Scheduler:
         if deliveries:
             self.wake.set()
         if saved.is_terminal:
+            self._count_finished(saved)
             await analytics.job_finished(self.services, saved)
         return saved
+
+    def _count_finished(self, job: Job) -> None:
+        metrics = self.services.metrics
+        metrics.finished.labels(job.model, job.state.value).inc()
+        if job.state is JobState.SUCCEEDED:
+            metrics.attempts.labels(job.model).observe(job.attempts)
+            metrics.generation.labels(job.model).observe(job.elapsed_s())
+        elif job.state is JobState.FAILED and job.error_code is not None:
+            metrics.failures.labels(job.provider, job.error_code.value).inc()
 
     async def _after_crash(self, job_id: str) -> None:
         """Our own code failed on this job: retry later, and give up after a few crashes."""

@@ -24,6 +24,8 @@ from .config import PollingSettings, Settings
 from .errors import ConfigError
 from .interfaces import BlobStorage, JobStore, Notifier, PluginContext, ProviderAdapter
 from .links import LinkSigner
+from .live import ChangeFeed
+from .metrics import Metrics
 from .sessions import SessionSource
 
 log = structlog.get_logger(__name__)
@@ -90,6 +92,8 @@ class Services:
     context: PluginContext
     instance_id: str = field(default_factory=lambda: f"inst-{uuid.uuid4().hex[:12]}")
     links: LinkSigner | None = None
+    metrics: Metrics = field(default_factory=Metrics)
+    changes: ChangeFeed = field(default_factory=ChangeFeed)
 
     def gate_for(self, adapter_name: str) -> ProviderGate:
         return self.gates[adapter_name]

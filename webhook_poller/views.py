@@ -61,6 +61,29 @@ def job_json(
     deliveries: Sequence[Delivery] | None = None,
     queue_position: int | None = None,
 ) -> dict[str, Any]:
+    """The full shape of ``GET /jobs/{jobId}``: the summary plus links, metadata, deliveries."""
+    data = job_summary(job, base_url, queue_position)
+    data.update(
+        {
+            "delayedAt": iso(job.delayed_at),
+            "elapsedSeconds": round(job.elapsed_s(), 3),
+            "videoUrls": [r.url for r in refs],
+            "videos": [
+                {"index": r.index, "url": r.url, "metadata": r.metadata.to_dict()} for r in refs
+            ],
+            "metadata": [r.metadata.to_dict() for r in refs],
+            "callbackUrl": bool(job.callback_url),
+            "context": dict(job.context) if job.context is not None else None,
+        }
+    )
+    if deliveries is not None:
+        data["deliveries"] = [d.to_public() for d in deliveries]
+    return data
+
+
+def job_summary(job: Job, base_url: str, queue_position: int | None = None) -> dict[str, Any]:
+    """The compact shape of a job in lists and live streams: stable while nothing changes
+    (no signed links, no elapsed time: clients compute it from the timestamps)."""
     data: dict[str, Any] = {
         "jobId": job.id,
         "sessionId": job.session_id,
@@ -73,23 +96,13 @@ def job_json(
         "createdAt": iso(job.created_at),
         "updatedAt": iso(job.updated_at),
         "finishedAt": iso(job.finished_at),
-        "delayedAt": iso(job.delayed_at),
         "nextPollAt": iso(job.due_at) if not job.is_terminal else None,
-        "elapsedSeconds": round(job.elapsed_s(), 3),
         "error": error_json(job),
-        "videoUrls": [r.url for r in refs],
-        "videos": [
-            {"index": r.index, "url": r.url, "metadata": r.metadata.to_dict()} for r in refs
-        ],
-        "metadata": [r.metadata.to_dict() for r in refs],
-        "callbackUrl": bool(job.callback_url),
-        "context": dict(job.context) if job.context is not None else None,
+        "videoCount": len(job.videos),
         "statusUrl": status_url(job, base_url),
     }
     if queue_position is not None:
         data["queuePosition"] = queue_position
-    if deliveries is not None:
-        data["deliveries"] = [d.to_public() for d in deliveries]
     return data
 
 

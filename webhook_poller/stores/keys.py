@@ -35,6 +35,9 @@ class Keys:
     def dedupe(self, key: str) -> str:
         return f"{self.prefix}dedupe:{key}"
 
+    def used(self, token: str) -> str:
+        return f"{self.prefix}used:{token}"
+
     def state(self, state: str) -> str:
         return f"{self.prefix}st:{state}"
 

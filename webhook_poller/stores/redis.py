@@ -255,8 +255,13 @@ class RedisJobStore:
             kwargs["password"] = password
         self._redis = aioredis.Redis.from_url(self.url, **kwargs)
         for name, source in {
-            "create": _CREATE, "claim": _CLAIM, "save": _SAVE, "renew": _RENEW,
-            "release": _RELEASE, "claim_dl": _CLAIM_DL, "update_dl": _UPDATE_DL,
+            "create": _CREATE,
+            "claim": _CLAIM,
+            "save": _SAVE,
+            "renew": _RENEW,
+            "release": _RELEASE,
+            "claim_dl": _CLAIM_DL,
+            "update_dl": _UPDATE_DL,
             "delete": _DELETE,
         }.items():
             self._scripts[name] = self._redis.register_script(source)
@@ -296,17 +301,28 @@ class RedisJobStore:
         data = json.loads(fields["body"])
         data["version"] = int(fields["version"])
         data["lease_owner"] = fields.get("lease_owner") or None
-        data["lease_expires_at"] = float(fields["lease_expires_at"]) if fields.get(
-            "lease_expires_at") else None
+        data["lease_expires_at"] = (
+            float(fields["lease_expires_at"]) if fields.get("lease_expires_at") else None
+        )
         data["due_at"] = float(fields["due_at"])
         data["reclaims"] = int(fields.get("reclaims") or 0)
         return job_from_dict(data)
 
     async def create(self, job: Job) -> tuple[Job, bool]:
         created, job_id = await self._script(
-            "create", job.id, job.dedupe_key, dumps(job_to_dict(job)), job.version,
-            job.state.value, _ts(job.due_at), job.lease_owner or "", _ts(job.lease_expires_at),
-            job.reclaims, job.session_id, job.model, _ts(job.created_at),
+            "create",
+            job.id,
+            job.dedupe_key,
+            dumps(job_to_dict(job)),
+            job.version,
+            job.state.value,
+            _ts(job.due_at),
+            job.lease_owner or "",
+            _ts(job.lease_expires_at),
+            job.reclaims,
+            job.session_id,
+            job.model,
+            _ts(job.created_at),
             "1" if job.state.value in _ACTIVE else "0",
         )
         if int(created) == 1:
@@ -324,20 +340,29 @@ class RedisJobStore:
         self, job: Job, *, expected_version: int, deliveries: Sequence[Delivery] = ()
     ) -> Job:
         args: list[Any] = [
-            job.id, expected_version, dumps(job_to_dict(job)), job.state.value, _ts(job.due_at),
-            job.lease_owner or "", _ts(job.lease_expires_at), job.reclaims,
-            "1" if job.state.value in _ACTIVE else "0", len(deliveries),
+            job.id,
+            expected_version,
+            dumps(job_to_dict(job)),
+            job.state.value,
+            _ts(job.due_at),
+            job.lease_owner or "",
+            _ts(job.lease_expires_at),
+            job.reclaims,
+            "1" if job.state.value in _ACTIVE else "0",
+            len(deliveries),
         ]
         for d in deliveries:
-            args += [_field(d), dumps(delivery_to_dict(d)), d.status.value,
-                     _ts(d.next_attempt_at) or "0"]
+            args += [
+                _field(d),
+                dumps(delivery_to_dict(d)),
+                d.status.value,
+                _ts(d.next_attempt_at) or "0",
+            ]
         if int(await self._script("save", *args)) != 1:
             raise LeaseLost(job.id)
         return dataclasses.replace(job, version=expected_version + 1)
 
-    async def claim_due(
-        self, owner: str, now: datetime, lease_s: float, limit: int
-    ) -> list[Job]:
+    async def claim_due(self, owner: str, now: datetime, lease_s: float, limit: int) -> list[Job]:
         rows = await self._script(
             "claim", repr(now.timestamp()), repr(now.timestamp() + lease_s), limit, owner
         )
@@ -434,8 +459,14 @@ class RedisJobStore:
     async def deliveries_for(self, job_id: str) -> list[Delivery]:
         rows = await self._call(self.r.hvals(self.keys.deliveries(job_id)))
         found = [delivery_from_dict(json.loads(r)) for r in rows]
-        return sorted(found, key=lambda d: (d.created_at.timestamp() if d.created_at else 0,
-                                            d.event.value, d.target))
+        return sorted(
+            found,
+            key=lambda d: (
+                d.created_at.timestamp() if d.created_at else 0,
+                d.event.value,
+                d.target,
+            ),
+        )
 
     async def claim_deliveries(
         self, owner: str, now: datetime, lease_s: float, limit: int
@@ -447,8 +478,13 @@ class RedisJobStore:
 
     async def update_delivery(self, delivery: Delivery, *, owner: str | None) -> None:
         await self._script(
-            "update_dl", delivery.job_id, _field(delivery), dumps(delivery_to_dict(delivery)),
-            delivery.status.value, _ts(delivery.next_attempt_at) or "0", owner or "",
+            "update_dl",
+            delivery.job_id,
+            _field(delivery),
+            dumps(delivery_to_dict(delivery)),
+            delivery.status.value,
+            _ts(delivery.next_attempt_at) or "0",
+            owner or "",
         )
 
     # --- small shared values -----------------------------------------------------------
@@ -457,6 +493,11 @@ class RedisJobStore:
         await self._call(self.r.hsetnx(self.keys.meta, name, factory_value))
         value = await self._call(self.r.hget(self.keys.meta, name))
         return str(value)
+
+    async def use_once(self, token: str, expires_at: datetime) -> bool:
+        ms = max(1, int(expires_at.timestamp() * 1000))
+        done = await self._call(self.r.set(self.keys.used(token), "1", nx=True, pxat=ms))
+        return bool(done)
 
     async def put_session(self, session_id: str, data: Mapping[str, Any]) -> None:
         await self._call(self.r.set(Keys.session(session_id), dumps(dict(data))))
@@ -477,4 +518,3 @@ class RedisJobStore:
 
     async def delete_session(self, session_id: str) -> None:
         await self._call(self.r.delete(Keys.session(session_id)))
-

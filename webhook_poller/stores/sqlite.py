@@ -67,6 +67,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(next_attempt_at) WHERE status = 'pending';
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS used_tokens (token TEXT PRIMARY KEY, expires_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS sessions (
     session_id TEXT PRIMARY KEY, data TEXT NOT NULL, updated_at REAL NOT NULL
 );
@@ -384,6 +385,16 @@ class SqliteJobStore:
             row = await cur.fetchone()
         assert row is not None
         return str(row[0])
+
+    async def use_once(self, token: str, expires_at: datetime) -> bool:
+        async with self._lock:
+            await self.db.execute("DELETE FROM used_tokens WHERE expires_at < unixepoch()")
+            cur = await self.db.execute(
+                "INSERT INTO used_tokens (token, expires_at) VALUES (?, ?)"
+                " ON CONFLICT(token) DO NOTHING",
+                (token, expires_at.timestamp()),
+            )
+        return cur.rowcount == 1
 
     async def put_session(self, session_id: str, data: Mapping[str, Any]) -> None:
         async with self._lock:

@@ -1,0 +1,173 @@
+"""Operator actions on a job: cancel, retry, delete, and the admission rule for queue slots.
+
+Every action is a compare-and-set write through the state machine in model.py, repeated a
+few times when it races a worker: the worker holding the lease then fails its own write
+(``LeaseLost``) and lets go, so an action made through the API always wins. Illegal actions
+raise :class:`~webhook_poller.errors.Conflict` (HTTP 409) with a message saying why.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+import structlog
+
+from .errors import Conflict, LeaseLost, NotFound, StoreUnavailable
+from .model import ACTIVE_STATES, Job, JobState, can_transition, transition, utcnow
+
+if TYPE_CHECKING:
+    from .services import Services
+
+log = structlog.get_logger(__name__)
+
+#: States that hold one of the ``polling.max_active_jobs`` slots.
+SLOT_STATES = frozenset(ACTIVE_STATES - {JobState.QUEUED})
+
+_RACE_RETRIES = 8
+
+
+async def _change(
+    services: Services,
+    job_id: str,
+    decide: Callable[[Job, datetime], Job],
+) -> Job:
+    """Read, decide, compare-and-set; retry when a worker wrote in between."""
+    for _ in range(_RACE_RETRIES):
+        job = await services.store.get(job_id)
+        if job is None:
+            raise NotFound("no such job")
+        changed = decide(job, utcnow())
+        try:
+            return await services.store.save(changed, expected_version=job.version)
+        except LeaseLost:
+            continue
+    raise StoreUnavailable("the job kept changing; try again")
+
+
+async def cancel(services: Services, job_id: str) -> Job:
+    """Stop polling at once and free the job's slot; only an unfinished job can be cancelled."""
+
+    def decide(job: Job, now: datetime) -> Job:
+        if not can_transition(job.state, JobState.CANCELLED):
+            raise Conflict(
+                f"the job is {job.state.value}; only a job that has not finished can be cancelled",
+                extra={"status": job.state.value},
+            )
+        return transition(
+            job, JobState.CANCELLED, now=now, due_at=now, lease_owner=None, lease_expires_at=None
+        )
+
+    job = await _change(services, job_id, decide)
+    log.info("job_cancelled", job_id=job.id)
+    return job
+
+
+async def retry(services: Services, job_id: str) -> Job:
+    """Put a failed or cancelled job back in the queue with the same parameters."""
+
+    def decide(job: Job, now: datetime) -> Job:
+        if job.state not in (JobState.FAILED, JobState.CANCELLED):
+            raise Conflict(
+                f"the job is {job.state.value}; only a failed or cancelled job can be retried",
+                extra={"status": job.state.value},
+            )
+        return transition(
+            job,
+            JobState.QUEUED,
+            now=now,
+            due_at=now,
+            created_at=now,
+            lease_owner=None,
+            lease_expires_at=None,
+            reclaims=0,
+        )
+
+    job = await _change(services, job_id, decide)
+    log.info("job_retried", job_id=job.id, run=job.run)
+    return job
+
+
+async def delete(services: Services, job_id: str) -> bool:
+    """Remove a job's stored videos and its record (idempotent: False when already gone).
+
+    An unfinished job is cancelled first, so its worker stops and writes nothing more; the
+    blobs go before the record, so a failure part-way leaves a record to delete again.
+    """
+    job = await services.store.get(job_id)
+    if job is None:
+        return False
+    if not job.is_terminal:
+        try:
+            job = await cancel(services, job_id)
+        except (Conflict, NotFound):
+            job = await services.store.get(job_id) or job
+    for key in _blob_keys(job):
+        await services.blobs.delete(key)
+    removed = await services.store.delete(job_id)
+    log.info("job_deleted", job_id=job_id, videos=len(job.videos))
+    return removed
+
+
+def _blob_keys(job: Job) -> list[str]:
+    return [v.key for v in job.videos]
+
+
+def slot_counts(counts: Mapping[str, int]) -> int:
+    """How many jobs hold an active slot, from ``count_by_state``."""
+    return sum(n for state, n in counts.items() if state in SLOT_STATES)
+
+
+async def admit(services: Services, job: Job, now: datetime, recheck_s: float) -> Job | None:
+    """FIFO admission: ``None`` when ``job`` may start now, else the job with a later due time.
+
+    With ``polling.max_active_jobs`` unset every job is admitted. Otherwise a queued job
+    starts only when fewer jobs hold a slot than allowed and it is among the oldest queued
+    jobs that fit into the free slots. Two instances deciding at the same instant can each
+    admit one job; the overshoot is bounded by the number of instances and heals itself.
+    """
+    limit = services.settings.polling.max_active_jobs
+    if limit is None:
+        return None
+    counts = await services.store.count_by_state()
+    free = limit - slot_counts(counts)
+    if free > 0:
+        position = await services.store.queue_position(job)
+        if position is None or position <= free:
+            return None
+    return dataclasses.replace(job, due_at=now + timedelta(seconds=recheck_s), updated_at=now)
+
+
+async def sweep_retention(
+    services: Services, *, now: datetime | None = None, batch: int = 200
+) -> int:
+    """Delete finished jobs (and their videos) older than ``storage.retention_days``, then
+    any stored video older than that which no job refers to. Returns how many were removed."""
+    days = services.settings.storage.retention_days
+    if days is None:
+        return 0
+    now = now or utcnow()
+    cutoff = now - timedelta(days=days)
+    removed = 0
+    for state in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED):
+        cursor: str | None = None
+        while True:
+            jobs, cursor = await services.store.list_jobs(
+                states=[state.value], cursor=cursor, limit=batch
+            )
+            for job in jobs:
+                if job.finished_at is not None and job.finished_at < cutoff:
+                    removed += int(await delete(services, job.id))
+            if cursor is None:
+                break
+    for key in await services.blobs.keys_older_than(cutoff):
+        await services.blobs.delete(key)
+        removed += 1
+    if removed:
+        log.info("retention_swept", removed=removed, retention_days=days)
+    return removed
+
+
+Action = Callable[["Services", str], Awaitable[Job]]
