@@ -9,6 +9,7 @@ import pytest
 import structlog
 
 from tests.support.redis_server import RedisServer
+from tests.support.s3_server import MotoServer
 from webhook_poller.interfaces import JobStore
 from webhook_poller.stores.redis import RedisJobStore
 from webhook_poller.stores.sqlite import SqliteJobStore
@@ -20,6 +21,16 @@ STORE_BACKENDS = ["sqlite", pytest.param("redis", marks=pytest.mark.redis)]
 def redis_server(tmp_path_factory: pytest.TempPathFactory):
     """Our own redis-server on a free port (append-only), shared by the session."""
     server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    """moto's S3 emulator in server mode, in its own process, shared by the session."""
+    server = MotoServer().start()
     try:
         yield server
     finally:

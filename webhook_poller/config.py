@@ -106,6 +106,14 @@ class StorageSettings(_Section):
     #: Seconds between two retention sweeps (only with retention_days).
     retention_sweep_s: float = Field(3600.0, gt=0)
     download_timeout_s: float = Field(600.0, gt=0)
+    # S3-compatible storage (s3:// URLs); other keys go to the backend as they are.
+    endpoint_url: str | None = None
+    region: str | None = None
+    addressing_style: Literal["path", "virtual", "auto"] = "auto"
+    access_key_id: SecretStr | None = None
+    secret_access_key: SecretStr | None = None
+    public_base_url: str | None = None
+    part_size_mb: float = Field(8.0, ge=5)
 
 
 class CallbackSettings(_Section):
