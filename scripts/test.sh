@@ -19,5 +19,7 @@ fi
 PY="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+# the example third-party notifier: the plug-in test loads it through its entry point
+.venv/bin/python -m pip install -q --disable-pip-version-check -e examples/notifier-email
 
 exec .venv/bin/python -m pytest "$@"

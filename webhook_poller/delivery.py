@@ -191,7 +191,8 @@ class Dispatcher:
                 next_attempt_at=None,
             )
         except NotifyTransient as exc:
-            return self._later(delivery, attempt_no, now, _error_text(exc), exc)
+            # the target's pause (Retry-After) counts from its answer, not from when we began
+            return self._later(delivery, attempt_no, utcnow(), _error_text(exc), exc)
         except Exception as exc:  # a broken plug-in must not kill the loop
             log.exception("notifier_crashed", target=delivery.target)
             return self._later(delivery, attempt_no, now, _error_text(exc), None)
