@@ -78,6 +78,21 @@ def test_interpolation_and_env_overrides(tmp_path):
     assert settings.providers["kie"]["api_key"] == "kie-key-1"
     assert settings.callbacks.secret is not None
     assert settings.callbacks.secret.get_secret_value() == "whsec_abc"
+
+
+def test_env_overrides_keep_secrets_verbatim_and_skip_empty_values():
+    """A hex token that YAML would read as a number stays a string; an empty variable (what
+    docker compose passes for ${X:-}) leaves the default alone."""
+    env = {
+        "WEBHOOK_POLLER_SERVER__AUTH_TOKEN": "1234e56",
+        "WEBHOOK_POLLER_CALLBACKS__SECRET": "",
+        "WEBHOOK_POLLER_POLLING__CONCURRENCY": "8",
+    }
+    settings = load_settings(None, env)
+    assert settings.server.auth_token is not None
+    assert settings.server.auth_token.get_secret_value() == "1234e56"
+    assert settings.callbacks.secret is None
+    assert settings.polling.concurrency == 8
     assert "whsec_abc" not in repr(settings)
 
 

@@ -238,15 +238,20 @@ def _deep_set(tree: dict[str, Any], path: list[str], value: Any) -> None:
     node[path[-1]] = value
 
 
+_VERBATIM_SUFFIXES = ("token", "secret", "key", "key_id", "password", "url")
+
+
 def _env_overrides(tree: dict[str, Any], environ: Mapping[str, str]) -> None:
     prefix = "WEBHOOK_POLLER_"
     for name, raw in environ.items():
         if not name.startswith(prefix) or name == "WEBHOOK_POLLER_CONFIG":
             continue
         path = [p.lower() for p in name[len(prefix) :].split("__") if p]
-        if len(path) < 2:
+        if len(path) < 2 or raw == "":  # an empty variable (compose's ${X:-}) is "not set"
             continue
-        _deep_set(tree, path, yaml.safe_load(raw) if raw else raw)
+        # Secrets and URLs stay verbatim: YAML would read a hex token like 1234e56 as a number.
+        verbatim = path[-1].endswith(_VERBATIM_SUFFIXES)
+        _deep_set(tree, path, raw if verbatim else yaml.safe_load(raw))
     if environ.get("KIE_API_KEY"):
         kie = tree.setdefault("providers", {}).setdefault("kie", {})
         kie.setdefault("api_key", environ["KIE_API_KEY"])
