@@ -248,6 +248,8 @@ def test_metrics_expose_states_polls_histograms_and_deliveries(tmp_path):
     cfg = config(tmp_path, notifiers=[{"type": "log"}])
     with run_service(cfg) as url, httpx.Client(base_url=url, headers=AUTH) as client:
         job_id = post(client, "metrics-1")
+        assert post(client, "metrics-1") == job_id
+        assert client.post("/poll-video", json={"taskId": "x"}).status_code == 422
         wait_status(client, job_id, {"succeeded"})
         wait_for(lambda: 'status="sent"' in client.get("/metrics").text)
         text = client.get("/metrics").text
@@ -261,6 +263,11 @@ def test_metrics_expose_states_polls_histograms_and_deliveries(tmp_path):
             'target="log"} 1.0' in text
         )
         assert "webhook_poller_queue_length 0.0" in text
+        for result in ("created", "known", "rejected"):
+            assert f'webhook_poller_intake_total{{result="{result}"}} 1.0' in text
+        # every claimed step (poll, download, notify) is timed against its due time
+        assert "webhook_poller_schedule_lateness_seconds_count 0.0" not in text
+        assert 'webhook_poller_schedule_lateness_seconds_bucket{le="+Inf"}' in text
         assert httpx.get(f"{url}/metrics").status_code == 401
 
 

@@ -29,6 +29,20 @@ async def test_create_is_idempotent_on_provider_task(store):
     assert again.id == first.id
 
 
+async def test_concurrent_creates_share_commits_and_keep_dedupe(store):
+    """Many creates at once (one group commit): each task gets one job, the repeats of a task
+    in the same batch get that job back, and every created job is readable afterwards."""
+    jobs = [make_job(task_id=f"burst-{i % 40}") for i in range(120)]
+    results = await asyncio.gather(*(store.create(job) for job in jobs))
+    created = [stored for stored, was_created in results if was_created]
+    assert len(created) == 40
+    by_task = {stored.task_id: stored.id for stored in created}
+    for stored, _ in results:
+        assert stored.id == by_task[stored.task_id]
+    for job_id in by_task.values():
+        assert (await store.get(job_id)) is not None
+
+
 async def test_same_task_id_on_other_provider_is_a_new_job(store):
     """The dedupe key includes the provider, so equal task ids of two APIs do not collide."""
     a, _ = await store.create(make_job(task_id="t1", provider="kie-veo"))

@@ -198,6 +198,16 @@ class Api:
         return value
 
     async def intake(self, request: Request) -> Response:
+        counter = self.svc.metrics.intake
+        try:
+            response, created = await self._intake(request)
+        except RequestRejected as exc:
+            counter.labels("unavailable" if exc.status_code == 503 else "rejected").inc()
+            raise
+        counter.labels("created" if created else "known").inc()
+        return response
+
+    async def _intake(self, request: Request) -> tuple[Response, bool]:
         self.check_auth(request)
         svc = self.svc
         data = self.validate_intake(await self.read_object(request))
@@ -227,7 +237,8 @@ class Api:
         )
         stored, created = await self._store_call(svc.store.create(job))
         if created:
-            if self.scheduler is not None:
+            # wake the loop only when the job falls due before its next look at the store
+            if self.scheduler is not None and delay < self.settings.polling.tick_s:
                 self.scheduler.poke()
             log.info(
                 "job_accepted",
@@ -237,16 +248,15 @@ class Api:
                 model=stored.model,
                 provider=adapter,
             )
-        return JSONResponse(
-            {
-                "ok": True,
-                "jobId": stored.id,
-                "status": stored.state.value,
-                "message": "Polling started" if created else "Already polling this task",
-                "alreadyKnown": not created,
-                "statusUrl": status_url(stored, self.settings.server.base_url()),
-            }
-        )
+        body = {
+            "ok": True,
+            "jobId": stored.id,
+            "status": stored.state.value,
+            "message": "Polling started" if created else "Already polling this task",
+            "alreadyKnown": not created,
+            "statusUrl": status_url(stored, self.settings.server.base_url()),
+        }
+        return JSONResponse(body), created
 
     # --- jobs --------------------------------------------------------------------------
 

@@ -4,13 +4,29 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 import uvicorn
 
 from .app import create_app
-from .config import check_listen_safety, load_settings
+from .config import Settings, check_listen_safety, load_settings
 from .errors import ConfigError
 from .logging import configure
+
+
+def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
+    """How the service is served; bench/ serves its bare-Starlette baseline the same way."""
+    return uvicorn.Config(
+        app,
+        host=settings.server.host,
+        port=settings.server.port,
+        lifespan="on",
+        # Access logs would print signed video links; our own logs are redacted.
+        access_log=False,
+        log_level=settings.logging.level.lower(),
+        timeout_graceful_shutdown=int(settings.server.shutdown_grace_s) + 5,
+        proxy_headers=True,
+    )
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -26,17 +42,7 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     configure(settings.logging.level, settings.logging.format)
     app = create_app(settings)
-    config = uvicorn.Config(
-        app,
-        host=settings.server.host,
-        port=settings.server.port,
-        lifespan="on",
-        # Access logs would print signed video links; our own logs are redacted.
-        access_log=False,
-        log_level=settings.logging.level.lower(),
-        timeout_graceful_shutdown=int(settings.server.shutdown_grace_s) + 5,
-        proxy_headers=True,
-    )
+    config = uvicorn_config(app, settings)
     server = uvicorn.Server(config)
     server.run()
     return 0 if server.started else 1

@@ -16,6 +16,7 @@ from .model import JobState
 
 ATTEMPT_BUCKETS = (1, 2, 3, 5, 8, 10, 15, 20, 30, 50, 100)
 SECONDS_BUCKETS = (10, 30, 60, 120, 180, 300, 600, 900, 1800, 3600, 7200)
+LATENESS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
 class Metrics:
@@ -67,6 +68,12 @@ class Metrics:
             "Seconds from intake to success",
             ["model"],
             buckets=SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.lateness = Histogram(
+            "webhook_poller_schedule_lateness_seconds",
+            "How long after its due time a job step was claimed (scheduler saturation)",
+            buckets=LATENESS_BUCKETS,
             registry=r,
         )
         self.bytes_downloaded = Counter(

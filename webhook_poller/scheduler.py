@@ -151,7 +151,9 @@ class Scheduler:
             return True
         now = utcnow()
         jobs = await self.store.claim_due(self.owner, now, self.lease_s, free)
+        lateness = self.services.metrics.lateness
         for job in jobs:
+            lateness.observe(max(0.0, (now - job.due_at).total_seconds()))
             self._spawn(self._run_job(job))
         free = self.concurrency - len(self.inflight)
         deliveries: list[Delivery] = []

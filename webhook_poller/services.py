@@ -136,7 +136,12 @@ def build_services(settings: Settings) -> Services:
     http = net.build_client(allow_private=settings.security.allow_private_urls, timeout_s=30.0)
     provider_http = httpx.AsyncClient(
         timeout=httpx.Timeout(30.0, connect=10.0),
-        limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+        # httpcore checks every pooled connection on each request (a select() per idle
+        # socket), so the pool is sized to the polls that can run at once, no bigger.
+        limits=httpx.Limits(
+            max_connections=settings.polling.concurrency,
+            max_keepalive_connections=min(settings.polling.concurrency, 16),
+        ),
         headers={"User-Agent": "webhook-poller"},
     )
     context = PluginContext(settings=settings, http=http)

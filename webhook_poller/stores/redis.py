@@ -30,6 +30,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ..errors import LeaseLost, StoreUnavailable
 from ..interfaces import PluginContext
 from ..model import ACTIVE_STATES, Delivery, Job, JobState
+from .batching import GroupCommit
 from .codec import delivery_from_dict, delivery_to_dict, dt, dumps, job_from_dict, job_to_dict
 from .keys import Keys
 
@@ -240,6 +241,8 @@ class RedisJobStore:
         self.keys = Keys(str(options.get("key_prefix") or "wp:"))
         self._redis: aioredis.Redis | None = None
         self._scripts: dict[str, Any] = {}
+        self._creates = GroupCommit(self._create_batch)
+        self._saves = GroupCommit(self._save_batch)
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -309,28 +312,41 @@ class RedisJobStore:
         return job_from_dict(data)
 
     async def create(self, job: Job) -> tuple[Job, bool]:
-        created, job_id = await self._script(
-            "create",
-            job.id,
-            job.dedupe_key,
-            dumps(job_to_dict(job)),
-            job.version,
-            job.state.value,
-            _ts(job.due_at),
-            job.lease_owner or "",
-            _ts(job.lease_expires_at),
-            job.reclaims,
-            job.session_id,
-            job.model,
-            _ts(job.created_at),
-            "1" if job.state.value in _ACTIVE else "0",
-        )
+        created, job_id = await self._creates.submit(job)
         if int(created) == 1:
             return job, True
         existing = await self.get(job_id)
         if existing is None:  # deleted between the two calls: try once more
             return await self.create(job)
         return existing, False
+
+    async def _create_batch(self, jobs: list[Job]) -> list[tuple[Any, Any]]:
+        """Every job's create script in one pipeline: one round trip for the batch."""
+        pipe = self.r.pipeline(transaction=False)
+        script = self._scripts["create"]
+        for job in jobs:
+            await script(
+                keys=[],
+                args=[
+                    self.keys.prefix,
+                    job.id,
+                    job.dedupe_key,
+                    dumps(job_to_dict(job)),
+                    job.version,
+                    job.state.value,
+                    _ts(job.due_at),
+                    job.lease_owner or "",
+                    _ts(job.lease_expires_at),
+                    job.reclaims,
+                    job.session_id,
+                    job.model,
+                    _ts(job.created_at),
+                    "1" if job.state.value in _ACTIVE else "0",
+                ],
+                client=pipe,
+            )
+        results = await self._call(pipe.execute())
+        return [(created, job_id) for created, job_id in results]
 
     async def get(self, job_id: str) -> Job | None:
         fields = await self._call(self.r.hgetall(self.keys.job(job_id)))
@@ -339,28 +355,43 @@ class RedisJobStore:
     async def save(
         self, job: Job, *, expected_version: int, deliveries: Sequence[Delivery] = ()
     ) -> Job:
-        args: list[Any] = [
-            job.id,
-            expected_version,
-            dumps(job_to_dict(job)),
-            job.state.value,
-            _ts(job.due_at),
-            job.lease_owner or "",
-            _ts(job.lease_expires_at),
-            job.reclaims,
-            "1" if job.state.value in _ACTIVE else "0",
-            len(deliveries),
-        ]
-        for d in deliveries:
-            args += [
-                _field(d),
-                dumps(delivery_to_dict(d)),
-                d.status.value,
-                _ts(d.next_attempt_at) or "0",
+        return await self._saves.submit((job, expected_version, tuple(deliveries)))
+
+    async def _save_batch(
+        self, items: list[tuple[Job, int, tuple[Delivery, ...]]]
+    ) -> list[Job | LeaseLost]:
+        """Every compare-and-set script of the batch in one pipeline (one round trip)."""
+        pipe = self.r.pipeline(transaction=False)
+        script = self._scripts["save"]
+        for job, expected_version, deliveries in items:
+            args: list[Any] = [
+                self.keys.prefix,
+                job.id,
+                expected_version,
+                dumps(job_to_dict(job)),
+                job.state.value,
+                _ts(job.due_at),
+                job.lease_owner or "",
+                _ts(job.lease_expires_at),
+                job.reclaims,
+                "1" if job.state.value in _ACTIVE else "0",
+                len(deliveries),
             ]
-        if int(await self._script("save", *args)) != 1:
-            raise LeaseLost(job.id)
-        return dataclasses.replace(job, version=expected_version + 1)
+            for d in deliveries:
+                args += [
+                    _field(d),
+                    dumps(delivery_to_dict(d)),
+                    d.status.value,
+                    _ts(d.next_attempt_at) or "0",
+                ]
+            await script(keys=[], args=args, client=pipe)
+        results = await self._call(pipe.execute())
+        return [
+            dataclasses.replace(job, version=expected_version + 1)
+            if int(ok) == 1
+            else LeaseLost(job.id)
+            for (job, expected_version, _), ok in zip(items, results, strict=True)
+        ]
 
     async def claim_due(self, owner: str, now: datetime, lease_s: float, limit: int) -> list[Job]:
         rows = await self._script(

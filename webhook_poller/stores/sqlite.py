@@ -23,6 +23,7 @@ import aiosqlite
 from ..errors import ConfigError, LeaseLost, StoreUnavailable
 from ..interfaces import PluginContext
 from ..model import ACTIVE_STATES, Delivery, Job
+from .batching import GroupCommit
 from .codec import (
     delivery_from_dict,
     delivery_to_dict,
@@ -94,6 +95,8 @@ class SqliteJobStore:
         self.path = sqlite_path(str(options["url"]))
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
+        self._creates = GroupCommit(self._create_batch)
+        self._saves = GroupCommit(self._save_batch)
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -162,12 +165,14 @@ class SqliteJobStore:
         return job_from_dict(data)
 
     async def create(self, job: Job) -> tuple[Job, bool]:
-        state, active, due, owner, expires, body = self._row_values(job)
-        async with self._tx() as db:
-            cur = await db.execute(
-                "INSERT INTO jobs (id, dedupe_key, session_id, model, state, active, created_at,"
-                " due_at, lease_owner, lease_expires_at, version, body)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(dedupe_key) DO NOTHING",
+        return await self._creates.submit(job)
+
+    async def _create_batch(self, jobs: list[Job]) -> list[tuple[Job, bool]]:
+        """Insert a batch in one transaction; a dedupe key already taken keeps its job."""
+        rows = []
+        for job in jobs:
+            state, active, due, owner, expires, body = self._row_values(job)
+            rows.append(
                 (
                     job.id,
                     job.dedupe_key,
@@ -181,15 +186,34 @@ class SqliteJobStore:
                     expires,
                     job.version,
                     body,
-                ),
+                )
             )
-            created = cur.rowcount == 1
-            if not created:
-                cur = await db.execute("SELECT * FROM jobs WHERE dedupe_key = ?", (job.dedupe_key,))
+        keys = sorted({job.dedupe_key for job in jobs})
+        async with self._tx() as db:
+            await db.executemany(
+                "INSERT INTO jobs (id, dedupe_key, session_id, model, state, active, created_at,"
+                " due_at, lease_owner, lease_expires_at, version, body)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(dedupe_key) DO NOTHING",
+                rows,
+            )
+            marks = ",".join("?" * len(keys))
+            cur = await db.execute(
+                f"SELECT id, dedupe_key FROM jobs WHERE dedupe_key IN ({marks})", keys
+            )
+            owners = {row["dedupe_key"]: row["id"] for row in await cur.fetchall()}
+            taken = {owners[job.dedupe_key] for job in jobs if owners[job.dedupe_key] != job.id}
+            known: dict[str, Job] = {}
+            for job_id in taken:
+                cur = await db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,))
                 row = await cur.fetchone()
                 assert row is not None
-                return self._job(row), False
-        return job, created
+                known[job_id] = self._job(row)
+        return [
+            (job, True)
+            if owners[job.dedupe_key] == job.id
+            else (known[owners[job.dedupe_key]], False)
+            for job in jobs
+        ]
 
     async def get(self, job_id: str) -> Job | None:
         cur = await self.db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,))
@@ -199,19 +223,40 @@ class SqliteJobStore:
     async def save(
         self, job: Job, *, expected_version: int, deliveries: Sequence[Delivery] = ()
     ) -> Job:
-        new = dataclasses.replace(job, version=expected_version + 1)
-        state, active, due, owner, expires, body = self._row_values(new)
+        return await self._saves.submit((job, expected_version, tuple(deliveries)))
+
+    async def _save_batch(
+        self, items: list[tuple[Job, int, tuple[Delivery, ...]]]
+    ) -> list[Job | LeaseLost]:
+        """Every compare-and-set of the batch in one transaction; a lost lease fails alone."""
+        results: list[Job | LeaseLost] = []
         async with self._tx() as db:
-            cur = await db.execute(
-                "UPDATE jobs SET state=?, active=?, due_at=?, lease_owner=?, lease_expires_at=?,"
-                " reclaims=?, body=?, version=version+1 WHERE id=? AND version=?",
-                (state, active, due, owner, expires, new.reclaims, body, job.id, expected_version),
-            )
-            if cur.rowcount != 1:
-                raise LeaseLost(job.id)
-            for delivery in deliveries:
-                await self._insert_delivery(db, delivery)
-        return new
+            for job, expected_version, deliveries in items:
+                new = dataclasses.replace(job, version=expected_version + 1)
+                state, active, due, owner, expires, body = self._row_values(new)
+                cur = await db.execute(
+                    "UPDATE jobs SET state=?, active=?, due_at=?, lease_owner=?,"
+                    " lease_expires_at=?, reclaims=?, body=?, version=version+1"
+                    " WHERE id=? AND version=?",
+                    (
+                        state,
+                        active,
+                        due,
+                        owner,
+                        expires,
+                        new.reclaims,
+                        body,
+                        job.id,
+                        expected_version,
+                    ),
+                )
+                if cur.rowcount != 1:
+                    results.append(LeaseLost(job.id))
+                    continue
+                for delivery in deliveries:
+                    await self._insert_delivery(db, delivery)
+                results.append(new)
+        return results
 
     async def claim_due(self, owner: str, now: datetime, lease_s: float, limit: int) -> list[Job]:
         now_ts = now.timestamp()
