@@ -194,6 +194,9 @@ class S3BlobStorage:
         size = 0
         upload_id: str | None = None
         parts: list[dict[str, Any]] = []
+        # One part uploads while the next one fills from the provider: download and upload
+        # overlap, and memory stays at about two parts whatever the video size.
+        uploading: asyncio.Task[dict[str, Any]] | None = None
         try:
             async for chunk in chunks:
                 size += len(chunk)
@@ -211,7 +214,14 @@ class S3BlobStorage:
                         upload_id = str(made["UploadId"])
                     part = bytes(buffer[: self.part_size])
                     del buffer[: self.part_size]
-                    parts.append(await self._upload_part(name, upload_id, len(parts) + 1, part))
+                    if uploading is not None:
+                        parts.append(await uploading)
+                    uploading = asyncio.create_task(
+                        self._upload_part(name, upload_id, len(parts) + 1, part)
+                    )
+            if uploading is not None:
+                parts.append(await uploading)
+                uploading = None
             if upload_id is None:
                 await self.s3.put_object(
                     Bucket=self.bucket,
@@ -241,18 +251,32 @@ class S3BlobStorage:
                     f"storage kept {stored['ContentLength']} bytes of {size}; upload discarded"
                 )
         except BlobError:
+            await self._stop(uploading)
             await self._abort(name, upload_id)
             raise
         except (ClientError, BotoCoreError, OSError) as exc:
+            await self._stop(uploading)
             await self._abort(name, upload_id)
             reason, _ = describe(exc)
             raise BlobError(f"could not store the video: {reason}") from None
         except BaseException:
+            await self._stop(uploading)
             await self._abort(name, upload_id)
             raise
         return StoredBlob(
             key=key, size_bytes=size, sha256=digest.hexdigest(), content_type=content_type
         )
+
+    @staticmethod
+    async def _stop(task: asyncio.Task[Any] | None) -> None:
+        """Cancel a part still uploading and wait for it, before the upload is aborted."""
+        if task is None or task.done():
+            if task is not None and not task.cancelled():
+                task.exception()  # retrieved: no "never retrieved" warning
+            return
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
 
     async def _upload_part(
         self, name: str, upload_id: str, number: int, data: bytes
@@ -267,7 +291,8 @@ class S3BlobStorage:
             UploadId=upload_id,
             PartNumber=number,
             Body=data,
-            ContentMD5=_md5(data),
+            # hashlib lets go of the GIL: the part's MD5 runs beside the download
+            ContentMD5=await asyncio.to_thread(_md5, data),
         )
         return {"PartNumber": number, "ETag": answer["ETag"]}
 
