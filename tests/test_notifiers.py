@@ -9,13 +9,6 @@ import time
 import httpx
 import pytest
 
-from notifiers.templates import (
-    Templates,
-    escape_discord,
-    escape_slack,
-    escape_telegram_html,
-    escape_telegram_markdown_v2,
-)
 from tests.support.chat_servers import BOT_TOKEN, ChatWebhook, TelegramEmulator
 from tests.support.service import (
     ServiceProcess,
@@ -28,6 +21,13 @@ from webhook_poller.config import settings_from_mapping
 from webhook_poller.errors import ConfigError
 from webhook_poller.interfaces import PluginContext
 from webhook_poller.notifiers.telegram import TelegramNotifier
+from webhook_poller.notifiers.templates import (
+    Templates,
+    escape_discord,
+    escape_slack,
+    escape_telegram_html,
+    escape_telegram_markdown_v2,
+)
 
 BUTTONS = [
     {"text": "Publish", "callback_data": "publish:{jobId}"},
