@@ -1,0 +1,83 @@
+"""(a) Intake: ``POST /poll-video`` against a bare Starlette endpoint, same uvicorn, same wrk.
+
+Each round runs wrk for ``--seconds`` against the baseline, then against the service on
+SQLite, then against the service on Redis (its own redis-server, appendfsync always), in
+turn, so the machine's noise hits all three alike; the table gives medians over the rounds
+and the service/baseline ratios. Every service answer is a 200 for a new job that is in
+the store (WAL commit, or AOF fsync) before the answer is written.
+
+    python -m bench.intake --rounds 5 --seconds 10
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import httpx
+
+from . import harness
+
+# jobs wait an hour before their first poll: this measures intake, not the loop
+QUIET = {"providers": {"demo": {"first_poll_delay_s": 3600}}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--connections", type=int, default=32)
+    args = parser.parse_args()
+    runs: dict[str, list[dict]] = {"bare starlette": [], "sqlite": [], "redis": []}
+
+    with (
+        harness.workdir("intake") as path,
+        harness.redis_server(path) as redis,
+        harness.python_server("bench.bare_app") as (bare_url, _),
+        harness.service(harness.service_config(path / "s", "sqlite", **QUIET), path) as sq,
+        harness.service(
+            harness.service_config(path / "r", "redis", redis.url, **QUIET), path
+        ) as rd,
+    ):
+        targets = {"bare starlette": bare_url, "sqlite": sq.url, "redis": rd.url}
+        for name, url in targets.items():  # warm-up
+            harness.wrk(url, seconds=2, connections=args.connections, prefix=f"w{name[0]}")
+        for n in range(args.rounds):
+            for name, url in targets.items():
+                result = harness.wrk(
+                    url,
+                    seconds=args.seconds,
+                    connections=args.connections,
+                    prefix=f"r{n}{name[0]}",
+                )
+                if result["errors"] or result["non2xx"]:
+                    raise SystemExit(f"{name}: {result}")
+                runs[name].append(result)
+                print(name, result, flush=True)
+        stored = {
+            name: httpx.get(f"{svc.url}/metrics").text
+            for name, svc in (("sqlite", sq), ("redis", rd))
+        }
+    base_rps = harness.median([r["rps"] for r in runs["bare starlette"]])
+    rows = []
+    for name, results in runs.items():
+        rps = harness.median([r["rps"] for r in results])
+        rows.append(
+            {
+                "target": name,
+                "req/s (median)": rps,
+                "p50 ms": harness.median([r["p50_ms"] for r in results]),
+                "p99 ms": harness.median([r["p99_ms"] for r in results]),
+                "vs bare": f"{rps / base_rps:.2f}",
+            }
+        )
+    for name, text in stored.items():
+        created = harness.counter_total(text, "webhook_poller_intake_total", result="created")
+        print(f"{name}: {created:.0f} jobs created and stored")
+    harness.report(
+        f"Intake, wrk -t1 -c{args.connections}, {args.rounds} rounds of {args.seconds:g} s",
+        rows,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""(b) Sustained provider polls per second and scheduling lateness, one instance.
+
+N never-finishing Veo tasks are polled every ``--interval`` seconds (jitter 10 %) against
+``bench.fast_provider`` in its own process, so the offered load is N / interval polls per
+second. After a warm-up of two intervals, a window of ``--window`` seconds is measured from
+the service's own /metrics: polls answered (``webhook_poller_polls_total``) and how late each
+step was claimed against its due time (``webhook_poller_schedule_lateness_seconds``,
+quantiles interpolated inside the histogram buckets as Prometheus does), plus the service's
+CPU time from /proc. A fresh service, store and provider per level.
+
+    python -m bench.polls --levels 250,500,1000,1500 --interval 2 --window 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import httpx
+
+from . import harness
+
+LATENESS = "webhook_poller_schedule_lateness_seconds"
+
+
+def config(path, store: str, redis_url: str | None, provider_url: str, interval: float) -> dict:
+    return harness.service_config(
+        path,
+        store,
+        redis_url,
+        providers={
+            "kie": {
+                "base_url": provider_url,
+                "api_key": "bench-key",
+                "min_interval_s": 0,
+                "max_requests_per_s": 100000,
+                "timeout_s": 10,
+            },
+        },
+        polling={
+            "interval_s": interval,
+            "jitter": 0.1,
+            "first_poll_delay_s": 0.5,
+            "max_attempts": 1_000_000,
+            "give_up_after_s": 1e9,
+            "concurrency": 32,
+            "tick_s": 0.05,
+        },
+    )
+
+
+def measure(store: str, level: int, interval: float, window: float) -> dict:
+    jobs = int(level * interval)
+    with (
+        harness.workdir("polls") as path,
+        harness.redis_server(path) as redis,
+        harness.python_server("bench.fast_provider") as (provider_url, _),
+    ):
+        cfg = config(path / "svc", store, redis.url, provider_url, interval)
+        with harness.service(cfg, path) as svc:
+            bodies = [
+                {"sessionId": f"s{i % 100}", "taskId": f"never-{i}", "model": "veo3"}
+                for i in range(jobs)
+            ]
+            harness.post_jobs(svc.url, bodies)
+            time.sleep(2 * interval + 1)
+            pid = svc.proc.pid
+            before, cpu0, t0 = (
+                httpx.get(f"{svc.url}/metrics").text,
+                harness.cpu_seconds(pid),
+                time.monotonic(),
+            )
+            time.sleep(window)
+            after, cpu1, t1 = (
+                httpx.get(f"{svc.url}/metrics").text,
+                harness.cpu_seconds(pid),
+                time.monotonic(),
+            )
+    polls = harness.counter_total(after, "webhook_poller_polls_total") - harness.counter_total(
+        before, "webhook_poller_polls_total"
+    )
+    late = harness.bucket_delta(
+        harness.histogram_buckets(before, LATENESS), harness.histogram_buckets(after, LATENESS)
+    )
+    p50, p99 = harness.quantile(late, 0.5), harness.quantile(late, 0.99)
+    return {
+        "store": store,
+        "jobs": jobs,
+        "offered polls/s": float(level),
+        "polls/s": polls / (t1 - t0),
+        "lateness p50 ms": (p50 or 0) * 1000,
+        "lateness p99 ms": (p99 or 0) * 1000,
+        "service CPU %": 100 * (cpu1 - cpu0) / (t1 - t0),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--levels", default="250,500,1000,1500")
+    parser.add_argument("--interval", type=float, default=2.0)
+    parser.add_argument("--window", type=float, default=10.0)
+    parser.add_argument("--stores", default="sqlite,redis")
+    args = parser.parse_args()
+    rows = []
+    for store in args.stores.split(","):
+        for level in (int(x) for x in args.levels.split(",")):
+            row = measure(store, level, args.interval, args.window)
+            print(row, flush=True)
+            rows.append(row)
+    harness.report(
+        f"Polls against a local provider, interval {args.interval:g} s, window {args.window:g} s",
+        rows,
+    )
+
+
+if __name__ == "__main__":
+    main()
