@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import os
+import re
 import tempfile
 from collections.abc import Mapping
 from datetime import timedelta
@@ -217,14 +219,16 @@ class TelegramNotifier:
         text = self.templates.render(notification.event.value, values_for(notification))
         try:
             bot = await self.bot()
-            if notification.event is Event.SUCCEEDED and notification.videos:
-                message = await self._send_video(bot, chat_id, notification, text)
-            else:
-                message = await bot.send_message(
-                    chat_id,
-                    text[: MessageLimit.MAX_TEXT_LENGTH] or notification.event.value,
-                    parse_mode=self.parse_mode,
-                )
+            try:
+                message = await self._deliver(bot, chat_id, notification, text, self.parse_mode)
+            except BadRequest as exc:
+                if self.parse_mode is None or "parse entities" not in str(exc).lower():
+                    raise
+                # A custom template's markup Telegram cannot read: the message still goes
+                # out, as plain text, rather than not at all.
+                log.warning("telegram_markup_refused", error=self._scrub(str(exc))[:200])
+                plain = plain_text(text, self.parse_mode)
+                message = await self._deliver(bot, chat_id, notification, plain, None)
         except RetryAfter as exc:
             wait = exc.retry_after
             seconds = wait.total_seconds() if isinstance(wait, timedelta) else float(wait)
@@ -239,14 +243,27 @@ class TelegramNotifier:
             raise NotifyTransient(f"Telegram error: {self._scrub(str(exc))}") from None
         return Receipt(f"message_id={message.message_id}")
 
-    async def _send_video(self, bot: Bot, chat_id: Any, note: Notification, text: str) -> Any:
+    async def _deliver(
+        self, bot: Bot, chat_id: Any, note: Notification, text: str, mode: str | None
+    ) -> Any:
+        if note.event is Event.SUCCEEDED and note.videos:
+            return await self._send_video(bot, chat_id, note, text, mode)
+        return await bot.send_message(
+            chat_id,
+            _fit(text, MessageLimit.MAX_TEXT_LENGTH) or note.event.value,
+            parse_mode=mode,
+        )
+
+    async def _send_video(
+        self, bot: Bot, chat_id: Any, note: Notification, text: str, mode: str | None
+    ) -> Any:
         video = note.videos[0]
         size = video.metadata.size_bytes
         if size is None and self.blobs is not None:
             size = await self.blobs.size(video.key)
         caption = _fit(text, MessageLimit.CAPTION_LENGTH)
         if self.blobs is None or size is None or size > self.max_upload_bytes:
-            return await self._send_link(bot, chat_id, note, video, text)
+            return await self._send_link(bot, chat_id, note, video, text, mode)
         meta = video.metadata
         # A temporary file, handed to PTB as an open handle it streams from: the upload
         # never holds the whole video in memory.
@@ -260,7 +277,7 @@ class TelegramNotifier:
                 chat_id,
                 video=upload,
                 caption=caption or None,
-                parse_mode=self.parse_mode,
+                parse_mode=mode,
                 supports_streaming=True,
                 width=meta.width,
                 height=meta.height,
@@ -269,7 +286,13 @@ class TelegramNotifier:
             )
 
     async def _send_link(
-        self, bot: Bot, chat_id: Any, note: Notification, video: VideoRef, text: str
+        self,
+        bot: Bot,
+        chat_id: Any,
+        note: Notification,
+        video: VideoRef,
+        text: str,
+        mode: str | None,
     ) -> Any:
         """Too big to upload here: a message with a button to the stored file."""
         log.info(
@@ -281,9 +304,27 @@ class TelegramNotifier:
         return await bot.send_message(
             chat_id,
             _fit(text, MessageLimit.MAX_TEXT_LENGTH) or "Your video is ready.",
-            parse_mode=self.parse_mode,
+            parse_mode=mode,
             reply_markup=self.keyboard(note.job.id, [download]),
         )
+
+
+def plain_text(text: str, mode: str | None) -> str:
+    """``text`` without its HTML or MarkdownV2 markup, as Telegram would have shown it."""
+    if mode == "HTML":
+        return html.unescape(re.sub(r"<[^>]*>", "", text))
+    if mode == "MarkdownV2":
+        out, escaped = [], False
+        for char in text:
+            if escaped:
+                out.append(char)
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char not in "*_~|`":
+                out.append(char)
+        return "".join(out)
+    return text
 
 
 def _fit(text: str, limit: int) -> str:

@@ -182,6 +182,33 @@ def test_failed_and_timed_out_jobs_send_the_user_message(tmp_path):
     assert not any("pretend" in t for t in texts), "never the provider's raw text"
 
 
+def test_markup_telegram_cannot_parse_goes_out_as_plain_text(tmp_path):
+    """An operator's template with broken HTML: the video still reaches the chat, with the
+    caption as plain text, rather than the delivery failing for good."""
+    emulator = TelegramEmulator()
+    emulator.errors = [
+        (
+            400,
+            "Bad Request: can't parse entities: Can't find end tag corresponding to "
+            'start tag "b"',
+            None,
+        )
+    ]
+    broken = {"video.succeeded": "<b>Ready: {{ model }} &amp; more"}
+    with emulator.serving() as tg:
+        cfg = base_config(tmp_path, notifiers=[telegram(tg, emulator, chat_id=3, templates=broken)])
+        with run_service(cfg) as url, httpx.Client(base_url=url) as client:
+            job_id = post(client, "markup")
+            wait_status(client, job_id, {"succeeded"})
+            wait_for(lambda: deliveries(client, job_id)["telegram"]["status"] == "sent")
+            record = deliveries(client, job_id)["telegram"]
+    first, second = emulator.sent("sendVideo")
+    assert first["fields"]["parse_mode"] == "HTML"
+    assert "parse_mode" not in second["fields"]
+    assert second["fields"]["caption"] == "Ready: demo & more"
+    assert record["attempts"] == 1, "one delivery attempt, not a retry"
+
+
 def test_escaping_per_format():
     nasty = "<b>5 > 3 & _x_ *y* [a](b) @everyone @here."
     values = {"userMessage": nasty}
