@@ -72,6 +72,8 @@ class Scheduler:
         self.lease_s = self.settings.store.lease_s
         self.inflight: set[asyncio.Task[None]] = set()
         self.wake = asyncio.Event()
+        #: Admission decisions of this instance, one at a time (polling.max_active_jobs)
+        self._admission = asyncio.Lock()
         self.healthy = True
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
@@ -241,10 +243,13 @@ class Scheduler:
                 f"the job was taken over {job.reclaims} times after workers stopped",
             )
         if job.state is JobState.QUEUED:
-            later = await lifecycle.admit(self.services, job, now, self.settings.polling.tick_s)
-            if later is not None:  # no free slot yet (polling.max_active_jobs)
-                return Outcome(later, [])
-            job = transition(job, JobState.POLLING, now=now)
+            if self.settings.polling.max_active_jobs is None:
+                job = transition(job, JobState.POLLING, now=now)
+            else:
+                admitted = await self._admit(job, now)
+                if admitted.state is JobState.QUEUED:  # no free slot yet
+                    return Outcome(admitted, [])
+                job = admitted
         if job.state in POLLING_STATES:
             return await self._poll(job, now)
         if job.state is JobState.DOWNLOADING:
@@ -258,6 +263,20 @@ class Scheduler:
         if job.state is JobState.NOTIFYING:
             return await self._notifying(job, now)
         return Outcome(job, [])
+
+    async def _admit(self, job: Job, now: datetime) -> Job:
+        """Take a slot (polling.max_active_jobs) and record it before the first poll.
+
+        This instance decides one job at a time and writes the move to ``polling`` at once,
+        so the next decision counts it: without that, jobs admitted but not yet saved were
+        still "queued" in the store and one instance could overshoot the limit.
+        """
+        async with self._admission:
+            later = await lifecycle.admit(self.services, job, now, self.settings.polling.tick_s)
+            if later is not None:
+                return later
+            moved = transition(job, JobState.POLLING, now=now)
+            return await self.store.save(moved, expected_version=moved.version)
 
     def _fallback_policy(self) -> PollPolicy:
         return PollPolicy(self.settings.polling, min_interval_s=0, rng=self.rng)
