@@ -16,11 +16,12 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from webhook_poller.config import secret_text
 from webhook_poller.errors import ConfigError, NotifyRejected, NotifyTransient
 from webhook_poller.interfaces import Notification, PluginContext, Receipt
 
 from .templates import Templates, escape_discord, escape_slack, values_for
-from .webhook import retry_after_s
+from .webhook import OutboundClient, retry_after_s
 
 DEFAULT_EVENTS = ("video.failed", "video.timed_out")
 
@@ -35,22 +36,17 @@ _BODY = "{{ userMessage }}"
 _COLORS = {"video.succeeded": 0x1F8A4C, "video.delayed": 0xB7791F}
 
 
-def _secret(value: Any) -> str:
-    getter = getattr(value, "get_secret_value", None)
-    return str(getter() if callable(getter) else (value or ""))
-
-
 def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-class _ChatOps:
+class _ChatOps(OutboundClient):
     kind = "chatops"
     escape = staticmethod(escape_slack)
 
     def __init__(self, options: Mapping[str, Any], context: PluginContext) -> None:
         self.name = str(options.get("name") or self.kind)
-        self.url = _secret(options.get("webhook_url"))
+        self.url = secret_text(options.get("webhook_url"))
         if not self.url.startswith(("https://", "http://")):
             raise ConfigError(f"notifiers.{self.name}: webhook_url must be an http(s) URL")
         self.events = frozenset(options.get("events") or DEFAULT_EVENTS)
@@ -62,19 +58,6 @@ class _ChatOps:
         )
         self.timeout_s = float(options.get("timeout_s") or 15)
         self._client = context.http
-        self._own: httpx.AsyncClient | None = None
-
-    @property
-    def client(self) -> httpx.AsyncClient:
-        if self._client is not None:
-            return self._client
-        if self._own is None:
-            self._own = httpx.AsyncClient(follow_redirects=False)
-        return self._own
-
-    async def aclose(self) -> None:
-        if self._own is not None:
-            await self._own.aclose()
 
     @property
     def where(self) -> str:

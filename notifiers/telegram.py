@@ -39,6 +39,7 @@ from telegram.error import (
 )
 from telegram.request import HTTPXRequest
 
+from webhook_poller.config import secret_text
 from webhook_poller.errors import ConfigError, NotifyRejected, NotifyTransient
 from webhook_poller.interfaces import Notification, PluginContext, Receipt, VideoRef
 from webhook_poller.model import Event
@@ -95,16 +96,11 @@ def chat_id_for(notification: Notification, fallback: Any) -> Any:
     return fallback
 
 
-def _secret(value: Any) -> str:
-    getter = getattr(value, "get_secret_value", None)
-    return str(getter() if callable(getter) else (value or ""))
-
-
 class TelegramNotifier:
     def __init__(self, options: Mapping[str, Any], context: PluginContext) -> None:
         self.name = str(options.get("name") or "telegram")
         self.events = frozenset(options.get("events") or DEFAULT_EVENTS)
-        self.token = _secret(options.get("bot_token"))
+        self.token = secret_text(options.get("bot_token"))
         if not self.token:
             raise ConfigError(f"notifiers.{self.name}: bot_token is required")
         self.base_url = str(options.get("base_url") or CLOUD_BASE_URL)
@@ -163,19 +159,9 @@ class TelegramNotifier:
     ) -> InlineKeyboardMarkup | None:
         row = list(extra or [])
         for button in self.buttons:
-            if "url" in button:
-                row.append(
-                    InlineKeyboardButton(
-                        button["text"], url=button["url"].replace("{jobId}", job_id)
-                    )
-                )
-            else:
-                row.append(
-                    InlineKeyboardButton(
-                        button["text"],
-                        callback_data=button["callback_data"].replace("{jobId}", job_id),
-                    )
-                )
+            kind = "url" if "url" in button else "callback_data"
+            value = button[kind].replace("{jobId}", job_id)
+            row.append(InlineKeyboardButton(button["text"], **{kind: value}))
         return InlineKeyboardMarkup([row]) if row else None
 
     # --- the bot -----------------------------------------------------------------------

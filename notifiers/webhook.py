@@ -78,7 +78,27 @@ def _snippet(response: httpx.Response) -> str:
     return " ".join(text.split())[:200]
 
 
-class WebhookNotifier:
+class OutboundClient:
+    """The service's outbound client (``context.http``) or, for a notifier built without one,
+    a client of its own that ``aclose`` closes."""
+
+    _client: httpx.AsyncClient | None = None
+    _own_client: httpx.AsyncClient | None = None
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is not None:
+            return self._client
+        if self._own_client is None:
+            self._own_client = httpx.AsyncClient(follow_redirects=False)
+        return self._own_client
+
+    async def aclose(self) -> None:
+        if self._own_client is not None:
+            await self._own_client.aclose()
+
+
+class WebhookNotifier(OutboundClient):
     """Options: ``url`` (required), ``secret``, ``name``, ``events``, ``timeout_s``, ``headers``."""
 
     def __init__(self, options: Mapping[str, Any], context: PluginContext) -> None:
@@ -92,7 +112,6 @@ class WebhookNotifier:
         self.extra_headers = {str(k): str(v) for k, v in (options.get("headers") or {}).items()}
         self.signer = _signer(options.get("secret"))
         self._client = context.http
-        self._own_client: httpx.AsyncClient | None = None
 
     @classmethod
     def for_callback(cls, url: str, context: PluginContext) -> WebhookNotifier:
@@ -104,18 +123,6 @@ class WebhookNotifier:
             "events": list(DEFAULT_EVENTS),
         }
         return cls(options, context)
-
-    @property
-    def client(self) -> httpx.AsyncClient:
-        if self._client is not None:
-            return self._client
-        if self._own_client is None:
-            self._own_client = httpx.AsyncClient(follow_redirects=False)
-        return self._own_client
-
-    async def aclose(self) -> None:
-        if self._own_client is not None:
-            await self._own_client.aclose()
 
     def headers_for(self, webhook_id: str, body: str, now: datetime) -> dict[str, str]:
         headers = {

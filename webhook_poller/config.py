@@ -238,6 +238,12 @@ def _deep_set(tree: dict[str, Any], path: list[str], value: Any) -> None:
     node[path[-1]] = value
 
 
+def secret_text(value: Any) -> str:
+    """The plain text of a ``SecretStr`` or a string from a plug-in's options ("" for none)."""
+    getter = getattr(value, "get_secret_value", None)
+    return str(getter() if callable(getter) else (value or ""))
+
+
 _VERBATIM_SUFFIXES = ("token", "secret", "key", "key_id", "password", "url")
 
 

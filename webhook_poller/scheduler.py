@@ -243,13 +243,9 @@ class Scheduler:
                 f"the job was taken over {job.reclaims} times after workers stopped",
             )
         if job.state is JobState.QUEUED:
-            if self.settings.polling.max_active_jobs is None:
-                job = transition(job, JobState.POLLING, now=now)
-            else:
-                admitted = await self._admit(job, now)
-                if admitted.state is JobState.QUEUED:  # no free slot yet
-                    return Outcome(admitted, [])
-                job = admitted
+            job = await self._admit(job, now)
+            if job.state is JobState.QUEUED:  # no free slot yet (polling.max_active_jobs)
+                return Outcome(job, [])
         if job.state in POLLING_STATES:
             return await self._poll(job, now)
         if job.state is JobState.DOWNLOADING:
@@ -269,8 +265,11 @@ class Scheduler:
 
         This instance decides one job at a time and writes the move to ``polling`` at once,
         so the next decision counts it: without that, jobs admitted but not yet saved were
-        still "queued" in the store and one instance could overshoot the limit.
+        still "queued" in the store and one instance could overshoot the limit. With no
+        limit there is nothing to decide and nothing to write ahead of the poll.
         """
+        if self.settings.polling.max_active_jobs is None:
+            return transition(job, JobState.POLLING, now=now)
         async with self._admission:
             later = await lifecycle.admit(self.services, job, now, self.settings.polling.tick_s)
             if later is not None:

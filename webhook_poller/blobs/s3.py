@@ -32,6 +32,7 @@ import structlog
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ..config import secret_text
 from ..errors import BlobError, ConfigError
 from ..interfaces import PluginContext, StoredBlob
 from ..media import probe_fileobj
@@ -62,14 +63,6 @@ def parse_s3_url(url: str) -> tuple[str, str]:
         raise ConfigError(f"storage.url {url!r} is not an s3://BUCKET/PREFIX URL")
     prefix = (match.group(2) or "").strip("/")
     return match.group(1), f"{prefix}/" if prefix else ""
-
-
-def _secret(value: Any) -> str | None:
-    if value is None:
-        return None
-    getter = getattr(value, "get_secret_value", None)
-    text = getter() if callable(getter) else str(value)
-    return text or None
 
 
 def content_disposition(filename: str | None, kind: str = "inline") -> str | None:
@@ -127,8 +120,8 @@ class S3BlobStorage:
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
         )
-        key_id = _secret(options.get("access_key_id"))
-        secret = _secret(options.get("secret_access_key"))
+        key_id = secret_text(options.get("access_key_id")) or None
+        secret = secret_text(options.get("secret_access_key")) or None
         if bool(key_id) != bool(secret):
             raise ConfigError("storage.access_key_id and storage.secret_access_key go together")
         self._session = (
@@ -270,12 +263,10 @@ class S3BlobStorage:
     @staticmethod
     async def _stop(task: asyncio.Task[Any] | None) -> None:
         """Cancel a part still uploading and wait for it, before the upload is aborted."""
-        if task is None or task.done():
-            if task is not None and not task.cancelled():
-                task.exception()  # retrieved: no "never retrieved" warning
+        if task is None:
             return
-        task.cancel()
-        with contextlib.suppress(BaseException):
+        task.cancel()  # a no-op when it has finished
+        with contextlib.suppress(BaseException):  # its error is the one being handled
             await task
 
     async def _upload_part(

@@ -345,8 +345,7 @@ class RedisJobStore:
                 ],
                 client=pipe,
             )
-        results = await self._call(pipe.execute())
-        return [(created, job_id) for created, job_id in results]
+        return list(await self._call(pipe.execute()))
 
     async def get(self, job_id: str) -> Job | None:
         fields = await self._call(self.r.hgetall(self.keys.job(job_id)))

@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from email.message import EmailMessage
 from typing import Any
 
+from webhook_poller.config import secret_text
 from webhook_poller.errors import ConfigError, NotifyRejected, NotifyTransient
 from webhook_poller.interfaces import Notification, PluginContext, Receipt
 
@@ -38,11 +39,6 @@ SUBJECTS = {
 }
 
 
-def _secret(value: Any) -> str:
-    getter = getattr(value, "get_secret_value", None)
-    return str(getter() if callable(getter) else (value or ""))
-
-
 class EmailNotifier:
     def __init__(self, options: Mapping[str, Any], context: PluginContext) -> None:
         self.name = str(options.get("name") or "email")
@@ -52,8 +48,8 @@ class EmailNotifier:
             raise ConfigError(f"notifiers.{self.name}: smtp_host is required")
         self.port = int(options.get("smtp_port") or 587)
         self.starttls = bool(options.get("starttls", self.port == 587))
-        self.username = _secret(options.get("username"))
-        self.password = _secret(options.get("password"))
+        self.username = secret_text(options.get("username"))
+        self.password = secret_text(options.get("password"))
         self.sender = str(options.get("sender") or "")
         if not self.sender:
             raise ConfigError(f"notifiers.{self.name}: sender is required")
