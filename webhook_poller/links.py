@@ -49,7 +49,7 @@ class LinkSigner:
         nonce: str | None,
         now: float | None = None,
     ) -> bool:
-        if not sig or not sig.isascii() or not _fresh(expires, now):
+        if not _checkable(expires, sig, now):
             return False
         return hmac.compare_digest(self._path_sig(path, int(str(expires)), nonce or ""), sig)
 
@@ -61,14 +61,19 @@ class LinkSigner:
         sig: str | None,
         now: float | None = None,
     ) -> bool:
-        if not sig or not sig.isascii() or not _fresh(expires, now):
+        if not _checkable(expires, sig, now):
             return False
         return hmac.compare_digest(self._sig(job_id, index, int(str(expires))), sig)
 
 
-def _fresh(expires: str | None, now: float | None) -> bool:
-    """Whether an ``expires`` query value is a Unix time still in the future."""
-    # isdigit() alone accepts "²", which int() refuses: only ASCII digits are a time.
-    if not expires or not (expires.isascii() and expires.isdigit()):
+def _checkable(expires: str | None, sig: str | None, now: float | None) -> bool:
+    """Whether ``expires`` is a Unix time still in the future and ``sig`` can be compared.
+
+    Only ASCII is either: ``isdigit()`` accepts "²", which ``int()`` refuses, and
+    ``hmac.compare_digest`` raises on non-ASCII text.
+    """
+    if not sig or not sig.isascii() or not expires:
+        return False
+    if not (expires.isascii() and expires.isdigit()):
         return False
     return int(expires) >= (now if now is not None else time.time())
