@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from .errors import ConfigError
+from .plugin_check import check_plugins
 
 DEFAULT_MODELS: dict[str, str] = {
     "demo": "demo",
@@ -156,9 +157,19 @@ class SessionSettings(_Section):
     delete_on_complete: bool = False
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
 class LoggingSettings(_Section):
     level: str = "INFO"
     format: Literal["auto", "json", "console"] = "auto"
+
+    @field_validator("level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        if str(value).upper() not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+        return str(value).upper()
 
 
 class AnalyticsSettings(_Section):
@@ -300,6 +311,7 @@ def settings_from_mapping(tree: Mapping[str, Any]) -> Settings:
             problems.append(f"{key}: {err['msg']} (got {shown})")
         raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
     check_settings(settings)
+    check_plugins(settings)  # every plug-in named exists; its block has no unknown keys
     return settings
 
 

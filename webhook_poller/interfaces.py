@@ -81,6 +81,9 @@ class ProviderAdapter(Protocol):
       guarded HTTP fetcher".
     - ``async submit(request, http) -> str``: start a generation, return the task id.
     - ``parse_callback(payload) -> tuple[str, PollResult] | None``: read a provider push.
+    - ``missing_credentials() -> str | None``: the setting still to fill in (for example
+      ``"providers.kie.api_key (or KIE_API_KEY)"``) when the adapter cannot poll without it;
+      the service warns at start-up and refuses such jobs at intake with a 422.
     """
 
     name: str
