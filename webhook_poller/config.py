@@ -114,6 +114,8 @@ class StorageSettings(_Section):
     access_key_id: SecretStr | None = None
     secret_access_key: SecretStr | None = None
     public_base_url: str | None = None
+    #: Presigned links are made for this endpoint (a host users reach) instead of endpoint_url.
+    public_endpoint_url: str | None = None
     part_size_mb: float = Field(8.0, ge=5)
 
 
