@@ -72,6 +72,9 @@ def job_json(
                 {"index": r.index, "url": r.url, "metadata": r.metadata.to_dict()} for r in refs
             ],
             "metadata": [r.metadata.to_dict() for r in refs],
+            "hasCallback": bool(job.callback_url),
+            # Deprecated: the same boolean under its old, URL-like name; kept for one release
+            # for outside checks that read it. The URL itself is never shown (it may be signed).
             "callbackUrl": bool(job.callback_url),
             "context": dict(job.context) if job.context is not None else None,
         }
