@@ -310,7 +310,8 @@ def settings_from_mapping(tree: Mapping[str, Any]) -> Settings:
             key = ".".join(str(p) for p in err["loc"])
             bad = err.get("input")
             shown = "<hidden>" if any(w in key for w in ("secret", "token", "key")) else repr(bad)
-            problems.append(f"{key}: {err['msg']} (got {shown})")
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{key}: {msg} (got {shown})")
         raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
     check_settings(settings)
     check_plugins(settings)  # every plug-in named exists; its block has no unknown keys

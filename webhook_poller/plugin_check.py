@@ -41,7 +41,12 @@ def check_plugins(settings: Settings) -> None:
     """Raise ConfigError (one line naming the key) for the first plug-in problem found."""
     check_backend("store", "store.url", settings.store.url)
     check_backend("blob", "storage.url", settings.storage.url)
-    sections = _adapter_sections(settings.models)
+    declared = {
+        name
+        for name, block in settings.providers.items()
+        if isinstance(block, Mapping) and "type" in block
+    }
+    sections = _adapter_sections(settings.models, declared)
     for section, block in settings.providers.items():
         if isinstance(block, Mapping) and "type" in block:
             continue  # a declarative provider: its own loader checks it
@@ -72,21 +77,25 @@ def check_plugins(settings: Settings) -> None:
 def check_backend(family: str, key: str, url: str) -> None:
     """``store.url`` / ``storage.url``: a scheme we have a plug-in for."""
     if "://" not in url or not plugins.scheme_of(url):
-        raise ConfigError(
-            f"{key}: {url!r} has no scheme; write it as {URL_EXAMPLES.get(family, 'scheme://...')}"
-        )
+        hint = URL_EXAMPLES.get(family, "scheme://...")
+        if family == "blob" and url.startswith(("/", ".")):
+            hint = f"file://{url}"
+        raise ConfigError(f"{key}: {url!r} has no scheme; write it as {hint}")
     try:
         plugins.load(family, plugins.scheme_of(url))
     except ConfigError as exc:
         raise ConfigError(f"{key}: {exc}") from None
 
 
-def _adapter_sections(models: Mapping[str, str]) -> dict[str, list[type[Any]]]:
+def _adapter_sections(models: Mapping[str, str], declared: set[str]) -> dict[str, list[type[Any]]]:
     """config_section -> adapter classes: the routed ones (which must load) and every other
-    installed adapter that imports."""
+    installed adapter that imports. A model routed to a ``providers`` block with a ``type``
+    (a declarative provider) is left to that provider's loader."""
     sections: dict[str, list[type[Any]]] = {}
     seen: set[str] = set()
     for pattern, name in models.items():
+        if name in declared:
+            continue
         try:
             cls = plugins.load("adapter", name)
         except ConfigError as exc:
