@@ -156,9 +156,10 @@ def build_services(settings: Settings) -> Services:
     gates: dict[str, ProviderGate] = {}
     section_gates: dict[str, ProviderGate] = {}
     for adapter_name in dict.fromkeys(settings.models.values()):
-        cls = plugins.load("adapter", adapter_name)
-        section = getattr(cls, "config_section", adapter_name)
+        cls, section = adapter_class(settings, adapter_name)
         options = settings.provider_options(section)
+        if section == adapter_name and options.get("type"):
+            options["name"] = adapter_name
         adapters[adapter_name] = cls(options, context)
         if section not in section_gates:
             section_gates[section] = ProviderGate(section, options, settings.polling)
@@ -178,6 +179,19 @@ def build_services(settings: Settings) -> Services:
         sessions=SessionSource(settings, store),
         context=context,
     )
+
+
+def adapter_class(settings: Settings, adapter_name: str) -> tuple[Any, str]:
+    """The class and config section behind a ``models:`` value.
+
+    A value naming a ``providers`` section with a ``type`` (``type: declarative``) is that
+    adapter class configured by that section; any other value is an adapter's entry point.
+    """
+    kind = settings.provider_options(adapter_name).get("type")
+    if isinstance(kind, str) and kind:
+        return plugins.load("adapter", kind), adapter_name
+    cls = plugins.load("adapter", adapter_name)
+    return cls, getattr(cls, "config_section", adapter_name)
 
 
 def build_notifiers(settings: Settings, context: PluginContext) -> list[Notifier]:
