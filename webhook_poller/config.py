@@ -304,8 +304,12 @@ def _problems(exc: ValidationError, prefix: tuple[str, ...] = ()) -> str:
         key = ".".join(str(p) for p in (*prefix, *err["loc"]))
         bad = err.get("input")
         hidden = ("secret", "token", "key", "headers")
-        shown = "<hidden>" if any(w in key.lower() for w in hidden) else repr(bad)
-        problems.append(f"{key}: {err['msg']} (got {shown})")
+        if any(w in key.lower() for w in hidden):
+            problems.append(f"{key}: {err['msg']} (got <hidden>)")
+        elif isinstance(bad, Mapping) and bad:  # a whole section: it may hold secrets
+            problems.append(f"{key}: {err['msg']}")
+        else:
+            problems.append(f"{key}: {err['msg']} (got {bad!r})")
     return "; ".join(problems)
 
 
@@ -320,7 +324,10 @@ def check_typed_providers(settings: Settings) -> None:
             continue
         if not isinstance(kind, str) or not kind:
             raise ConfigError(f"providers.{name}.type must be an adapter name such as declarative")
-        model = getattr(plugins.load("adapter", kind), "Options", None)
+        try:
+            model = getattr(plugins.load("adapter", kind), "Options", None)
+        except ConfigError as exc:
+            raise ConfigError(f"providers.{name}.type: {exc}") from None
         if model is None:
             continue
         try:
