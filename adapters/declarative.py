@@ -155,12 +155,20 @@ class DeclarativeOptions(ProviderOptions):
             raise ValueError("must be an http(s) URL with a host")
         return value.rstrip("/")
 
+    @field_validator("states", mode="before")
+    @classmethod
+    def _state_words(cls, value: Any) -> Any:
+        # YAML reads `{0: running, 1: succeeded}` with int keys; words match lower-cased
+        if not isinstance(value, Mapping):
+            return value
+        return {(_word(k) or str(k)): v for k, v in value.items()}
+
     @field_validator("states")
     @classmethod
     def _states(cls, value: dict[str, StateTarget]) -> dict[str, StateTarget]:
         if "succeeded" not in value.values():
             raise ValueError("no state word maps to succeeded")
-        return {_word(k) or "": v for k, v in value.items()}
+        return value
 
     @model_validator(mode="after")
     def _status_on_base_host(self) -> DeclarativeOptions:

@@ -3,6 +3,8 @@ and a user-declared provider goes end to end through the running service."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
 import yaml
@@ -20,6 +22,7 @@ from webhook_poller.errors import (
 )
 from webhook_poller.interfaces import PluginContext, PollStatus, ProviderTask
 from webhook_poller.model import ErrorCode
+from webhook_poller.services import build_services
 
 
 @pytest.fixture
@@ -50,6 +53,27 @@ def test_yaml_file_with_declarative_provider_loads(tmp_path):
     assert settings.providers["acme"]["api_key"] == "k-1"
     with pytest.raises(ConfigError, match=r"ACME_KEY"):
         load_settings(path, {})
+
+
+def test_readme_example_is_valid_and_built_as_a_declarative_adapter(tmp_path):
+    """The README's worked example loads, and its model routes to a DeclarativeAdapter named
+    after the section, with its own gate and the documented defaults."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("### Declarative providers", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "config.yaml"
+    path.write_text(example)
+    settings = load_settings(path, {"ACME_KEY": "k-2"})
+    services = build_services(settings)
+    adapter = services.adapters[services.router.adapter_for("acme-v2") or ""]
+    assert isinstance(adapter, DeclarativeAdapter) and adapter.name == "acme"
+    assert services.gates["acme"].section == "acme"
+    assert services.gates["acme"].limiter is not None  # max_requests_per_s defaults to 10
+    task = ProviderTask("a b", "acme-v2", "acme")
+    assert adapter.status_request(task) == (
+        "https://api.acme.example/v1/jobs/a%20b",
+        {"Accept": "application/json", "Authorization": "Bearer k-2"},
+    )
 
 
 def broken(change: dict) -> dict:
@@ -182,6 +206,21 @@ async def test_http_trouble_is_transient_and_bad_keys_final(emulator):
         closed = acme_adapter("http://127.0.0.1:9")
         with pytest.raises(ProviderUnavailable):
             await closed.poll(task, http)
+
+
+def test_numeric_and_capitalised_state_words():
+    """`{0: running, 1: succeeded}` from YAML (int keys) and "Done" match answers' words."""
+    tree = acme_tree("https://api.acme.example")
+    tree["providers"]["acme"].update(
+        yaml.safe_load("{state: data.flag, states: {0: running, 1: succeeded, Done: succeeded}}")
+    )
+    settings = settings_from_mapping(tree)
+    adapter = DeclarativeAdapter(settings.provider_options("acme"), PluginContext(settings))
+    assert adapter.parse({"data": {"flag": "0"}}).status is PollStatus.PENDING
+    assert adapter.parse({"data": {"flag": 1}}).status is PollStatus.SUCCEEDED
+    assert adapter.parse({"data": {"flag": "DONE"}}).status is PollStatus.SUCCEEDED
+    with pytest.raises(UnrecognizedResponse):
+        adapter.parse({"data": {"flag": 2}})
 
 
 async def test_task_id_is_one_encoded_path_segment(emulator):

@@ -159,7 +159,7 @@ def build_services(settings: Settings) -> Services:
         cls, section = adapter_class(settings, adapter_name)
         options = settings.provider_options(section)
         if section == adapter_name and options.get("type"):
-            options["name"] = adapter_name
+            options = _typed_options(cls, adapter_name, options)
         adapters[adapter_name] = cls(options, context)
         if section not in section_gates:
             section_gates[section] = ProviderGate(section, options, settings.polling)
@@ -192,6 +192,16 @@ def adapter_class(settings: Settings, adapter_name: str) -> tuple[Any, str]:
         return plugins.load("adapter", kind), adapter_name
     cls = plugins.load("adapter", adapter_name)
     return cls, getattr(cls, "config_section", adapter_name)
+
+
+def _typed_options(cls: Any, adapter_name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """A ``type:`` section with its adapter's documented defaults filled in (the gate reads
+    ``min_interval_s`` and ``max_requests_per_s`` from them) and its own name."""
+    model = getattr(cls, "Options", None)
+    if model is not None and "name" in model.model_fields:
+        filled: dict[str, Any] = model.model_validate(options).model_dump(exclude_none=True)
+        return {**filled, "name": adapter_name}
+    return options
 
 
 def build_notifiers(settings: Settings, context: PluginContext) -> list[Notifier]:
