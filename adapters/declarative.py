@@ -128,7 +128,7 @@ class DeclarativeOptions(ProviderOptions):
     """A ``providers.<name>`` section with ``type: declarative``."""
 
     type: Literal["declarative"] = "declarative"
-    base_url: str  # type: ignore[assignment]  # required here, optional for code adapters
+    base_url: str  # required here, optional for code adapters
     status: StatusRequest
     state: str
     states: dict[str, StateTarget]
