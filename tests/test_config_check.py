@@ -82,8 +82,20 @@ def test_unknown_provider_section_is_refused(tmp_path):
 
 
 def test_declarative_provider_block_is_left_to_its_own_loader(tmp_path):
-    block = {"type": "declarative", "anything": {"goes": True}}
-    settings = settings_from_mapping(base_config(tmp_path, providers={"acme": block}))
+    """A ``type: declarative`` block and a model routed to it pass the plug-in check (the
+    declarative adapter checks its own section)."""
+    block = {
+        "type": "declarative",
+        "base_url": "https://api.acme.example",
+        "status": {"url": "{base_url}/v1/jobs/{taskId}"},
+        "state": "data.status",
+        "states": {"done": "succeeded", "error": "failed"},
+        "video_urls": "data.outputs[].url",
+    }
+    models = {"acme-*": "acme", "demo": "demo"}
+    settings = settings_from_mapping(
+        base_config(tmp_path, providers={"acme": block}, models=models)
+    )
     assert settings.providers["acme"]["type"] == "declarative"
 
 

@@ -45,7 +45,7 @@ from .errors import (
 from .model import Job, JobState, new_job_id, utcnow
 from .openapi import openapi_document
 from .scheduler import Scheduler
-from .services import Services, build_services
+from .services import Services, adapter_class, build_services
 from .views import job_json, job_summary, status_url, video_refs
 
 log = structlog.get_logger(__name__)
@@ -745,11 +745,9 @@ def create_app(
 
 def _provider_routes(settings: Settings) -> list[Mount]:
     """Adapters may serve routes of their own (the demo video; later, push callbacks)."""
-    from . import plugins
-
     mounts = []
     for name in dict.fromkeys(settings.models.values()):
-        cls = plugins.load("adapter", name)
+        cls, _ = adapter_class(settings, name)
         routes = getattr(cls, "routes", None)
         if callable(routes):
             mounts.append(Mount(f"/providers/{name}", routes=routes()))

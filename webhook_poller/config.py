@@ -305,17 +305,52 @@ def settings_from_mapping(tree: Mapping[str, Any]) -> Settings:
     try:
         settings = Settings.model_validate(dict(tree))
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            key = ".".join(str(p) for p in err["loc"])
-            bad = err.get("input")
-            shown = "<hidden>" if any(w in key for w in ("secret", "token", "key")) else repr(bad)
-            msg = err["msg"].removeprefix("Value error, ")
-            problems.append(f"{key}: {msg} (got {shown})")
-        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
+        raise ConfigError("invalid configuration: " + _problems(exc)) from None
     check_settings(settings)
+    check_typed_providers(settings)
     check_plugins(settings)  # every plug-in named exists; its block has no unknown keys
     return settings
+
+
+def _problems(exc: ValidationError, prefix: tuple[str, ...] = ()) -> str:
+    problems = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in (*prefix, *err["loc"]))
+        bad = err.get("input")
+        msg = err["msg"].removeprefix("Value error, ")
+        hidden = ("secret", "token", "key", "headers")
+        if any(w in key.lower() for w in hidden):
+            problems.append(f"{key}: {msg} (got <hidden>)")
+        elif isinstance(bad, Mapping) and bad:  # a whole section: it may hold secrets
+            problems.append(f"{key}: {msg}")
+        else:
+            problems.append(f"{key}: {msg} (got {bad!r})")
+    return "; ".join(problems)
+
+
+def check_typed_providers(settings: Settings) -> None:
+    """A ``providers.<name>`` section with ``type: <adapter>`` (``type: declarative``) is
+    checked against that adapter's ``Options`` now, naming the key, not at the first poll."""
+    from . import plugins
+
+    for name, options in settings.providers.items():
+        kind = options.get("type")
+        if kind is None:
+            continue
+        if not isinstance(kind, str) or not kind:
+            raise ConfigError(f"providers.{name}.type must be an adapter name such as declarative")
+        try:
+            model = getattr(plugins.load("adapter", kind), "Options", None)
+        except ConfigError as exc:
+            raise ConfigError(f"providers.{name}.type: {exc}") from None
+        if model is None:
+            continue
+        try:
+            model.model_validate(options)
+        except ValidationError as exc:
+            raise ConfigError(
+                "invalid configuration: " + _problems(exc, ("providers", name))
+            ) from None
 
 
 def check_settings(settings: Settings) -> None:

@@ -162,9 +162,10 @@ def build_services(settings: Settings) -> Services:
     gates: dict[str, ProviderGate] = {}
     section_gates: dict[str, ProviderGate] = {}
     for adapter_name in dict.fromkeys(settings.models.values()):
-        cls = plugins.load("adapter", adapter_name)
-        section = getattr(cls, "config_section", adapter_name)
+        cls, section = adapter_class(settings, adapter_name)
         options = settings.provider_options(section)
+        if section == adapter_name and options.get("type"):
+            options = _typed_options(cls, adapter_name, options)
         adapters[adapter_name] = cls(options, context)
         if section not in section_gates:
             section_gates[section] = ProviderGate(section, options, settings.polling)
@@ -196,6 +197,29 @@ def build_services(settings: Settings) -> Services:
                 effect="jobs for these models are refused at intake with 422",
             )
     return services
+
+
+def adapter_class(settings: Settings, adapter_name: str) -> tuple[Any, str]:
+    """The class and config section behind a ``models:`` value.
+
+    A value naming a ``providers`` section with a ``type`` (``type: declarative``) is that
+    adapter class configured by that section; any other value is an adapter's entry point.
+    """
+    kind = settings.provider_options(adapter_name).get("type")
+    if isinstance(kind, str) and kind:
+        return plugins.load("adapter", kind), adapter_name
+    cls = plugins.load("adapter", adapter_name)
+    return cls, getattr(cls, "config_section", adapter_name)
+
+
+def _typed_options(cls: Any, adapter_name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """A ``type:`` section with its adapter's documented defaults filled in (the gate reads
+    ``min_interval_s`` and ``max_requests_per_s`` from them) and its own name."""
+    model = getattr(cls, "Options", None)
+    if model is not None and "name" in model.model_fields:
+        filled: dict[str, Any] = model.model_validate(options).model_dump(exclude_none=True)
+        return {**filled, "name": adapter_name}
+    return options
 
 
 def build_notifiers(settings: Settings, context: PluginContext) -> list[Notifier]:
