@@ -11,6 +11,8 @@ append it to :data:`CASES`:
 - ``api_key``: the key the emulator accepts; the suite puts it in ``providers.<section>``.
 - ``start``: a no-argument callable returning a context manager that runs the provider's
   emulator over real HTTP on 127.0.0.1 and yields a :class:`CaseEmulator`.
+  The emulators built on tests/support/emu_base.py (emu_gemini, emu_replicate, emu_fal)
+  are their own CaseEmulator: ``start=lambda: emu_x.XEmulator().start()``.
 
 A ``CaseEmulator`` (any object with these members, see :class:`KieCase` for one):
 
@@ -50,6 +52,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from tests.support import emu_fal, emu_gemini, emu_replicate
 from tests.support import kie_emulator as kie
 from tests.support.servers import serve_in_thread
 
@@ -164,6 +167,23 @@ CASES: list[ProviderCase] = [
     ProviderCase("kie-veo", "kie", "veo3_fast", kie.API_KEY, _kie_starter("kie-veo")),
     ProviderCase(
         "kie-market", "kie", "sora-2-text-to-video", kie.API_KEY, _kie_starter("kie-market")
+    ),
+    ProviderCase(
+        "gemini",
+        "gemini",
+        emu_gemini.MODEL,
+        emu_gemini.API_KEY,
+        lambda: emu_gemini.GeminiEmulator().start(),
+    ),
+    ProviderCase(
+        "replicate",
+        "replicate",
+        "google/veo-3",
+        emu_replicate.API_TOKEN,
+        lambda: emu_replicate.ReplicateEmulator().start(),
+    ),
+    ProviderCase(
+        "fal", "fal", emu_fal.MODEL, emu_fal.API_KEY, lambda: emu_fal.FalEmulator().start()
     ),
 ]
 
