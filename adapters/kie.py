@@ -21,7 +21,7 @@ import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 
@@ -325,6 +325,8 @@ class _KieAdapter:
     name = "kie"
     config_section = "kie"
     path = ""
+    #: The Market page: result URLs "typically expire after 24 hours".
+    result_link_ttl_s: ClassVar[float] = 86400.0
 
     def __init__(self, options: Mapping[str, Any], context: PluginContext) -> None:
         self.base_url = str(options.get("base_url") or "https://api.kie.ai").rstrip("/")
