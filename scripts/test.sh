@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh Debian machine: installs what the tests need
 # (redis-server, chromium and promtool from Debian's prometheus package, the package and its
-# test extras in .venv), then runs pytest. Extra arguments go to pytest, e.g. `./scripts/test.sh -m "not slow"`.
+# test extras in .venv), then runs pytest. Extra arguments go to pytest, e.g.
+# `./scripts/test.sh -m "not slow"`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
