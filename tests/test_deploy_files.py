@@ -251,8 +251,9 @@ def test_dashboard_is_an_importable_grafana_dashboard() -> None:
 
 def manifests() -> list[tuple[str, dict[str, Any]]]:
     docs = []
-    for path in sorted(KUBE.glob("*.yaml")):
-        docs.extend((path.name, doc) for doc in yaml.safe_load_all(path.read_text()) if doc)
+    for path in sorted([*KUBE.glob("*.yaml"), *KUBE.glob("templates/*.yaml")]):
+        name = str(path.relative_to(KUBE))
+        docs.extend((name, doc) for doc in yaml.safe_load_all(path.read_text()) if doc)
     return docs
 
 
