@@ -9,6 +9,7 @@ import json
 import re
 import shutil
 import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,16 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.service import CallbackReceiver, base_config, run_service, wait_status
-from webhook_poller.config import check_listen_safety, load_settings
+from tests.support.s3_server import ACCESS_KEY, SECRET_KEY
+from tests.support.servers import free_port
+from tests.support.service import (
+    CallbackReceiver,
+    base_config,
+    deep_merge,
+    run_service,
+    wait_status,
+)
+from webhook_poller.config import check_listen_safety, interpolate, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -347,3 +356,47 @@ def test_probe_paths_answer_on_the_service(tmp_path: Path) -> None:
         assert client.get("/jobs").status_code == 401  # the token is in force ...
         for path in probes:
             assert client.get(path).status_code == 200, path  # ... and probes need none
+
+
+@pytest.mark.redis
+@pytest.mark.s3
+def test_configmap_config_runs_two_replicas_on_redis_and_s3(  # type: ignore[no-untyped-def]
+    redis_server, moto_server
+) -> None:
+    """The ConfigMap's config, only pointed at a local Redis and S3 and loopback ports, runs
+    two replicas: a job posted to one is polled, stored in S3 and visible on the other."""
+    config = manifest("ConfigMap", "webhook-poller-config")["data"]["config.yaml"]
+    env = {
+        **secret_env(),
+        "S3_ACCESS_KEY_ID": ACCESS_KEY,
+        "S3_SECRET_ACCESS_KEY": SECRET_KEY,
+    }
+    tree = interpolate(yaml.safe_load(config), env)
+    redis_server.flush()
+    bucket = moto_server.make_bucket(f"k8s-{uuid.uuid4().hex[:12]}")
+    local = {
+        "store": {"url": redis_server.url},
+        "storage": {"url": f"s3://{bucket}/videos/", "endpoint_url": moto_server.url},
+        "security": {"allow_private_urls": True},
+        "providers": {"demo": {"polls_until_done": 2, "interval_s": 0.05}},
+        "polling": {"first_poll_delay_s": 0, "interval_s": 0.05, "tick_s": 0.05, "jitter": 0},
+        "logging": {"level": "WARNING"},
+    }
+    replicas = []
+    for _ in range(2):
+        port = free_port()
+        server = {"host": "127.0.0.1", "port": port, "public_url": f"http://127.0.0.1:{port}"}
+        replicas.append(deep_merge(deep_merge(tree, local), {"server": server}))
+    auth = {"Authorization": f"Bearer {env['WEBHOOK_POLLER_AUTH_TOKEN']}"}
+    with run_service(replicas[0]) as one, run_service(replicas[1]) as two:
+        with (
+            httpx.Client(base_url=one, headers=auth) as a,
+            httpx.Client(base_url=two, headers=auth) as b,
+        ):
+            for client in (a, b):
+                assert client.get("/readyz").json()["checks"]["store"] is True
+            resp = a.post("/poll-video", json={"sessionId": "s", "taskId": "k8s", "model": "demo"})
+            assert resp.status_code == 200, resp.text
+            done = wait_status(b, resp.json()["jobId"], {"succeeded", "failed"})
+            assert done["status"] == "succeeded", done
+            assert moto_server.keys(bucket), "the video is in the bucket"
