@@ -333,6 +333,8 @@ class _KieAdapter:
     config_section = "kie"
     Options: ClassVar[type[PluginOptions]] = KieOptions
     path = ""
+    #: The Market page: result URLs "typically expire after 24 hours".
+    result_link_ttl_s: ClassVar[float] = 86400.0
 
     def __init__(self, options: Mapping[str, Any], context: PluginContext) -> None:
         self.base_url = str(options.get("base_url") or "https://api.kie.ai").rstrip("/")

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh Debian machine: installs what the tests need
-# (redis-server and chromium from Debian, the package and its test extras in .venv), then
-# runs pytest. Extra arguments go to pytest, e.g. `./scripts/test.sh -m "not slow"`.
+# (redis-server, chromium and promtool from Debian's prometheus package, the package and its
+# test extras in .venv), then runs pytest. Extra arguments go to pytest, e.g.
+# `./scripts/test.sh -m "not slow"`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+# promtool (Debian's prometheus package) checks deploy/prometheus/alerts.yml
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "installing from Debian: ${missing[*]}"
     SUDO=""

@@ -139,11 +139,14 @@ def test_valid_notifiers_of_every_kind_load(tmp_path):
 # --- item 19: one line, exit 2, before anything listens ------------------------------------
 
 
+PROVIDER_KEY_VARS = ("KIE_API_KEY", "GEMINI_API_KEY", "FAL_KEY", "REPLICATE_API_TOKEN")
+
+
 def cli(*args: str, env_extra: dict[str, str] | None = None, timeout: float = 30):
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith("WEBHOOK_POLLER_") and k != "KIE_API_KEY"
+        if not k.startswith("WEBHOOK_POLLER_") and k not in PROVIDER_KEY_VARS
     }
     env.update(env_extra or {})
     return subprocess.run(
@@ -234,8 +237,10 @@ def test_start_up_warns_for_each_routed_provider_without_a_key(tmp_path):
     out = result.stdout + result.stderr
     assert "provider_key_missing" in out
     assert "kie-veo" in out and "kie-market" in out and "providers.kie.api_key" in out
+    assert "providers.gemini.api_key (or GEMINI_API_KEY)" in out  # routed by default too
     with_key = cli("check-config", "--config", str(path), env_extra={"KIE_API_KEY": "k-1"})
-    assert "provider_key_missing" not in with_key.stdout + with_key.stderr
+    assert with_key.returncode == 0
+    assert "kie-veo" not in with_key.stdout + with_key.stderr
 
 
 def test_job_for_a_provider_without_a_key_is_refused_naming_the_key(tmp_path):

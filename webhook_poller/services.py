@@ -161,12 +161,23 @@ def build_services(settings: Settings) -> Services:
     adapters: dict[str, ProviderAdapter] = {}
     gates: dict[str, ProviderGate] = {}
     section_gates: dict[str, ProviderGate] = {}
-    for adapter_name in dict.fromkeys(settings.models.values()):
-        cls, section = adapter_class(settings, adapter_name)
-        options = settings.provider_options(section)
-        if section == adapter_name and options.get("type"):
-            options = _typed_options(cls, adapter_name, options)
-        adapters[adapter_name] = cls(options, context)
+    routed = list(dict.fromkeys(settings.models.values()))
+    # Every installed adapter is built, so intake's ``provider`` field can name one that no
+    # ``models:`` pattern routes to; only the routed ones must load. The declarative adapter
+    # is only ever built from a ``providers`` section that names it with ``type:``.
+    unrouted = [n for n in plugins.available("adapter") if n not in routed and n != "declarative"]
+    for adapter_name in [*routed, *unrouted]:
+        try:
+            cls, section = adapter_class(settings, adapter_name)
+            options = settings.provider_options(section)
+            if section == adapter_name and options.get("type"):
+                options = _typed_options(cls, adapter_name, options)
+            adapters[adapter_name] = cls(options, context)
+        except Exception as exc:
+            if adapter_name in routed:
+                raise
+            log.warning("adapter_skipped", adapter=adapter_name, error=str(exc)[:200])
+            continue
         if section not in section_gates:
             section_gates[section] = ProviderGate(section, options, settings.polling)
         gates[adapter_name] = section_gates[section]
@@ -187,8 +198,8 @@ def build_services(settings: Settings) -> Services:
     )
     for adapter_name in adapters:
         missing = services.missing_credentials(adapter_name)
-        if missing:
-            models = [p for p, a in settings.models.items() if a == adapter_name]
+        models = [p for p, a in settings.models.items() if a == adapter_name]
+        if missing and models:  # routed; an unrouted one is only reached by intake's provider
             log.warning(
                 "provider_key_missing",
                 adapter=adapter_name,
