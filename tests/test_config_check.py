@@ -243,7 +243,8 @@ def test_start_up_warns_for_each_routed_provider_without_a_key(tmp_path):
     assert "kie-veo" not in with_key.stdout + with_key.stderr
 
 
-def test_job_for_a_provider_without_a_key_is_refused_naming_the_key(tmp_path):
+def test_job_for_a_provider_without_a_key_is_refused_naming_the_key(tmp_path, monkeypatch):
+    monkeypatch.delenv("GEMINI_API_KEY", raising=False)
     cfg = base_config(tmp_path, providers={"kie": {"api_key": ""}})
     with run_service(cfg) as url, httpx.Client(base_url=url, timeout=10) as client:
         resp = client.post(
@@ -253,6 +254,14 @@ def test_job_for_a_provider_without_a_key_is_refused_naming_the_key(tmp_path):
         error = resp.json()["error"]
         assert error["code"] == "provider_not_configured" and error["field"] == "model"
         assert "providers.kie.api_key" in error["message"] and "KIE_API_KEY" in error["message"]
+        gemini = client.post(
+            "/poll-video",
+            json={"sessionId": "s1", "taskId": "operations/x", "model": "veo-3.0-generate-001"},
+        )
+        assert gemini.status_code == 422
+        assert (
+            gemini.json()["error"]["missingKey"] == "providers.gemini.api_key (or GEMINI_API_KEY)"
+        )
         assert client.get("/jobs").json()["jobs"] == []
         ok = client.post("/poll-video", json={"sessionId": "s1", "taskId": "d1", "model": "demo"})
         assert ok.status_code == 200
