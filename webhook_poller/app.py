@@ -124,7 +124,9 @@ class Api:
     async def read_body(self, request: Request) -> bytes:
         limit = self.settings.server.max_body_bytes
         declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
+        if declared and (not declared.isascii() or not declared.isdigit() or len(declared) > 18):
+            raise RequestRejected("the Content-Length header is not a number", status_code=400)
+        if declared and int(declared) > limit:
             raise PayloadTooLarge(f"the body is larger than {limit} bytes")
         body = bytearray()
         async for chunk in request.stream():
@@ -308,7 +310,12 @@ class Api:
 
     async def video(self, request: Request) -> Response:
         job_id = request.path_params["job_id"]
-        index = request.path_params["index"]
+        try:
+            index = inputs.client_int(
+                request.path_params["index"], "index", default=-1, low=0, high=10_000
+            )
+        except RequestRejected:
+            raise NotFound("no such video for this job") from None
         svc = self.svc
         assert svc.links is not None
         if not svc.links.verify(
@@ -773,7 +780,7 @@ def create_app(
         Route("/jobs/{job_id}/download.zip", api.download_zip, methods=["GET"]),
         Route("/jobs/{job_id}/links", api.make_links, methods=["POST"]),
         Route("/jobs/{job_id}/events", api.job_events, methods=["GET"]),
-        Route("/jobs/{job_id}/videos/{index:int}", api.video, methods=["GET", "HEAD"]),
+        Route("/jobs/{job_id}/videos/{index}", api.video, methods=["GET", "HEAD"]),
         Route("/sessions/{session_id}", api.put_session, methods=["PUT"]),
         Route("/healthz", api.healthz, methods=["GET"]),
         Route("/readyz", api.readyz, methods=["GET"]),
