@@ -92,6 +92,18 @@ def test_two_429s_with_retry_after_still_succeed(client, emulator):
     assert times[1] - times[0] >= 0.9 and times[2] - times[1] >= 0.9
 
 
+def test_429s_without_retry_after_pause_no_longer_than_the_interval(client, emulator):
+    """A 429 with no Retry-After pauses the provider for the first retry delay, not 5 s."""
+    emulator.script(
+        "limited-bare",
+        [(429, {"code": 429, "msg": "slow down"}, {})] * 3
+        + [kie.veo_success([f"{emulator.url}/files/a.mp4"])],
+    )
+    job_id = post(client, "limited-bare")
+    done = wait_status(client, job_id, {"succeeded", "failed"}, timeout=14)
+    assert done["status"] == "succeeded", done.get("error")
+
+
 def test_slow_job_reaches_delayed_before_giving_up(client, emulator):
     """max_attempts polls at the user's interval come well before the 12 s deadline."""
     emulator.script("slow-1", [kie.veo_pending()])
