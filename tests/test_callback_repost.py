@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import httpx
@@ -96,3 +97,34 @@ def test_same_task_with_another_session_is_a_conflict(world):
     error = resp.json()["error"]
     assert error["code"] == "conflict" and error["sessionId"] == "alice"
     assert "alice" in error["message"]
+
+
+def test_extra_callback_urls_survive_the_store_codec():
+    """Both stores write jobs through the codec; the added URLs come back in order."""
+    from webhook_poller.delivery import CALLBACK_TARGET, callback_target, callback_targets
+    from webhook_poller.model import Job, JobState, utcnow
+    from webhook_poller.stores.codec import job_from_dict, job_to_dict
+
+    now = utcnow()
+    job = Job(
+        id="job_c",
+        session_id="s",
+        task_id="t",
+        model="veo3",
+        provider="kie-veo",
+        state=JobState.POLLING,
+        created_at=now,
+        updated_at=now,
+        due_at=now,
+        callback_url="http://127.0.0.1:1/a",
+        extra_callback_urls=("http://127.0.0.1:1/b", "http://127.0.0.1:1/c"),
+    )
+    back = job_from_dict(json.loads(json.dumps(job_to_dict(job))))
+    assert back.extra_callback_urls == job.extra_callback_urls
+    targets = callback_targets(back)
+    assert list(targets) == [
+        CALLBACK_TARGET,
+        callback_target("http://127.0.0.1:1/b"),
+        callback_target("http://127.0.0.1:1/c"),
+    ]
+    assert "127.0.0.1" not in "".join(targets), "target names do not show the URL"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import hmac
 import json
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -646,7 +646,7 @@ def _known_message(job: Job, callback: str | None) -> str:
 async def _multipart_fields(headers: Headers, body: bytes) -> dict[str, Any]:
     """The text fields of a ``multipart/form-data`` body; file parts are refused."""
 
-    async def stream() -> AsyncIterator[bytes]:
+    async def stream() -> AsyncGenerator[bytes, None]:
         yield body
 
     try:
