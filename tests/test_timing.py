@@ -138,6 +138,19 @@ def test_gate_knows_which_first_delay_the_user_set(tmp_path):
     assert services.gate_for("demo").first_poll_delay_s == 2
 
 
+def test_builtin_min_interval_never_overrides_the_interval_the_user_set(tmp_path):
+    """KIE's built-in 30 s spacing is capped at polling.interval_s; a value set rules."""
+    cfg = base_config(tmp_path)
+    cfg["providers"]["kie"].pop("min_interval_s")
+    cfg["polling"] = {"interval_s": 0.2}
+    assert build_services(settings_from_mapping(cfg)).gate_for("kie-veo").min_interval_s == 0.2
+    cfg["polling"] = {}
+    assert build_services(settings_from_mapping(cfg)).gate_for("kie-veo").min_interval_s == 30
+    cfg["polling"] = {"interval_s": 0.2}
+    cfg["providers"]["kie"]["min_interval_s"] = 45
+    assert build_services(settings_from_mapping(cfg)).gate_for("kie-veo").min_interval_s == 45
+
+
 def _job(age_s: float) -> Job:
     now = utcnow()
     created = now - timedelta(seconds=age_s)

@@ -68,7 +68,14 @@ class ProviderGate:
         rate = float(options.get("max_requests_per_s") or 0)
         # max_rate=rate per 1 s with a small bucket spreads requests instead of bursting.
         self.limiter = AsyncLimiter(max(rate, 0.001), 1.0) if rate > 0 else None
-        self.min_interval_s = float(options.get("min_interval_s") or 0.0)
+        # A built-in spacing (KIE's 30 s) never overrides an interval the user chose: it is
+        # capped at that interval. A min_interval_s the user set rules.
+        min_interval = float(options.get("min_interval_s") or 0.0)
+        builtin_min = DEFAULT_PROVIDERS.get(section, {}).get("min_interval_s")
+        user_interval = "interval_s" in polling.model_fields_set or "interval_s" in overrides
+        if user_interval and options.get("min_interval_s") == builtin_min:
+            min_interval = min(min_interval, self.polling.interval_s)
+        self.min_interval_s = min_interval
         self.paused_until = 0.0
 
     def pause(self, seconds: float) -> None:
