@@ -23,6 +23,15 @@ def test_job_json_names_the_callback_flag_for_what_it_is(tmp_path):
             without = client.post(
                 "/poll-video", json={"sessionId": "s", "taskId": "t2", "model": "demo"}
             ).json()["jobId"]
+            later = client.post(
+                "/poll-video", json={"sessionId": "s", "taskId": "t3", "model": "demo"}
+            ).json()["jobId"]
+            assert client.get(f"/jobs/{later}").json()["hasCallback"] is False
+            client.post(
+                "/poll-video",
+                json={"sessionId": "s", "taskId": "t3", "model": "demo", "callbackUrl": hook},
+            )
+            assert client.get(f"/jobs/{later}").json()["hasCallback"] is True, "added by re-post"
             a = client.get(f"/jobs/{with_cb}").json()
             b = client.get(f"/jobs/{without}").json()
             schema = client.get("/openapi.json").json()["components"]["schemas"]["Job"]
