@@ -16,6 +16,8 @@
     {p}dl:leased         zset: same members -> lease expiry
     {p}dl:owner          hash: member -> lease owner
     {p}meta              hash: small shared values (the link-signing secret)
+    {p}rl:tat:{section}  string: next free request slot of a provider section's budget (µs)
+    {p}rl:pause:{section}  string: end of a provider section's 429 pause (µs, Redis clock)
 
 Sessions stay at ``session:{sessionId}`` (no prefix), the layout the n8n template used.
 """
@@ -46,6 +48,12 @@ class Keys:
 
     def deliveries(self, job_id: str) -> str:
         return f"{self.prefix}dl:{job_id}"
+
+    def rate_slot(self, section: str) -> str:
+        return f"{self.prefix}rl:tat:{section}"
+
+    def rate_pause(self, section: str) -> str:
+        return f"{self.prefix}rl:pause:{section}"
 
     @property
     def due(self) -> str:
