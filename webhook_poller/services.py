@@ -11,7 +11,7 @@ import fnmatch
 import secrets
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -126,12 +126,18 @@ class ProviderGate:
 
     async def _acquire_shared(self, shared: SharedBudget) -> None:
         if self.rate <= 0:  # no budget: only the shared pause
-            while (paused := await shared.budget_pause(self.section, 0)) > 0:
-                await asyncio.sleep(paused)
+            await self._wait_shared(lambda: shared.budget_pause(self.section, 0))
             return
         async with self._turn:
-            while (wait := await shared.budget_take(self.section, self.rate, self.BURST)) > 0:
-                await asyncio.sleep(wait)
+            await self._wait_shared(lambda: shared.budget_take(self.section, self.rate, self.BURST))
+
+    @staticmethod
+    async def _wait_shared(ask: Callable[[], Awaitable[float]]) -> None:
+        """Ask Redis until it says go (0); between asks, sleep as long as it says."""
+        wait = await ask()
+        while wait > 0:
+            await asyncio.sleep(wait)
+            wait = await ask()
 
     def _unshared(self) -> None:
         if not self._shared_down:

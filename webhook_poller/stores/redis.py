@@ -242,10 +242,10 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local pk = ARGV[1]..'rl:pause:'..ARGV[2]
 local till = tonumber(redis.call('GET', pk) or '0')
-local want = now + tonumber(ARGV[3])
-if tonumber(ARGV[3]) > 0 and want > till then
-  till = want
-  redis.call('SET', pk, string.format('%.0f', till), 'PX', math.ceil(tonumber(ARGV[3]) / 1000) + 1000)
+local span = tonumber(ARGV[3])
+if span > 0 and now + span > till then
+  till = now + span
+  redis.call('SET', pk, string.format('%.0f', till), 'PX', math.ceil(span / 1000) + 1000)
 end
 if till <= now then return 0 end
 return math.ceil(till - now)
