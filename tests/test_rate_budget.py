@@ -9,10 +9,15 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 
+from tests.support import kie_emulator
 from tests.support.redis_server import RedisServer
+from tests.support.servers import serve_in_thread
+from tests.support.service import ServiceProcess, base_config, wait_for
 from webhook_poller.config import settings_from_mapping
+from webhook_poller.options import ProviderOptions
 from webhook_poller.services import ProviderGate, build_services
 from webhook_poller.stores.redis import RedisJobStore
 
@@ -190,3 +195,84 @@ async def test_redis_store_shares_the_budget(redis_server: RedisServer, tmp_path
     finally:
         await services.http.aclose()
         await services.provider_http.aclose()
+
+
+# --- three real service instances against the KIE emulator ---------------------------------
+
+
+def instance_config(tmp_path: Path, server: RedisServer, kie_url: str) -> dict:
+    cfg = base_config(
+        tmp_path,
+        store={"url": server.url, "lease_s": 5},
+        # every job wants a poll each 50 ms: far more than one key's budget
+        polling={"interval_s": 0.05, "delayed_interval_s": 0.05, "max_attempts": 100000},
+        providers={"kie": {"base_url": kie_url}},
+    )
+    cfg["storage"] = {"url": f"file://{tmp_path}/videos"}
+    return cfg
+
+
+@pytest.mark.timeout(180)
+def test_three_instances_keep_one_key_under_its_documented_rate(tmp_path: Path):
+    """Three services on one Redis and one KIE key: the emulator never sees more than the
+    documented max_requests_per_s (10) in any 1 s window, plus the bucket's burst of 1; and
+    a 429 with Retry-After: 2 answered to one instance silences all three for 2 s."""
+    rate = ProviderOptions().max_requests_per_s  # the documented default for one KIE key
+    assert rate == 10
+    server = RedisServer(tmp_path / "redis").start()
+    emu = kie_emulator.KieEmulator()
+    tasks = [f"budget-{i}" for i in range(30)]
+    for task in tasks:
+        emu.script(task, [kie_emulator.veo_pending()])
+    procs: list[ServiceProcess] = []
+    try:
+        with serve_in_thread(emu.app) as kie_url:
+            for _ in range(3):
+                cfg = instance_config(tmp_path, server, kie_url)
+                procs.append(ServiceProcess(cfg, tmp_path).start())
+            for i, task in enumerate(tasks):
+                resp = httpx.post(
+                    f"{procs[i % 3].url}/poll-video",
+                    json={"sessionId": "s", "taskId": task, "model": "veo3"},
+                    timeout=10,
+                )
+                assert resp.status_code == 200, resp.text
+            wait_for(lambda: len(emu.calls) >= 5, timeout=30)
+            time.sleep(1)  # every instance is polling (intake is over)
+            started = time.monotonic()
+            time.sleep(5)
+            window = [c["time"] for c in emu.calls if c["time"] >= started]
+            polled_by = {c["task_id"] for c in emu.calls}
+            gaps = [round(b - a, 3) for a, b in zip(window, window[1:], strict=False)]
+            # burst 1: a 1 s window holds `rate`, + 1 for an edge or network jitter; each
+            # instance on its own budget would send 3 x rate
+            assert max_in_window(window) <= rate + 1, (max_in_window(window), gaps)
+            span = window[-1] - window[0]
+            assert len(window) >= 0.7 * rate * span, (len(window), span)  # the budget is used
+            assert len(polled_by) >= 20  # by all three instances' jobs, not one starved
+
+            # one instance is told 429, Retry-After: 2 ... and every instance waits
+            emu.script(
+                tasks[0],
+                [
+                    (429, {"code": 429, "msg": "Rate limit exceeded"}, {"Retry-After": "2"}),
+                    kie_emulator.veo_pending(),
+                ],
+            )
+            wait_for(
+                lambda: (
+                    len(emu.calls_for(tasks[0]))
+                    > sum(1 for c in emu.calls_for(tasks[0]) if c["time"] <= window[-1])
+                ),
+                timeout=30,
+            )
+            limited = next(c["time"] for c in emu.calls_for(tasks[0]) if c["time"] > window[-1])
+            time.sleep(3)
+            after = [c["time"] - limited for c in emu.calls if c["time"] > limited]
+            # a request already on its way may land just after the 429; then silence
+            assert not [t for t in after if 0.2 < t < 1.9], after[:15]
+            assert [t for t in after if t >= 1.9], "polling resumes after the pause"
+    finally:
+        for proc in procs:
+            proc.terminate()
+        server.stop()
