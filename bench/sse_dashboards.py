@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import subprocess
 import sys
 import tarfile
@@ -106,6 +107,9 @@ def fill(url: str, redis_client: redis.Redis) -> None:
 async def hold_streams(url: str, n: int, seconds: float) -> int:
     """``n`` open ``/events`` streams for ``seconds``; returns the bytes they received."""
     received = 0
+    if n == 0:
+        await asyncio.sleep(seconds)
+        return 0
 
     async def one(client: httpx.AsyncClient) -> None:
         nonlocal received
@@ -183,25 +187,36 @@ def main() -> None:
     parser.add_argument("--before", default=None, help="git ref of the code to compare with")
     args = parser.parse_args()
     ref = args.before or before_ref()
-    results: dict[str, list[dict]] = {"before": [], "after": []}
+    results: dict[str, list[dict]] = {"none": [], "before": [], "after": []}
     with harness.workdir("sse-src") as src:
         old = export(ref, src / "before")
         for _ in range(args.rounds):
-            for label, source in (("before", old), ("after", harness.ROOT)):
-                row = run(source, args.streams, args.interval, args.warmup, args.window)
+            for label, source, streams in (
+                ("none", harness.ROOT, 0),
+                ("before", old, args.streams),
+                ("after", harness.ROOT, args.streams),
+            ):
+                row = run(source, streams, args.interval, args.warmup, args.window)
+                row["load"] = os.getloadavg()[0]
                 results[label].append(row)
                 print(label, row, file=sys.stderr)
+    names = {
+        "none": "no stream open (this tree)",
+        "before": f"before ({ref})",
+        "after": "after (this tree)",
+    }
     rows = []
     for label, runs in results.items():
         rows.append(
             {
-                "code": f"{label} ({ref})" if label == "before" else "after (this tree)",
-                "streams": args.streams,
+                "code": names[label],
+                "streams": 0 if label == "none" else args.streams,
                 "window scans/s": harness.median([r["scans"] for r in runs]),
                 "job reads/s": harness.median([r["reads"] for r in runs]),
                 "service CPU %": harness.median([r["cpu"] for r in runs]),
                 "scheduler EVALSHA/s": harness.median([r["polls"] for r in runs]),
                 "stream KiB/s": harness.median([r["kb_s"] for r in runs]),
+                "load avg": harness.median([r["load"] for r in runs]),
             }
         )
     harness.report(f"{args.streams} open dashboards ({args.rounds} rounds, medians)", rows)

@@ -129,7 +129,7 @@ async def test_pause_longest_wins_and_expires(stores):
     assert await store.budget_pause("p", 2.0) == pytest.approx(2.0, abs=0.05)
     assert await store.budget_pause("p", 0.5) == pytest.approx(2.0, abs=0.05)
     client = store.r
-    ttl = await client.pttl("wp:rl:pause:p")
+    ttl = await client.pttl(store.keys.rate_pause("p"))
     assert 0 < ttl <= 3000  # the key goes away by itself after the pause
 
 
