@@ -16,8 +16,9 @@
     {p}dl:leased         zset: same members -> lease expiry
     {p}dl:owner          hash: member -> lease owner
     {p}meta              hash: small shared values (the link-signing secret)
-    {p}rl:tat:{section}  string: next free request slot of a provider section's budget (µs)
-    {p}rl:pause:{section}  string: end of a provider section's 429 pause (µs, Redis clock)
+    {p}rl:tat:{section}  string: when a provider section's next request conforms (µs, Redis
+                         clock; the shared request budget); expires once idle
+    {p}rl:pause:{section}  string: end of that section's 429 pause (µs); expires after it
 
 Sessions stay at ``session:{sessionId}`` (no prefix), the layout the n8n template used.
 """
