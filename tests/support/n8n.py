@@ -53,7 +53,8 @@ API_SCOPES = [
 
 def n8n_install_dir() -> Path:
     """Where scripts/test.sh installs n8n (``N8N_INSTALL_DIR`` overrides)."""
-    default = Path.home() / ".cache" / "webhook-poller" / f"n8n-{N8N_VERSION}"
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    default = Path(cache) / "webhook-poller" / f"n8n-{N8N_VERSION}"
     return Path(os.environ.get("N8N_INSTALL_DIR") or default)
 
 
