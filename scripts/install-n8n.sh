@@ -5,7 +5,7 @@
 #   N8N_INSTALL_DIR  where (default ~/.cache/webhook-poller/n8n-2.8.4)
 #   N8N_VERSION      which (default 2.8.4, the newest n8n whose engines accept Node 20)
 #
-# About 4 minutes and 2.3 GB. n8n-nodes-base depends on "xlsx" by a URL outside the registry,
+# About 4-8 minutes and 2.3 GB. n8n-nodes-base depends on "xlsx" by a URL outside the registry,
 # so the install folder's package.json pins it to the registry's xlsx@0.18.5 ("overrides").
 # The install goes to a .partial folder first: a broken install is never taken for a good one.
 set -euo pipefail
@@ -28,7 +28,7 @@ cat > "$PARTIAL/package.json" <<'JSON'
   }
 }
 JSON
-echo "installing n8n@$N8N_VERSION into $DIR for the n8n tests (once, about 4 minutes)..."
+echo "installing n8n@$N8N_VERSION into $DIR for the n8n tests (once, a few minutes)..."
 if ! (cd "$PARTIAL" && npm install "n8n@$N8N_VERSION" --no-audit --no-fund --loglevel=error) \
     >"$LOG" 2>&1; then
     echo "n8n install failed; the last lines of $LOG:" >&2
@@ -37,3 +37,4 @@ if ! (cd "$PARTIAL" && npm install "n8n@$N8N_VERSION" --no-audit --no-fund --log
 fi
 rm -rf "$DIR"
 mv "$PARTIAL" "$DIR"
+rm -f "$LOG"

@@ -23,7 +23,7 @@ import pytest
 from tests.support.kie_emulator import API_KEY, KieEmulator, veo_failed, veo_pending, veo_success
 from tests.support.n8n import N8nServer, ReverseProxy, n8n_missing_reason
 from tests.support.servers import serve_in_thread
-from tests.support.service import base_config, run_service, wait_for
+from tests.support.service import base_config, run_service, wait_for, wait_status
 
 WORKFLOW = Path(__file__).resolve().parents[1] / "integrations" / "n8n" / "poll-video.json"
 TOKEN = "n8n-test-service-token-123"
@@ -81,13 +81,18 @@ class Stack:
         except AssertionError as exc:
             raise AssertionError(f"{exc}\nn8n log:\n{self.n8n.logs()[-3000:]}") from None
 
-    def job_for(self, session_id: str) -> dict[str, Any]:
+    def job_for(self, session_id: str, states: set[str] | None = None) -> dict[str, Any]:
+        """The service's job for ``session_id``, once it is in one of ``states`` if given
+        (n8n can finish before the service has recorded the delivery and left "notifying")."""
+
         def found() -> dict[str, Any] | None:
             jobs = self.service.get("/jobs", params={"sessionId": session_id}).json()["jobs"]
             return jobs[0] if jobs else None
 
-        summary = wait_for(found, timeout=30)
-        return dict(self.service.get(f"/jobs/{summary['jobId']}").json())
+        job_id = wait_for(found, timeout=30)["jobId"]
+        if states:
+            return dict(wait_status(self.service, job_id, states))
+        return dict(self.service.get(f"/jobs/{job_id}").json())
 
 
 def node_outputs(execution: dict[str, Any], node: str) -> list[dict[str, Any]]:
@@ -173,8 +178,7 @@ def test_wait_node_is_resumed_by_our_callback_and_ends_on_the_succeeded_branch(s
     assert all(w["headers"]["webhook-signature"].startswith("v1,") for w in waits)
     [ready] = node_outputs(execution, "Video ready")
     assert node_outputs(execution, "Video failed") == []
-    done = stack.service.get(f"/jobs/{job['jobId']}").json()
-    assert done["status"] == "succeeded"
+    done = stack.job_for("n8n-ok", {"succeeded"})
     assert same_link(ready["videoUrl"], done["videoUrls"][0]) and ready["jobId"] == job["jobId"]
     assert ready["sessionId"] == "n8n-ok" and ready["durationS"] > 0
     got = httpx.get(ready["videoUrl"])
@@ -190,8 +194,7 @@ def test_failed_task_ends_on_the_failed_branch_with_the_error_code(stack: Stack)
     assert execution["status"] == "success", execution["data"]["resultData"].get("error")
     [failed] = node_outputs(execution, "Video failed")
     assert node_outputs(execution, "Video ready") == []
-    job = stack.job_for("n8n-fail")
-    assert job["status"] == "failed"
+    job = stack.job_for("n8n-fail", {"failed"})
     assert failed["errorCode"] == job["error"]["code"] and failed["jobId"] == job["jobId"]
     assert failed["userMessage"] == job["message"]
 
@@ -209,12 +212,17 @@ def test_callback_before_the_wait_node_parks_gets_409_and_is_retried(stack: Stac
         stack.to_service.hold_s = 0.0
     assert execution["status"] == "success", execution["data"]["resultData"].get("error")
     [ready] = node_outputs(execution, "Video ready")
-    job = stack.job_for("n8n-race")
+    job = stack.job_for("n8n-race", {"succeeded"})
     assert same_link(ready["videoUrl"], job["videoUrls"][0])
 
     answers = stack.to_n8n.seen(f"/webhook-waiting/{execution_id}")
     statuses = [a["status"] for a in answers]
     assert statuses[0] == 409 and "is running already" in answers[0]["text"], answers
     assert statuses[-1] == 200 and statuses.count(200) == 1, statuses
-    [callback] = [d for d in job["deliveries"] if d["target"] == "callback"]
-    assert callback["status"] == "sent" and callback["attempts"] == len(answers)
+
+    def recorded() -> dict[str, Any] | None:
+        rows = stack.service.get(f"/jobs/{job['jobId']}").json()["deliveries"]
+        [row] = [d for d in rows if d["target"] == "callback"]
+        return row if row["status"] == "sent" else None
+
+    assert wait_for(recorded)["attempts"] == len(answers)
