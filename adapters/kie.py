@@ -21,13 +21,14 @@ import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 
 from webhook_poller.errors import ProviderTaskFailed, ProviderUnavailable, UnrecognizedResponse
 from webhook_poller.interfaces import PluginContext, PollResult, PollStatus, ProviderTask
 from webhook_poller.model import ErrorCode
+from webhook_poller.options import PluginOptions, ProviderOptions
 
 SUCCESS_WORDS = frozenset(
     {"success", "succeeded", "succeed", "completed", "complete", "done", "finished", "ok"}
@@ -319,12 +320,21 @@ def retry_after_s(response: httpx.Response, now: datetime | None = None) -> floa
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
+class KieOptions(ProviderOptions):
+    """``providers.kie``, shared by Veo and Market: the keys every provider family knows
+    (``base_url``, ``api_key``, ``min_interval_s``, ``max_requests_per_s``, ``timeout_s``,
+    ``interval_s``, ``first_poll_delay_s``, ``delayed_interval_s``)."""
+
+
 class _KieAdapter:
     """Shared HTTP handling; subclasses name the status endpoint."""
 
     name = "kie"
     config_section = "kie"
+    Options: ClassVar[type[PluginOptions]] = KieOptions
     path = ""
+    #: The Market page: result URLs "typically expire after 24 hours".
+    result_link_ttl_s: ClassVar[float] = 86400.0
 
     def __init__(self, options: Mapping[str, Any], context: PluginContext) -> None:
         self.base_url = str(options.get("base_url") or "https://api.kie.ai").rstrip("/")
@@ -332,6 +342,10 @@ class _KieAdapter:
         getter = getattr(key, "get_secret_value", None)
         self._api_key = str(getter() if callable(getter) else key or "")
         self.timeout_s = float(options.get("timeout_s") or 20.0)
+
+    def missing_credentials(self) -> str | None:
+        """The setting to fill in while no API key is configured, else None."""
+        return None if self._api_key else "providers.kie.api_key (or KIE_API_KEY)"
 
     async def poll(self, task: ProviderTask, http: httpx.AsyncClient) -> PollResult:
         if not self._api_key:

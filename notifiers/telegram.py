@@ -3,10 +3,13 @@
 python-telegram-bot v22's ``Bot`` (no Application), one per notifier, opened on first use.
 On success it sends the stored video with ``sendVideo`` (caption, ``supports_streaming``,
 width/height/duration from the metadata, inline buttons); a video over the upload limit
-(50 MB on the cloud Bot API, 2 GB on a local Bot API server) goes out as a message with a
-link instead. Failed, timed-out and delayed jobs get the user-facing message, never a
-provider's text. The chat id comes from the restored session, then the request's
-``context``, then the notifier's ``chat_id``.
+(50 MB on the cloud Bot API, 2,000 MB with ``local_mode`` on a Bot API server started with
+``telegram-bot-api --local``) goes out as a message with a link instead. In local mode, with
+blob storage on local disk, the server is handed the file's path (a ``file://`` URI) and
+reads it itself, so nothing is uploaded; other storages upload the bytes as usual. Failed,
+timed-out and delayed jobs get the user-facing message, never a provider's text. The chat id
+comes from the restored session, then the request's ``context``, then the notifier's
+``chat_id``.
 
 Config: ``{type: telegram, bot_token, base_url, chat_id, parse_mode (HTML | MarkdownV2 |
 none), buttons: [{text, callback_data} | {text, url}], events, templates, local_mode,
@@ -23,9 +26,10 @@ import re
 import tempfile
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import structlog
+from pydantic import Field, SecretStr
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, InputFile
 from telegram.constants import FileSizeLimit, MessageLimit
 from telegram.error import (
@@ -39,10 +43,12 @@ from telegram.error import (
 )
 from telegram.request import HTTPXRequest
 
+from webhook_poller.blobs.local import LocalBlobStorage
 from webhook_poller.config import secret_text
 from webhook_poller.errors import ConfigError, NotifyRejected, NotifyTransient
 from webhook_poller.interfaces import Notification, PluginContext, Receipt, VideoRef
 from webhook_poller.model import Event
+from webhook_poller.options import NotifierOptions, PluginOptions
 
 from .templates import (
     Templates,
@@ -96,7 +102,20 @@ def chat_id_for(notification: Notification, fallback: Any) -> Any:
     return fallback
 
 
+class TelegramOptions(NotifierOptions):
+    bot_token: SecretStr
+    base_url: str | None = None
+    chat_id: int | str | None = None
+    parse_mode: Literal["HTML", "MarkdownV2", "none", "None", ""] | None = "HTML"
+    buttons: list[dict[str, str]] | None = None
+    templates: dict[str, str] | None = None
+    local_mode: bool = False
+    max_upload_bytes: int | None = Field(default=None, gt=0)
+
+
 class TelegramNotifier:
+    Options: ClassVar[type[PluginOptions]] = TelegramOptions
+
     def __init__(self, options: Mapping[str, Any], context: PluginContext) -> None:
         self.name = str(options.get("name") or "telegram")
         self.events = frozenset(options.get("events") or DEFAULT_EVENTS)
@@ -117,9 +136,14 @@ class TelegramNotifier:
             where=f"notifiers.{self.name}.templates",
         )
         self.buttons = self._check_buttons(options.get("buttons") or [])
-        self.local_mode = bool(options.get("local_mode")) or not self.base_url.startswith(
-            CLOUD_BASE_URL
-        )
+        # Only a server started with `telegram-bot-api --local` lifts the limits and reads
+        # file:// paths; the cloud (and a local server without --local) has neither.
+        self.local_mode = bool(options.get("local_mode"))
+        if self.local_mode and self.base_url.startswith(CLOUD_BASE_URL):
+            raise ConfigError(
+                f"notifiers.{self.name}.local_mode needs base_url pointing at your own Bot API"
+                " server (telegram-bot-api --local); api.telegram.org has no local mode"
+            )
         default_limit = (
             FileSizeLimit.FILESIZE_UPLOAD_LOCAL_MODE
             if self.local_mode
@@ -179,7 +203,9 @@ class TelegramNotifier:
                 connect_timeout=10,
                 media_write_timeout=600,
             )
-            bot = Bot(self.token, base_url=self.base_url, request=request)
+            bot = Bot(
+                self.token, base_url=self.base_url, request=request, local_mode=self.local_mode
+            )
             await bot.initialize()
             self._bot = bot
         return self._bot
@@ -251,6 +277,20 @@ class TelegramNotifier:
         if self.blobs is None or size is None or size > self.max_upload_bytes:
             return await self._send_link(bot, chat_id, note, video, text, mode)
         meta = video.metadata
+        fields: dict[str, Any] = {
+            "caption": caption or None,
+            "parse_mode": mode,
+            "supports_streaming": True,
+            "width": meta.width,
+            "height": meta.height,
+            "duration": round(meta.duration_s) if meta.duration_s else None,
+            "reply_markup": self.keyboard(note.job.id),
+        }
+        if self.local_mode and isinstance(self.blobs, LocalBlobStorage):
+            # PTB turns a Path into a file:// URI in local mode: the Bot API server reads
+            # the stored file itself (it must see it at the same absolute path).
+            path = self.blobs.local_path(video.key)
+            return await bot.send_video(chat_id, video=path, **fields)
         # A temporary file, handed to PTB as an open handle it streams from: the upload
         # never holds the whole video in memory.
         with tempfile.NamedTemporaryFile(suffix=".mp4") as spool:
@@ -259,17 +299,7 @@ class TelegramNotifier:
             await asyncio.to_thread(spool.flush)
             spool.seek(0)
             upload = InputFile(spool, filename=f"{note.job.id}.mp4", read_file_handle=False)
-            return await bot.send_video(
-                chat_id,
-                video=upload,
-                caption=caption or None,
-                parse_mode=mode,
-                supports_streaming=True,
-                width=meta.width,
-                height=meta.height,
-                duration=round(meta.duration_s) if meta.duration_s else None,
-                reply_markup=self.keyboard(note.job.id),
-            )
+            return await bot.send_video(chat_id, video=upload, **fields)
 
     async def _send_link(
         self,

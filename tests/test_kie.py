@@ -9,6 +9,7 @@ import json
 import httpx
 import pytest
 
+from tests.support import kie_declarative
 from tests.support import kie_emulator as kie
 from tests.support.servers import serve_in_thread
 from tests.support.service import CallbackReceiver, base_config, run_service, wait_for
@@ -134,73 +135,112 @@ SHAPES = [
 ]
 
 
-@pytest.mark.parametrize(("name", "payload", "status", "urls"), SHAPES, ids=[s[0] for s in SHAPES])
-def test_parse_every_documented_shape(name, payload, status, urls):
+#: Shapes of the Market recordInfo API: the declarative KIE Market section must read them too.
+MARKET_SHAPES = frozenset(
+    {
+        "market waiting",
+        "market queuing upper",
+        "market success json string",
+        "market success object",
+        "market fail",
+        "urls as json string",
+        "success without url",
+    }
+)
+
+#: The Market parsers: the code adapter's, and the one built from tests/support/kie_declarative.
+PARSERS = {"code": parse_kie_payload, "declarative": kie_declarative.adapter().parse}
+
+
+def with_parsers(cases, market=lambda case: True):
+    """Each case once per parser; the declarative one only gets the Market cases."""
+    return [
+        pytest.param(PARSERS[kind], *case, id=f"{kind}-{case[0] if named else i}")
+        for kind in PARSERS
+        for i, case in enumerate(cases)
+        if kind == "code" or market(case)
+        for named in [isinstance(case, tuple) and isinstance(case[0], str)]
+    ]
+
+
+def is_market_body(case):
+    """A Market recordInfo body (``data.state``), as opposed to a Veo record."""
+    payload = case[0] if isinstance(case, tuple) else case
+    return isinstance(payload, dict) and "state" in (payload.get("data") or {})
+
+
+@pytest.mark.parametrize(
+    ("parse", "name", "payload", "status", "urls"),
+    with_parsers(SHAPES, lambda case: case[0] in MARKET_SHAPES),
+)
+def test_parse_every_documented_shape(parse, name, payload, status, urls):
     """Each shape KIE or the n8n template produces is read as the right status and URLs."""
-    result = parse_kie_payload(payload)
+    result = parse(payload)
     assert result.status is status
     assert result.video_urls == urls
 
 
-@pytest.mark.parametrize(
-    ("payload", "code"),
-    [
-        (
-            {
-                "code": 200,
-                "data": {
-                    "successFlag": 2,
-                    "errorCode": 400,
-                    "errorMessage": "Your prompt violates content policy",
-                },
+FAILURES = [
+    (
+        {
+            "code": 200,
+            "data": {
+                "successFlag": 2,
+                "errorCode": 400,
+                "errorMessage": "Your prompt violates content policy",
             },
-            ErrorCode.MODERATION_REJECTED,
-        ),
-        (
-            {
-                "code": 200,
-                "data": {"state": "fail", "failCode": 451, "failMsg": "Failed to fetch the image"},
+        },
+        ErrorCode.MODERATION_REJECTED,
+    ),
+    (
+        {
+            "code": 200,
+            "data": {"state": "fail", "failCode": 451, "failMsg": "Failed to fetch the image"},
+        },
+        ErrorCode.ASSET_FETCH_FAILED,
+    ),
+    (
+        {
+            "code": 200,
+            "data": {
+                "successFlag": 2,
+                "errorCode": 408,
+                "errorMessage": "No result has been returned for 10 minutes",
             },
-            ErrorCode.ASSET_FETCH_FAILED,
-        ),
-        (
-            {
-                "code": 200,
-                "data": {
-                    "successFlag": 2,
-                    "errorCode": 408,
-                    "errorMessage": "No result has been returned for 10 minutes",
-                },
-            },
-            ErrorCode.PROVIDER_TIMEOUT,
-        ),
-        (
-            {"code": 200, "data": {"state": "fail", "failCode": "501", "failMsg": "failed"}},
-            ErrorCode.UNKNOWN_PROVIDER_ERROR,
-        ),
-    ],
-)
-def test_task_failures_are_normalized(payload, code):
+        },
+        ErrorCode.PROVIDER_TIMEOUT,
+    ),
+    (
+        {"code": 200, "data": {"state": "fail", "failCode": "501", "failMsg": "failed"}},
+        ErrorCode.UNKNOWN_PROVIDER_ERROR,
+    ),
+]
+
+
+@pytest.mark.parametrize(("parse", "payload", "code"), with_parsers(FAILURES, is_market_body))
+def test_task_failures_are_normalized(parse, payload, code):
     """Failure codes and messages map to our error codes; the text stays in detail only."""
-    result = parse_kie_payload(payload)
+    result = parse(payload)
     assert result.status is PollStatus.FAILED and result.error_code is code
 
 
-def test_envelope_errors_inside_http_200():
+@pytest.mark.parametrize("parse", PARSERS.values(), ids=PARSERS.keys())
+def test_envelope_errors_inside_http_200(parse):
     """KIE puts failures in body.code with HTTP 200: credits, auth, rate limit, maintenance."""
     with pytest.raises(ProviderTaskFailed) as credits:
-        parse_kie_payload({"code": 402, "msg": "Credits insufficient"})
+        parse({"code": 402, "msg": "Credits insufficient"})
     assert credits.value.code is ErrorCode.INSUFFICIENT_CREDITS
     with pytest.raises(ProviderTaskFailed) as auth:
-        parse_kie_payload({"code": 401, "msg": "You do not have access permissions"})
+        parse({"code": 401, "msg": "You do not have access permissions"})
     assert auth.value.code is ErrorCode.AUTH_FAILED
     with pytest.raises(ProviderUnavailable) as limited:
-        parse_kie_payload({"code": 429, "msg": "Rate limit exceeded"})
+        parse({"code": 429, "msg": "Rate limit exceeded"})
     assert limited.value.rate_limited
     with pytest.raises(ProviderUnavailable):
-        parse_kie_payload({"code": 455, "msg": "maintenance"})
+        parse({"code": 455, "msg": "maintenance"})
 
 
+@pytest.mark.parametrize("parse", PARSERS.values(), ids=PARSERS.keys())
 @pytest.mark.parametrize(
     "body",
     [
@@ -212,10 +252,10 @@ def test_envelope_errors_inside_http_200():
         '{"code": 200, "data": {"state": "levitating"}}',
     ],
 )
-def test_unreadable_bodies_are_unrecognized(body):
+def test_unreadable_bodies_are_unrecognized(parse, body):
     """Bodies we cannot read raise UnrecognizedResponse, which the core treats as transient."""
     with pytest.raises(UnrecognizedResponse):
-        parse_kie_payload(body)
+        parse(body)
 
 
 @pytest.fixture
@@ -226,15 +266,24 @@ def emulator():
         yield emu
 
 
-async def test_adapter_sends_key_and_hides_it(emulator):
+@pytest.fixture(params=["code", "declarative"])
+def market_adapter(request):
+    """Builds the KIE Market adapter: the code one, or the declarative YAML section."""
+
+    def build(base_url, api_key):
+        if request.param == "declarative":
+            return kie_declarative.adapter(base_url, api_key)
+        settings = settings_from_mapping({})
+        return KieMarketAdapter({"base_url": base_url, "api_key": api_key}, PluginContext(settings))
+
+    build.kind = request.param
+    return build
+
+
+async def test_adapter_sends_key_and_hides_it(emulator, market_adapter):
     """The adapter sends the bearer key, and no error it raises contains the key."""
-    settings = settings_from_mapping({})
-    good = KieMarketAdapter(
-        {"base_url": emulator.url, "api_key": kie.API_KEY}, PluginContext(settings)
-    )
-    bad = KieMarketAdapter(
-        {"base_url": emulator.url, "api_key": "wrong-secret-key"}, PluginContext(settings)
-    )
+    good = market_adapter(emulator.url, kie.API_KEY)
+    bad = market_adapter(emulator.url, "wrong-secret-key")
     emulator.script("t1", [kie.market("generating")])
     task = ProviderTask("t1", "sora-2", "kie-market")
     async with httpx.AsyncClient() as http:
@@ -246,12 +295,9 @@ async def test_adapter_sends_key_and_hides_it(emulator):
     assert "wrong-secret-key" not in f"{err.value} {err.value.detail}"
 
 
-async def test_adapter_maps_http_trouble_to_transient(emulator):
+async def test_adapter_maps_http_trouble_to_transient(emulator, market_adapter):
     """5xx, 429 with Retry-After, refused connections and HTML are transient, never final."""
-    settings = settings_from_mapping({})
-    adapter = KieMarketAdapter(
-        {"base_url": emulator.url, "api_key": kie.API_KEY}, PluginContext(settings)
-    )
+    adapter = market_adapter(emulator.url, kie.API_KEY)
     task = ProviderTask("t2", "sora-2", "kie-market")
     async with httpx.AsyncClient() as http:
         emulator.script("t2", [(500, {"code": 500, "msg": "oops"}, {})])
@@ -264,15 +310,20 @@ async def test_adapter_maps_http_trouble_to_transient(emulator):
         emulator.script("t2", [(200, "<html>gateway</html>", {})])
         with pytest.raises(UnrecognizedResponse):
             await adapter.poll(task, http)
-        closed = KieMarketAdapter(
-            {"base_url": "http://127.0.0.1:9", "api_key": "k"}, PluginContext(settings)
-        )
+        closed = market_adapter("http://127.0.0.1:9", "k")
         with pytest.raises(ProviderUnavailable):
             await closed.poll(task, http)
 
 
-def kie_config(tmp_path, emulator, **extra):
-    return base_config(tmp_path, providers={"kie": {"base_url": emulator.url}}, **extra)
+def kie_config(tmp_path, emulator, market="code", **extra):
+    """The service on the emulator; ``market="declarative"`` routes Market models to the
+    declarative KIE Market section instead of the code adapter."""
+    cfg = base_config(tmp_path, providers={"kie": {"base_url": emulator.url}}, **extra)
+    if market == "declarative":
+        routed = kie_declarative.config(emulator.url, kie.API_KEY)
+        cfg["providers"].update(routed["providers"])
+        cfg["models"] = routed["models"]
+    return cfg
 
 
 def post(client, task_id, model, **extra):
@@ -291,7 +342,8 @@ def finished(client, job_id, timeout=20.0):
     return wait_for(check, timeout)
 
 
-def test_veo_and_market_jobs_complete_through_transient_trouble(tmp_path, emulator):
+@pytest.mark.parametrize("market", ["code", "declarative"])
+def test_veo_and_market_jobs_complete_through_transient_trouble(tmp_path, emulator, market):
     """Veo and Market tasks finish through 500s, a 429 and garbage; only answers count."""
     video = f"{emulator.url}/files/a.mp4"
     emulator.script(
@@ -313,11 +365,13 @@ def test_veo_and_market_jobs_complete_through_transient_trouble(tmp_path, emulat
             kie.market("success", [video]),
         ],
     )
-    with run_service(kie_config(tmp_path, emulator)) as url, httpx.Client(base_url=url) as c:
+    cfg = kie_config(tmp_path, emulator, market)
+    with run_service(cfg) as url, httpx.Client(base_url=url) as c:
         veo = finished(c, post(c, "veo-1", "veo3_fast"))
         sora = finished(c, post(c, "sora-1", "sora-2-text-to-video"))
     assert veo["status"] == "succeeded" and veo["attempts"] == 3
     assert sora["status"] == "succeeded" and sora["attempts"] == 3
+    assert sora["provider"] == ("kie-market" if market == "code" else kie_declarative.SECTION)
     assert veo["metadata"][0]["codec"] == "h264"
     calls = emulator.calls_for("sora-1")
     assert calls[0]["path"] == "/api/v1/jobs/recordInfo"
@@ -358,6 +412,29 @@ def test_final_provider_answers_fail_with_named_codes(tmp_path, emulator, answer
     assert "policy" not in json.dumps(done) and "Credits" not in json.dumps(done)
 
 
+@pytest.mark.parametrize("market", ["code", "declarative"])
+@pytest.mark.parametrize(
+    ("answers", "code"),
+    [
+        ([kie.envelope(402, "Credits insufficient")], "insufficient_credits"),
+        (
+            [kie.market("fail", fail_code="400", fail_msg="content policy: unsafe")],
+            "moderation_rejected",
+        ),
+        ([kie.envelope(404, "Task not found")], "unknown_provider_error"),
+        ([kie.market("success", [])], "output_missing"),
+    ],
+)
+def test_final_market_answers_fail_with_named_codes(tmp_path, emulator, market, answers, code):
+    """Market tasks end failed with the same normalized codes through either adapter."""
+    emulator.script("mf", answers)
+    cfg = kie_config(tmp_path, emulator, market)
+    with run_service(cfg) as url, httpx.Client(base_url=url) as c:
+        done = finished(c, post(c, "mf", "sora-2-text-to-video"))
+    assert done["status"] == "failed" and done["error"]["code"] == code
+    assert "policy" not in json.dumps(done) and "Credits" not in json.dumps(done)
+
+
 def test_wrong_key_fails_with_auth_failed(tmp_path, emulator):
     """A refused API key fails the job with auth_failed."""
     emulator.script("k", [kie.veo_pending()])
@@ -368,12 +445,14 @@ def test_wrong_key_fails_with_auth_failed(tmp_path, emulator):
     assert done["error"]["code"] == "auth_failed"
 
 
-def test_slow_task_goes_delayed_then_times_out(tmp_path, emulator):
+@pytest.mark.parametrize("market", ["code", "declarative"])
+def test_slow_task_goes_delayed_then_times_out(tmp_path, emulator, market):
     """Past max_attempts the job is delayed (and told so); past the deadline it fails."""
     emulator.script("slow", [kie.market("generating")])
     receiver = CallbackReceiver()
     with receiver.serving() as hook:
-        cfg = kie_config(tmp_path, emulator, polling={"max_attempts": 2, "give_up_after_s": 1.5})
+        polling = {"max_attempts": 2, "give_up_after_s": 1.5}
+        cfg = kie_config(tmp_path, emulator, market, polling=polling)
         with run_service(cfg) as url, httpx.Client(base_url=url) as c:
             job_id = post(c, "slow", "kling-2.6", callbackUrl=f"{hook}/h")
             wait_for(lambda: c.get(f"/jobs/{job_id}").json()["status"] == "delayed")

@@ -20,9 +20,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from .errors import ConfigError
+from .plugin_check import check_plugins
 
 DEFAULT_MODELS: dict[str, str] = {
     "demo": "demo",
+    # Gemini API model ids (veo-3.0-generate-001); KIE's are veo3, veo3_fast, veo3_lite.
+    "veo-*-generate*": "gemini",
+    "models/veo*": "gemini",
+    "fal-ai/*": "fal",
     "veo*": "kie-veo",
     "sora*": "kie-market",
     "*seedance*": "kie-market",
@@ -41,6 +46,17 @@ DEFAULT_PROVIDERS: dict[str, dict[str, Any]] = {
         "max_requests_per_s": 10.0,
         "timeout_s": 20.0,
     },
+    "gemini": {
+        "base_url": "https://generativelanguage.googleapis.com",
+        "min_interval_s": 10.0,
+        "max_requests_per_s": 5.0,
+    },
+    "replicate": {
+        "base_url": "https://api.replicate.com",
+        "min_interval_s": 5.0,
+        "max_requests_per_s": 50.0,
+    },
+    "fal": {"base_url": "https://queue.fal.run", "min_interval_s": 5.0, "max_requests_per_s": 10.0},
     "demo": {
         "min_interval_s": 0.0,
         "max_requests_per_s": 100.0,
@@ -113,6 +129,8 @@ class StorageSettings(_Section):
     access_key_id: SecretStr | None = None
     secret_access_key: SecretStr | None = None
     public_base_url: str | None = None
+    #: Presigned links are made for this endpoint (a host users reach) instead of endpoint_url.
+    public_endpoint_url: str | None = None
     part_size_mb: float = Field(8.0, ge=5)
 
 
@@ -156,9 +174,19 @@ class SessionSettings(_Section):
     delete_on_complete: bool = False
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
 class LoggingSettings(_Section):
     level: str = "INFO"
     format: Literal["auto", "json", "console"] = "auto"
+
+    @field_validator("level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        if str(value).upper() not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+        return str(value).upper()
 
 
 class AnalyticsSettings(_Section):
@@ -292,15 +320,52 @@ def settings_from_mapping(tree: Mapping[str, Any]) -> Settings:
     try:
         settings = Settings.model_validate(dict(tree))
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            key = ".".join(str(p) for p in err["loc"])
-            bad = err.get("input")
-            shown = "<hidden>" if any(w in key for w in ("secret", "token", "key")) else repr(bad)
-            problems.append(f"{key}: {err['msg']} (got {shown})")
-        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
+        raise ConfigError("invalid configuration: " + _problems(exc)) from None
     check_settings(settings)
+    check_typed_providers(settings)
+    check_plugins(settings)  # every plug-in named exists; its block has no unknown keys
     return settings
+
+
+def _problems(exc: ValidationError, prefix: tuple[str, ...] = ()) -> str:
+    problems = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in (*prefix, *err["loc"]))
+        bad = err.get("input")
+        msg = err["msg"].removeprefix("Value error, ")
+        hidden = ("secret", "token", "key", "headers")
+        if any(w in key.lower() for w in hidden):
+            problems.append(f"{key}: {msg} (got <hidden>)")
+        elif isinstance(bad, Mapping) and bad:  # a whole section: it may hold secrets
+            problems.append(f"{key}: {msg}")
+        else:
+            problems.append(f"{key}: {msg} (got {bad!r})")
+    return "; ".join(problems)
+
+
+def check_typed_providers(settings: Settings) -> None:
+    """A ``providers.<name>`` section with ``type: <adapter>`` (``type: declarative``) is
+    checked against that adapter's ``Options`` now, naming the key, not at the first poll."""
+    from . import plugins
+
+    for name, options in settings.providers.items():
+        kind = options.get("type")
+        if kind is None:
+            continue
+        if not isinstance(kind, str) or not kind:
+            raise ConfigError(f"providers.{name}.type must be an adapter name such as declarative")
+        try:
+            model = getattr(plugins.load("adapter", kind), "Options", None)
+        except ConfigError as exc:
+            raise ConfigError(f"providers.{name}.type: {exc}") from None
+        if model is None:
+            continue
+        try:
+            model.model_validate(options)
+        except ValidationError as exc:
+            raise ConfigError(
+                "invalid configuration: " + _problems(exc, ("providers", name))
+            ) from None
 
 
 def check_settings(settings: Settings) -> None:

@@ -24,7 +24,7 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 def _errors(*codes: int) -> dict[str, Any]:
     text = {
-        400: "The body is not readable (not JSON, empty)",
+        400: "The body or a cursor is not readable (not JSON, too deep, lone surrogate)",
         401: "Missing or wrong bearer token",
         404: "No such job or video",
         409: "The action is not allowed in the job's current status",
@@ -62,6 +62,11 @@ _SCHEMAS: dict[str, Any] = {
             "sessionId": {"type": "string", "minLength": 1, "maxLength": 256},
             "taskId": {"type": "string", "minLength": 1, "maxLength": 256},
             "model": {"type": "string", "minLength": 1, "maxLength": 256},
+            "provider": {
+                "type": "string",
+                "description": "Adapter name (gemini, replicate, kie-market ...); "
+                "default: the first models: pattern that matches the model",
+            },
             "attempt": {"type": "integer", "minimum": 1, "maximum": 10000, "default": 1},
             "callbackUrl": {"type": "string", "format": "uri"},
             "context": {"type": "object", "description": "At most 16 KB of JSON"},
@@ -77,6 +82,18 @@ _SCHEMAS: dict[str, Any] = {
             "message": {"type": "string"},
             "alreadyKnown": {"type": "boolean"},
             "statusUrl": {"type": "string"},
+            "callback": {
+                "description": "What happened to the posted callbackUrl: a new job's target,"
+                " added to a running job, the ended job's final event sent to it, known already,"
+                " or no final event (a cancelled job)",
+                "enum": [
+                    "registered",
+                    "added",
+                    "final_event_sent",
+                    "already_registered",
+                    "no_final_event",
+                ],
+            },
         },
     },
     "JobError": {
@@ -150,6 +167,15 @@ _SCHEMAS: dict[str, Any] = {
             "metadata": {"type": "array", "items": _ref("VideoMetadata")},
             "deliveries": {"type": "array", "items": _ref("Delivery")},
             "queuePosition": {"type": "integer"},
+            "hasCallback": {
+                "type": "boolean",
+                "description": "Whether the job was posted with a callbackUrl (never shown)",
+            },
+            "callbackUrl": {
+                "type": "boolean",
+                "deprecated": True,
+                "description": "Old name of hasCallback; removed in the next release",
+            },
         },
     },
 }
@@ -190,7 +216,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                         },
                         "A page of jobs",
                     ),
-                    **_errors(401, 422, 503),
+                    **_errors(400, 401, 422, 503),
                 },
             }
         },
@@ -406,11 +432,12 @@ def _intake_op(operation_id: str) -> dict[str, Any]:
             "content": {
                 "application/json": {"schema": _ref("IntakeRequest")},
                 "application/x-www-form-urlencoded": {"schema": _ref("IntakeRequest")},
+                "multipart/form-data": {"schema": _ref("IntakeRequest")},
             },
         },
         "responses": {
             "200": _json(_ref("IntakeResponse"), "Stored; polling started (or already known)"),
-            **_errors(400, 401, 413, 422, 503),
+            **_errors(400, 401, 409, 413, 422, 503),
         },
     }
 

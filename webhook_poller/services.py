@@ -20,12 +20,13 @@ import structlog
 from aiolimiter import AsyncLimiter
 
 from . import net, plugins
-from .config import PollingSettings, Settings
+from .config import DEFAULT_PROVIDERS, PollingSettings, Settings
 from .errors import ConfigError
 from .interfaces import BlobStorage, JobStore, Notifier, PluginContext, ProviderAdapter
 from .links import LinkSigner
 from .live import ChangeFeed
 from .metrics import Metrics
+from .policy import first_poll_delay_s
 from .sessions import SessionSource
 
 log = structlog.get_logger(__name__)
@@ -58,10 +59,23 @@ class ProviderGate:
         self.section = section
         overrides = {k: float(options[k]) for k in self.OVERRIDABLE if options.get(k) is not None}
         self.polling = polling.model_copy(update=overrides) if overrides else polling
+        # A first delay the user set rules; a built-in one is only a cap (one interval).
+        builtin = DEFAULT_PROVIDERS.get(section, {}).get("first_poll_delay_s")
+        explicit = "first_poll_delay_s" in polling.model_fields_set or options.get(
+            "first_poll_delay_s"
+        ) not in (None, builtin)
+        self.first_poll_delay_s = first_poll_delay_s(self.polling, explicit=explicit)
         rate = float(options.get("max_requests_per_s") or 0)
         # max_rate=rate per 1 s with a small bucket spreads requests instead of bursting.
         self.limiter = AsyncLimiter(max(rate, 0.001), 1.0) if rate > 0 else None
-        self.min_interval_s = float(options.get("min_interval_s") or 0.0)
+        # A built-in spacing (KIE's 30 s) never overrides an interval the user chose: it is
+        # capped at that interval. A min_interval_s the user set rules.
+        min_interval = float(options.get("min_interval_s") or 0.0)
+        builtin_min = DEFAULT_PROVIDERS.get(section, {}).get("min_interval_s")
+        user_interval = "interval_s" in polling.model_fields_set or "interval_s" in overrides
+        if user_interval and options.get("min_interval_s") == builtin_min:
+            min_interval = min(min_interval, self.polling.interval_s)
+        self.min_interval_s = min_interval
         self.paused_until = 0.0
 
     def pause(self, seconds: float) -> None:
@@ -97,6 +111,12 @@ class Services:
 
     def gate_for(self, adapter_name: str) -> ProviderGate:
         return self.gates[adapter_name]
+
+    def missing_credentials(self, adapter_name: str) -> str | None:
+        """What the adapter still needs configured before it can poll (its own hook)."""
+        hook = getattr(self.adapters.get(adapter_name), "missing_credentials", None)
+        missing = hook() if callable(hook) else None
+        return str(missing) if missing else None
 
     def callback_notifier(self, url: str) -> Notifier:
         cls = plugins.load("notifier", "webhook")
@@ -155,17 +175,29 @@ def build_services(settings: Settings) -> Services:
     adapters: dict[str, ProviderAdapter] = {}
     gates: dict[str, ProviderGate] = {}
     section_gates: dict[str, ProviderGate] = {}
-    for adapter_name in dict.fromkeys(settings.models.values()):
-        cls = plugins.load("adapter", adapter_name)
-        section = getattr(cls, "config_section", adapter_name)
-        options = settings.provider_options(section)
-        adapters[adapter_name] = cls(options, context)
+    routed = list(dict.fromkeys(settings.models.values()))
+    # Every installed adapter is built, so intake's ``provider`` field can name one that no
+    # ``models:`` pattern routes to; only the routed ones must load. The declarative adapter
+    # is only ever built from a ``providers`` section that names it with ``type:``.
+    unrouted = [n for n in plugins.available("adapter") if n not in routed and n != "declarative"]
+    for adapter_name in [*routed, *unrouted]:
+        try:
+            cls, section = adapter_class(settings, adapter_name)
+            options = settings.provider_options(section)
+            if section == adapter_name and options.get("type"):
+                options = _typed_options(cls, adapter_name, options)
+            adapters[adapter_name] = cls(options, context)
+        except Exception as exc:
+            if adapter_name in routed:
+                raise
+            log.warning("adapter_skipped", adapter=adapter_name, error=str(exc)[:200])
+            continue
         if section not in section_gates:
             section_gates[section] = ProviderGate(section, options, settings.polling)
         gates[adapter_name] = section_gates[section]
 
     notifiers = build_notifiers(settings, context)
-    return Services(
+    services = Services(
         settings=settings,
         store=store,
         blobs=blobs,
@@ -178,6 +210,41 @@ def build_services(settings: Settings) -> Services:
         sessions=SessionSource(settings, store),
         context=context,
     )
+    for adapter_name in adapters:
+        missing = services.missing_credentials(adapter_name)
+        models = [p for p, a in settings.models.items() if a == adapter_name]
+        if missing and models:  # routed; an unrouted one is only reached by intake's provider
+            log.warning(
+                "provider_key_missing",
+                adapter=adapter_name,
+                models=models,
+                missing=missing,
+                effect="jobs for these models are refused at intake with 422",
+            )
+    return services
+
+
+def adapter_class(settings: Settings, adapter_name: str) -> tuple[Any, str]:
+    """The class and config section behind a ``models:`` value.
+
+    A value naming a ``providers`` section with a ``type`` (``type: declarative``) is that
+    adapter class configured by that section; any other value is an adapter's entry point.
+    """
+    kind = settings.provider_options(adapter_name).get("type")
+    if isinstance(kind, str) and kind:
+        return plugins.load("adapter", kind), adapter_name
+    cls = plugins.load("adapter", adapter_name)
+    return cls, getattr(cls, "config_section", adapter_name)
+
+
+def _typed_options(cls: Any, adapter_name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """A ``type:`` section with its adapter's documented defaults filled in (the gate reads
+    ``min_interval_s`` and ``max_requests_per_s`` from them) and its own name."""
+    model = getattr(cls, "Options", None)
+    if model is not None and "name" in model.model_fields:
+        filled: dict[str, Any] = model.model_validate(options).model_dump(exclude_none=True)
+        return {**filled, "name": adapter_name}
+    return options
 
 
 def build_notifiers(settings: Settings, context: PluginContext) -> list[Notifier]:

@@ -2,8 +2,11 @@
 
 ``TelegramEmulator`` answers the Bot API methods we use (getMe, sendVideo, sendMessage) the
 way api.telegram.org does, parsing the real form or multipart requests python-telegram-bot
-sends. ``ChatWebhook`` is a Slack- or Discord-style incoming webhook. Both record every call
-and can be scripted to answer errors (429 with retry_after, 400, 500) in turn.
+sends. With ``local_mode=True`` it is a server started with ``telegram-bot-api --local``: a
+``file://`` URI in place of an upload is read from disk, as that server does; without it, such
+a URI is refused as the cloud refuses it. ``ChatWebhook`` is a Slack- or Discord-style
+incoming webhook. Both record every call and can be scripted to answer errors (429 with
+retry_after, 400, 500) in turn.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
@@ -27,8 +32,9 @@ BOT_TOKEN = "123456:TEST-token-for-the-emulator_abcdef"
 
 
 class TelegramEmulator:
-    def __init__(self, token: str = BOT_TOKEN) -> None:
+    def __init__(self, token: str = BOT_TOKEN, local_mode: bool = False) -> None:
         self.token = token
+        self.local_mode = local_mode
         self.calls: list[dict[str, Any]] = []
         #: queued error answers: (http status, description, retry_after or None)
         self.errors: list[tuple[int, str, int | None]] = []
@@ -68,6 +74,7 @@ class TelegramEmulator:
             await form.close()
         elif ctype.startswith("application/json"):
             fields = await request.json()
+        local_error = self._read_local_files(fields, files)
         call = {
             "method": method,
             "fields": fields,
@@ -80,6 +87,7 @@ class TelegramEmulator:
             error = self.errors.pop(0) if self.errors and method != "getMe" else None
             self._next_id += 1
             message_id = self._next_id
+        error = error or local_error
         if error is not None:
             status, description, retry_after = error
             body: dict[str, Any] = {"ok": False, "error_code": status, "description": description}
@@ -117,6 +125,29 @@ class TelegramEmulator:
                 {"ok": False, "error_code": 404, "description": "Not Found"}, status_code=404
             )
         return JSONResponse({"ok": True, "result": result})
+
+    def _read_local_files(
+        self, fields: dict[str, Any], files: dict[str, dict[str, Any]]
+    ) -> tuple[int, str, int | None] | None:
+        """``file://`` media fields: read from disk in local mode, refused otherwise."""
+        for key in ("video", "photo", "document", "animation"):
+            value = fields.get(key)
+            if not (isinstance(value, str) and value.startswith("file://")):
+                continue
+            if not self.local_mode:
+                return (400, "Bad Request: wrong HTTP URL specified", None)
+            path = Path(unquote(urlsplit(value).path))
+            if not path.is_file():
+                return (400, "Bad Request: file not found", None)
+            data = path.read_bytes()
+            files[key] = {
+                "filename": path.name,
+                "size": len(data),
+                "head": data[:16],
+                "content_type": None,
+                "local_path": str(path),
+            }
+        return None
 
     def sent(self, method: str | None = None) -> list[dict[str, Any]]:
         with self._lock:
