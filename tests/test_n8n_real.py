@@ -226,3 +226,25 @@ def test_callback_before_the_wait_node_parks_gets_409_and_is_retried(stack: Stac
         return row if row["status"] == "sent" else None
 
     assert wait_for(recorded)["attempts"] == len(answers)
+
+
+def test_manual_run_from_the_editor_uses_the_settings_defaults(stack: Stack):
+    """A run started by hand (the editor's Execute button) uses the Settings node's default
+    prompt and session, and is resumed by our callback like a webhook-started one."""
+    stack.kie.generate_script = lambda base, body: [veo_success([f"{base}/files/manual.mp4"])]
+    rest = stack.n8n.rest
+    workflow = rest.get(f"/rest/workflows/{stack.workflow_id}").json()["data"]
+    resp = rest.post(
+        f"/rest/workflows/{stack.workflow_id}/run",
+        json={"workflowData": workflow, "triggerToStartFrom": {"name": "Start (manual)"}},
+    )
+    assert resp.status_code == 200, resp.text
+    execution_id = str(resp.json()["data"]["executionId"])
+    execution = stack.wait_execution(execution_id, {"success", "error", "crashed"})
+    assert execution["status"] == "success", execution["data"]["resultData"].get("error")
+    assert execution["mode"] == "manual"
+    [ready] = node_outputs(execution, "Video ready")
+    assert ready["sessionId"] == f"n8n-{execution_id}"
+    assert stack.kie.generated[-1]["body"]["prompt"].startswith("A red fox")
+    job = stack.job_for(f"n8n-{execution_id}", {"succeeded"})
+    assert same_link(ready["videoUrl"], job["videoUrls"][0])
