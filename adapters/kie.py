@@ -25,8 +25,15 @@ from typing import Any, ClassVar
 
 import httpx
 
+from webhook_poller.adapters import _signatures
 from webhook_poller.errors import ProviderTaskFailed, ProviderUnavailable, UnrecognizedResponse
-from webhook_poller.interfaces import PluginContext, PollResult, PollStatus, ProviderTask
+from webhook_poller.interfaces import (
+    CallbackHint,
+    PluginContext,
+    PollResult,
+    PollStatus,
+    ProviderTask,
+)
 from webhook_poller.model import ErrorCode
 
 SUCCESS_WORDS = frozenset(
@@ -319,6 +326,33 @@ def retry_after_s(response: httpx.Response, now: datetime | None = None) -> floa
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
+def _task_id_in(node: Mapping[str, Any]) -> str | None:
+    for key in ("taskId", "task_id"):
+        value = node.get(key)
+        if isinstance(value, str) and value.strip() and len(value) <= 256:
+            return value.strip()
+    return None
+
+
+def parse_kie_callback(body: bytes) -> CallbackHint | None:
+    """The task id of a KIE callback body and what it claims; ``None`` when it names none."""
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(payload, Mapping):
+        return None
+    data = payload.get("data")
+    task_id = (_task_id_in(data) if isinstance(data, Mapping) else None) or _task_id_in(payload)
+    if task_id is None:
+        return None
+    try:
+        status: PollStatus | None = parse_kie_payload(payload).status
+    except Exception:  # a failure envelope or an odd shape: the poll will tell
+        status = PollStatus.FAILED if _as_int(payload.get("code")) not in (None, 200) else None
+    return CallbackHint(task_id=task_id, status=status)
+
+
 class _KieAdapter:
     """Shared HTTP handling; subclasses name the status endpoint."""
 
@@ -334,6 +368,27 @@ class _KieAdapter:
         getter = getattr(key, "get_secret_value", None)
         self._api_key = str(getter() if callable(getter) else key or "")
         self.timeout_s = float(options.get("timeout_s") or 20.0)
+        hmac_key = options.get("webhook_hmac_key")
+        getter = getattr(hmac_key, "get_secret_value", None)
+        self._hmac_key = str(getter() if callable(getter) else hmac_key or "").strip()
+
+    # --- provider push (``callBackUrl`` -> POST /callbacks/kie) -----------------------------
+
+    def parse_callback(self, headers: Mapping[str, str], body: bytes) -> CallbackHint | None:
+        """``{code, msg, data: {taskId | task_id, ...}}`` (Veo, Market, 4K, Runway shapes)."""
+        return parse_kie_callback(body)
+
+    async def verify_callback(
+        self,
+        headers: Mapping[str, str],
+        body: bytes,
+        hint: CallbackHint,
+        http: httpx.AsyncClient,
+    ) -> bool:
+        """``X-Webhook-Signature`` when ``providers.kie.webhook_hmac_key`` is set."""
+        if not self._hmac_key:
+            return True
+        return _signatures.verify_kie(self._hmac_key, hint.task_id, headers)
 
     async def poll(self, task: ProviderTask, http: httpx.AsyncClient) -> PollResult:
         if not self._api_key:

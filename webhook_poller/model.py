@@ -223,6 +223,9 @@ class Job:
     run: int = 0
     #: How often the job was taken over after its worker's lease ran out.
     reclaims: int = 0
+    #: The provider is expected to push the result to /callbacks/{provider}: polling slows
+    #: to ``polling.push_fallback_interval_s`` but never stops.
+    expect_push: bool = False
     version: int = 0
     lease_owner: str | None = None
     lease_expires_at: datetime | None = None

@@ -29,7 +29,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import LeaseLost, StoreUnavailable
 from ..interfaces import PluginContext
-from ..model import ACTIVE_STATES, Delivery, Job, JobState
+from ..model import ACTIVE_STATES, Delivery, Job, JobState, dedupe_key
 from .batching import GroupCommit
 from .codec import delivery_from_dict, delivery_to_dict, dt, dumps, job_from_dict, job_to_dict
 from .keys import Keys
@@ -350,6 +350,13 @@ class RedisJobStore:
     async def get(self, job_id: str) -> Job | None:
         fields = await self._call(self.r.hgetall(self.keys.job(job_id)))
         return self._job(fields) if fields else None
+
+    async def find_by_task(self, provider: str, task_id: str) -> Job | None:
+        """The job polling ``task_id`` at adapter ``provider`` (the intake dedupe key)."""
+        job_id = await self._call(self.r.get(self.keys.dedupe(dedupe_key(provider, task_id))))
+        if not job_id:
+            return None
+        return await self.get(str(job_id))
 
     async def save(
         self, job: Job, *, expected_version: int, deliveries: Sequence[Delivery] = ()

@@ -22,7 +22,7 @@ import aiosqlite
 
 from ..errors import ConfigError, LeaseLost, StoreUnavailable
 from ..interfaces import PluginContext
-from ..model import ACTIVE_STATES, Delivery, Job
+from ..model import ACTIVE_STATES, Delivery, Job, dedupe_key
 from .batching import GroupCommit
 from .codec import (
     delivery_from_dict,
@@ -217,6 +217,14 @@ class SqliteJobStore:
 
     async def get(self, job_id: str) -> Job | None:
         cur = await self.db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        row = await cur.fetchone()
+        return self._job(row) if row else None
+
+    async def find_by_task(self, provider: str, task_id: str) -> Job | None:
+        """The job polling ``task_id`` at adapter ``provider`` (the intake dedupe key)."""
+        cur = await self.db.execute(
+            "SELECT * FROM jobs WHERE dedupe_key = ?", (dedupe_key(provider, task_id),)
+        )
         row = await cur.fetchone()
         return self._job(row) if row else None
 
