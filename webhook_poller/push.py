@@ -6,8 +6,9 @@ that task is then made due now, so the scheduler re-reads the task from the prov
 endpoint before any result URL is used. Nothing in the push body is stored. So:
 
 * a duplicate, late or out-of-order push is harmless: a job that is downloading or done is
-  left alone, and a job polled less than :data:`MIN_GAP_S` ago is polled again only after
-  that gap (one extra status read per gap at most, whatever the sender does);
+  left alone, a job already due is not touched, and a job polled less than
+  :data:`MIN_GAP_S` ago is polled again only after that gap (at most one extra status read
+  per gap, whatever the sender does);
 * an unknown task id answers 200 like a known one (the answer carries no job data);
 * a forged push (wrong or missing signature while a secret is configured) is refused with 401
   and changes nothing.
@@ -78,7 +79,11 @@ async def receive(
         log.exception("push_parse_crashed", provider=provider)
         hint = None
     if hint is None:
-        raise RequestRejected("the push names no task this provider knows how to read")
+        raise RequestRejected(
+            "the push names no task this provider knows how to read",
+            status_code=400,
+            code="bad_request",
+        )
     try:
         verified = await first.verify_callback(headers, body, hint, services.provider_http)
     except Exception:
@@ -137,7 +142,8 @@ async def nudge(services: Services, job_id: str) -> bool:
         if leased and loop.time() < give_up_waiting:
             await asyncio.sleep(0.05)
             continue
-        due = max(now, job.updated_at + timedelta(seconds=MIN_GAP_S))
+        # a job never polled goes now; one just polled waits out the gap (duplicate pushes)
+        due = now if job.polls == 0 else max(now, job.updated_at + timedelta(seconds=MIN_GAP_S))
         if not leased and job.due_at <= due:
             return False  # due already: the next claim polls it
         changed = dataclasses.replace(job, due_at=due, lease_owner=None, lease_expires_at=None)
