@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.support import emu_fal, emu_replicate
+from tests.support import emu_fal, emu_replicate, kie_declarative
 from tests.support import kie_emulator as kie
 from tests.support.servers import serve_in_thread
 from tests.support.service import CallbackReceiver, base_config, run_service, wait_for
@@ -251,6 +251,28 @@ def test_market_jobs_are_found_through_the_kie_family(tmp_path, emulator):
         resp = c.post("/callbacks/kie", content=body, headers=kie_headers("push-6"))
         assert resp.status_code == 200
         wait_for(lambda: job(c, job_id)["status"] == "succeeded", timeout=5)
+
+
+def test_unsigned_family_push_and_minimax_url_check(tmp_path, emulator):
+    """A family that signs nothing (MiniMax here, on a declarative section) still finds its
+    job by task id and has it polled; MiniMax's challenge is echoed, and stores nothing."""
+    emulator.script("mm-1", [kie.market("success", [f"{emulator.url}/files/g.mp4"])])
+    section = kie_declarative.section(emulator.url, kie.API_KEY)
+    cfg = base_config(
+        tmp_path,
+        providers={"minimax": section},
+        models={"hailuo-direct*": "minimax", "veo*": "kie-veo"},
+        polling=SLOW,
+    )
+    with run_service(cfg) as url, httpx.Client(base_url=url) as c:
+        check = c.post("/callbacks/minimax", json={"challenge": "abc-123"})
+        assert check.status_code == 200 and check.json() == {"challenge": "abc-123"}
+        job_id = post_job(c, "mm-1", model="hailuo-direct-02")
+        assert emulator.calls_for("mm-1") == []
+        push = {"task_id": "mm-1", "status": "Success", "file_id": "1", "base_resp": {}}
+        assert c.post("/callbacks/minimax", json=push).status_code == 200
+        wait_for(lambda: job(c, job_id)["status"] == "succeeded", timeout=5)
+        assert c.post("/callbacks/luma", json={"id": "mm-1"}).status_code == 404
 
 
 # --- Replicate: Standard Webhooks -----------------------------------------------------------

@@ -315,6 +315,9 @@ class Api:
             raise NotFound("no such provider")
         body = await self.read_body(request, limit=push.MAX_PUSH_BYTES)
         headers = {k.lower(): v for k, v in request.headers.items()}
+        challenge = push.challenge_answer(body)
+        if challenge is not None and push.receivers_for(self.svc, provider):
+            return JSONResponse(challenge)
         try:
             moved = await push.receive(self.svc, provider, headers, body)
         except RequestRejected:

@@ -361,10 +361,13 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     "200": _json(
                         {
                             "type": "object",
-                            "required": ["ok"],
-                            "properties": {"ok": {"const": True}},
+                            "properties": {
+                                "ok": {"const": True},
+                                "challenge": {"type": "string"},
+                            },
                         },
-                        "Accepted (also for a task we do not know; no job data)",
+                        "Accepted (also for a task we do not know; no job data), or"
+                        " MiniMax's URL check echoed",
                     ),
                     **_errors(400, 401, 404, 413, 503),
                 },

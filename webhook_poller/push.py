@@ -22,10 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 from collections.abc import Mapping
 from datetime import timedelta
+from typing import Any, ClassVar
 from urllib.parse import quote
 
+import httpx
 import structlog
 
 from .config import Settings
@@ -54,14 +57,84 @@ def push_callback_url(settings: Settings, provider: str) -> str:
     return f"{settings.server.base_url()}/callbacks/{quote(provider, safe='')}"
 
 
+def _json_object(body: bytes) -> Mapping[str, Any] | None:
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return None
+    return value if isinstance(value, Mapping) else None
+
+
+def _plain_id(value: Any) -> str | None:
+    if isinstance(value, str) and value.strip() and len(value) <= 256 and value.isprintable():
+        return value.strip()
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+class UnsignedPushes:
+    """Push reading for families that sign nothing, for adapters without their own hooks.
+
+    Luma posts the Generation object (``{id, state, ...}``) to ``callback_url``; MiniMax posts
+    ``{task_id, status, file_id, base_resp}`` and first checks the URL with a
+    ``{"challenge": ...}`` that must be echoed (see :func:`challenge_answer`). There is no
+    signature to check, so such a push only ever makes the job be polled.
+    """
+
+    ID_KEYS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "luma": ("id", "generation_id"),
+        "minimax": ("task_id", "taskId"),
+    }
+
+    def __init__(self, family: str) -> None:
+        self.keys = self.ID_KEYS[family]
+
+    def parse_callback(self, headers: Mapping[str, str], body: bytes) -> CallbackHint | None:
+        payload = _json_object(body)
+        if payload is None:
+            return None
+        for node in (payload, payload.get("data"), payload.get("generation")):
+            if isinstance(node, Mapping):
+                for key in self.keys:
+                    task_id = _plain_id(node.get(key))
+                    if task_id is not None:
+                        return CallbackHint(task_id=task_id)
+        return None
+
+    async def verify_callback(
+        self,
+        headers: Mapping[str, str],
+        body: bytes,
+        hint: CallbackHint,
+        http: httpx.AsyncClient,
+    ) -> bool:
+        return True
+
+
+def challenge_answer(body: bytes) -> dict[str, Any] | None:
+    """MiniMax's URL check: a body that is only ``{"challenge": "..."}`` is echoed back."""
+    payload = _json_object(body)
+    if payload is None or set(payload) != {"challenge"}:
+        return None
+    value = payload["challenge"]
+    if not isinstance(value, str) or len(value) > 512:
+        return None
+    return {"challenge": value}
+
+
 def receivers_for(services: Services, provider: str) -> list[tuple[str, ReceivesCallbacks]]:
     """(adapter name, adapter) of every built adapter of that family or name that takes pushes."""
-    found = []
+    found: list[tuple[str, ReceivesCallbacks]] = []
     for name, adapter in services.adapters.items():
         gate = services.gates.get(name)
         section = gate.section if gate is not None else name
-        if provider in (name, section) and isinstance(adapter, ReceivesCallbacks):
+        if provider not in (name, section):
+            continue
+        if isinstance(adapter, ReceivesCallbacks):
             found.append((name, adapter))
+        elif section in UnsignedPushes.ID_KEYS:
+            found.append((name, UnsignedPushes(section)))
     return found
 
 
