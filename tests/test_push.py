@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.support import emu_fal, emu_replicate, kie_declarative
+from tests.support import emu_fal, emu_gemini, emu_replicate, kie_declarative
 from tests.support import kie_emulator as kie
 from tests.support.servers import serve_in_thread
 from tests.support.service import CallbackReceiver, base_config, run_service, wait_for
@@ -112,6 +112,7 @@ def test_signed_kie_push_stores_video_and_calls_back_within_a_second(tmp_path, e
             done = wait_for(lambda: (b := job(c, job_id))["status"] == "succeeded" and b, 5)
     assert elapsed < 1.0, f"the push took {elapsed:.2f} s to reach the callback"
     assert done["status"] == "succeeded" and done["metadata"][0]["codec"] == "h264"
+    assert done["expectPush"] is True
     assert len(emulator.calls_for("push-1")) == 1, "the status is read again, once"
     [event] = receiver.events()
     assert event["verified"] and event["body"]["taskId"] == "push-1"
@@ -309,6 +310,40 @@ def test_replicate_push_is_verified_with_standard_webhooks(tmp_path):
             assert emu.calls_for("pred-1") == []
             resp = c.post("/callbacks/replicate", content=body, headers=headers)
             assert resp.status_code == 200
+            wait_for(lambda: job(c, job_id)["status"] == "succeeded", timeout=5)
+
+
+def standard_headers(secret: str, body: bytes, msg_id: str = "msg_1") -> dict[str, str]:
+    stamp = datetime.now(UTC)
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(stamp.timestamp())),
+        "webhook-signature": Webhook(secret).sign(msg_id, stamp, body.decode()),
+    }
+
+
+def test_gemini_push_matches_the_operation_however_it_is_spelled(tmp_path):
+    """A signed Gemini operation push finds the job even when the caller posted the name
+    with ``v1beta/``; without the signature it is 401."""
+    emu = emu_gemini.GeminiEmulator()
+    with emu.start():
+        name = emu_gemini.op_name("g-1")
+        emu.script(name, [emu_gemini.done(name, [emu.file_uri("g-file")])])
+        providers = {
+            "gemini": {
+                "base_url": emu.url,
+                "api_key": emu_gemini.API_KEY,
+                "min_interval_s": 0,
+                "webhook_secret": REPLICATE_SECRET,
+            }
+        }
+        cfg = base_config(tmp_path, providers=providers, polling=SLOW)
+        with run_service(cfg) as url, httpx.Client(base_url=url) as c:
+            job_id = post_job(c, f"v1beta/{name}", model=emu_gemini.MODEL, expectPush=True)
+            body = json.dumps({"name": name, "done": True}).encode()
+            assert c.post("/callbacks/gemini", content=body).status_code == 401
+            headers = standard_headers(REPLICATE_SECRET, body)
+            assert c.post("/callbacks/gemini", content=body, headers=headers).status_code == 200
             wait_for(lambda: job(c, job_id)["status"] == "succeeded", timeout=5)
 
 

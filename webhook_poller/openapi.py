@@ -168,6 +168,7 @@ _SCHEMAS: dict[str, Any] = {
             "message": {"type": "string"},
             "attempts": {"type": "integer"},
             "elapsedSeconds": {"type": "number"},
+            "expectPush": {"type": "boolean"},
             "error": _ref("JobError"),
             "videoUrls": {"type": "array", "items": {"type": "string"}},
             "metadata": {"type": "array", "items": _ref("VideoMetadata")},

@@ -150,6 +150,8 @@ class PollPolicy:
             )
         if job.state is JobState.DELAYED:
             base = self.polling.delayed_interval_s
+            if job.expect_push:  # delayed never polls a push job faster than before
+                base = max(base, self.push_interval_s)
         elif job.expect_push:
             # The push is the fast path; this poll is the net for a missed one.
             base = self.push_interval_s

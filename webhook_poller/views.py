@@ -73,6 +73,7 @@ def job_json(
             ],
             "metadata": [r.metadata.to_dict() for r in refs],
             "callbackUrl": bool(job.callback_url),
+            "expectPush": job.expect_push,
             "context": dict(job.context) if job.context is not None else None,
         }
     )
