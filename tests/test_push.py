@@ -30,8 +30,9 @@ from tests.support.servers import serve_in_thread
 from tests.support.service import CallbackReceiver, base_config, run_service, wait_for
 from webhook_poller.adapters._signatures import fal_message, kie_signature
 from webhook_poller.config import PollingSettings
-from webhook_poller.interfaces import JobStore
+from webhook_poller.interfaces import JobStore, PollResult, PollStatus
 from webhook_poller.model import Job, JobState
+from webhook_poller.policy import PollPolicy
 from webhook_poller.push import push_callback_url
 from webhook_poller.services import ProviderGate
 
@@ -469,3 +470,32 @@ async def test_store_finds_a_job_by_provider_task(store: JobStore):
     assert found is not None and found.id == "job_find1" and found.expect_push
     assert await store.find_by_task("kie-market", "task/with:odd chars") is None
     assert await store.find_by_task("kie-veo", "task/with") is None
+
+
+@pytest.mark.parametrize(
+    ("expect_push", "state", "expected_s"),
+    [
+        (False, JobState.POLLING, 60.0),
+        (True, JobState.POLLING, 300.0),
+        (True, JobState.DELAYED, 300.0),  # max(delayed 120, fallback 300)
+        (False, JobState.DELAYED, 120.0),
+    ],
+)
+def test_pending_answer_schedules_push_jobs_at_the_fallback(expect_push, state, expected_s):
+    polling = PollingSettings(jitter=0, delayed_interval_s=120, max_attempts=1000)
+    policy = PollPolicy(polling, min_interval_s=0, push_interval_s=300.0)
+    now = datetime.now(UTC)
+    pending = Job(
+        id="job_p",
+        session_id="s",
+        task_id="t",
+        model="veo3",
+        provider="kie-veo",
+        state=state,
+        created_at=now,
+        updated_at=now,
+        due_at=now,
+        expect_push=expect_push,
+    )
+    outcome = policy.after_answer(pending, PollResult(PollStatus.PENDING), now)
+    assert outcome.job.due_at == now + timedelta(seconds=expected_s)
