@@ -24,6 +24,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 
 import httpx
+from pydantic import SecretStr
 
 from webhook_poller.adapters import _signatures
 from webhook_poller.errors import ProviderTaskFailed, ProviderUnavailable, UnrecognizedResponse
@@ -35,6 +36,7 @@ from webhook_poller.interfaces import (
     ProviderTask,
 )
 from webhook_poller.model import ErrorCode
+from webhook_poller.options import PluginOptions, ProviderOptions
 
 SUCCESS_WORDS = frozenset(
     {"success", "succeeded", "succeed", "completed", "complete", "done", "finished", "ok"}
@@ -353,11 +355,22 @@ def parse_kie_callback(body: bytes) -> CallbackHint | None:
     return CallbackHint(task_id=task_id, status=status)
 
 
+class KieOptions(ProviderOptions):
+    """``providers.kie``, shared by Veo and Market: the keys every provider family knows
+    (``base_url``, ``api_key``, ``min_interval_s``, ``max_requests_per_s``, ``timeout_s``,
+    ``interval_s``, ``first_poll_delay_s``, ``delayed_interval_s``), and the push key."""
+
+    #: The account's ``webhookHmacKey`` (kie.ai settings): checks ``X-Webhook-Signature`` of
+    #: pushes to /callbacks/kie. Unset: a push is accepted unsigned (it stays a hint).
+    webhook_hmac_key: SecretStr | None = None
+
+
 class _KieAdapter:
     """Shared HTTP handling; subclasses name the status endpoint."""
 
     name = "kie"
     config_section = "kie"
+    Options: ClassVar[type[PluginOptions]] = KieOptions
     path = ""
     #: The Market page: result URLs "typically expire after 24 hours".
     result_link_ttl_s: ClassVar[float] = 86400.0
@@ -389,6 +402,10 @@ class _KieAdapter:
         if not self._hmac_key:
             return True
         return _signatures.verify_kie(self._hmac_key, hint.task_id, headers)
+
+    def missing_credentials(self) -> str | None:
+        """The setting to fill in while no API key is configured, else None."""
+        return None if self._api_key else "providers.kie.api_key (or KIE_API_KEY)"
 
     async def poll(self, task: ProviderTask, http: httpx.AsyncClient) -> PollResult:
         if not self._api_key:

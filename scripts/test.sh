@@ -21,7 +21,8 @@ fi
 
 PY="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+# constraints.txt pins what the tests ran with, so a fresh machine gets the same versions.
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' -c constraints.txt
 # the example third-party notifier: the plug-in test loads it through its entry point
 .venv/bin/python -m pip install -q --disable-pip-version-check -e examples/notifier-email
 

@@ -241,6 +241,15 @@ class Api:
                 field="model",
                 extra={"knownModels": known},
             )
+        missing = svc.missing_credentials(adapter)
+        if missing:
+            raise RequestRejected(
+                f"model {data['model']!r} goes to provider {adapter!r}, which has no API key; "
+                f"set {missing}",
+                field="model",
+                code="provider_not_configured",
+                extra={"missingKey": missing},
+            )
         now = utcnow()
         delay = svc.gate_for(adapter).first_poll_delay_s
         job = Job(

@@ -82,6 +82,9 @@ class ProviderAdapter(Protocol):
     - ``async submit(request, http) -> str``: start a generation, return the task id.
     - ``parse_callback`` / ``verify_callback``: receive a provider push (see
       :class:`ReceivesCallbacks`).
+    - ``missing_credentials() -> str | None``: the setting still to fill in (for example
+      ``"providers.kie.api_key (or KIE_API_KEY)"``) when the adapter cannot poll without it;
+      the service warns at start-up and refuses such jobs at intake with a 422.
 
     Class attributes the core reads: ``config_section`` (the ``providers.<family>`` block,
     default the adapter name), ``Options`` (see :mod:`.options`) and

@@ -174,6 +174,15 @@ _SCHEMAS: dict[str, Any] = {
             "metadata": {"type": "array", "items": _ref("VideoMetadata")},
             "deliveries": {"type": "array", "items": _ref("Delivery")},
             "queuePosition": {"type": "integer"},
+            "hasCallback": {
+                "type": "boolean",
+                "description": "Whether the job was posted with a callbackUrl (never shown)",
+            },
+            "callbackUrl": {
+                "type": "boolean",
+                "deprecated": True,
+                "description": "Old name of hasCallback; removed in the next release",
+            },
         },
     },
 }

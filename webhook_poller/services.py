@@ -120,6 +120,12 @@ class Services:
     def gate_for(self, adapter_name: str) -> ProviderGate:
         return self.gates[adapter_name]
 
+    def missing_credentials(self, adapter_name: str) -> str | None:
+        """What the adapter still needs configured before it can poll (its own hook)."""
+        hook = getattr(self.adapters.get(adapter_name), "missing_credentials", None)
+        missing = hook() if callable(hook) else None
+        return str(missing) if missing else None
+
     def callback_notifier(self, url: str) -> Notifier:
         cls = plugins.load("notifier", "webhook")
         notifier: Notifier = cls.for_callback(url, self.context)
@@ -199,7 +205,7 @@ def build_services(settings: Settings) -> Services:
         gates[adapter_name] = section_gates[section]
 
     notifiers = build_notifiers(settings, context)
-    return Services(
+    services = Services(
         settings=settings,
         store=store,
         blobs=blobs,
@@ -212,6 +218,18 @@ def build_services(settings: Settings) -> Services:
         sessions=SessionSource(settings, store),
         context=context,
     )
+    for adapter_name in adapters:
+        missing = services.missing_credentials(adapter_name)
+        models = [p for p, a in settings.models.items() if a == adapter_name]
+        if missing and models:  # routed; an unrouted one is only reached by intake's provider
+            log.warning(
+                "provider_key_missing",
+                adapter=adapter_name,
+                models=models,
+                missing=missing,
+                effect="jobs for these models are refused at intake with 422",
+            )
+    return services
 
 
 def adapter_class(settings: Settings, adapter_name: str) -> tuple[Any, str]:
