@@ -7,6 +7,7 @@ fal emulators, a JWKS server with a key generated here, and a callback receiver.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import itertools
 import json
@@ -35,6 +36,7 @@ from webhook_poller.model import Job, JobState
 from webhook_poller.policy import PollPolicy
 from webhook_poller.push import push_callback_url
 from webhook_poller.services import ProviderGate
+from webhook_poller.stores.sqlite import SqliteJobStore
 
 HMAC_KEY = "test-kie-webhook-hmac-key"
 REPLICATE_SECRET = "whsec_" + base64.b64encode(b"replicate-webhook-test-secret!!").decode()
@@ -499,3 +501,38 @@ def test_pending_answer_schedules_push_jobs_at_the_fallback(expect_push, state, 
     )
     outcome = policy.after_answer(pending, PollResult(PollStatus.PENDING), now)
     assert outcome.job.due_at == now + timedelta(seconds=expected_s)
+
+
+async def test_push_for_a_job_held_by_a_stalled_worker_takes_it_over(tmp_path, emulator):
+    """A worker took the job and never came back (its lease runs a minute): the push waits
+    a few seconds for it, then takes the job back and has it polled; nothing is lost."""
+    emulator.script("push-7", [kie.veo_success([f"{emulator.url}/files/h.mp4"])])
+    cfg = kie_push_config(tmp_path, emulator)
+    with run_service(cfg) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=20) as c:
+            posted = await c.post(
+                "/poll-video",
+                json={"sessionId": "s", "taskId": "push-7", "model": "veo3", "expectPush": True},
+            )
+            job_id = posted.json()["jobId"]
+            stalled = SqliteJobStore({"url": cfg["store"]["url"]})
+            await stalled.open()
+            try:
+                later = datetime.now(UTC) + timedelta(seconds=61)
+                [held] = await stalled.claim_due("stalled-worker", later, 0, 1)
+                assert held.id == job_id
+            finally:
+                await stalled.close()
+            started = time.monotonic()
+            body = kie_push_body("push-7", [])
+            resp = await c.post("/callbacks/kie", content=body, headers=kie_headers("push-7"))
+            assert resp.status_code == 200
+            waited = time.monotonic() - started
+            for _ in range(100):
+                if (await c.get(f"/jobs/{job_id}")).json()["status"] == "succeeded":
+                    break
+                await asyncio.sleep(0.05)
+            final = (await c.get(f"/jobs/{job_id}")).json()
+    assert final["status"] == "succeeded"
+    assert waited >= 4.5, "the push first gives the worker holding the job a chance"
+    assert len(emulator.calls_for("push-7")) == 1
