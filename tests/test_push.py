@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import itertools
 import json
 import threading
@@ -472,6 +473,41 @@ async def test_store_finds_a_job_by_provider_task(store: JobStore):
     assert found is not None and found.id == "job_find1" and found.expect_push
     assert await store.find_by_task("kie-market", "task/with:odd chars") is None
     assert await store.find_by_task("kie-veo", "task/with") is None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SeveralTasksJob(Job):
+    """A job that started several provider tasks itself, as POST /generate jobs do."""
+
+    task_ids: tuple[str, ...] = ()
+
+
+async def test_store_finds_each_task_of_a_job_that_started_several(store: JobStore):
+    """Every task of a several-task job is found, after create and after a save adds one;
+    a deleted job is found no more."""
+    now = datetime.now(UTC)
+    made = SeveralTasksJob(
+        id="job_many",
+        session_id="s",
+        task_id="gen-a",
+        model="veo3",
+        provider="kie-veo",
+        state=JobState.QUEUED,
+        created_at=now,
+        updated_at=now,
+        due_at=now,
+        task_ids=("gen-a", "gen-b"),
+    )
+    stored, created = await store.create(made)
+    assert created
+    grown = dataclasses.replace(made, task_ids=("gen-a", "gen-b", "gen-c"))
+    await store.save(grown, expected_version=stored.version)
+    for task in ("gen-b", "gen-c"):
+        found = await store.find_by_task("kie-veo", task)
+        assert found is not None and found.id == "job_many", task
+    assert await store.find_by_task("kie-market", "gen-b") is None
+    assert await store.delete("job_many")
+    assert await store.find_by_task("kie-veo", "gen-c") is None
 
 
 @pytest.mark.parametrize(

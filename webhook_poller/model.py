@@ -252,6 +252,16 @@ class Job:
         return max(0.0, (end - self.created_at).total_seconds())
 
 
+def indexed_task_ids(job: Job) -> tuple[str, ...]:
+    """Provider task ids of ``job`` that stores index for pushes besides its dedupe key.
+
+    A job polled for one posted task is found by its dedupe key, so this is empty for it.
+    A job that started several tasks itself (``POST /generate``: ``task_ids``) is unique by
+    its Idempotency-Key instead, so each of its tasks needs an index entry to be found.
+    """
+    return tuple(t for t in getattr(job, "task_ids", ()) or () if t)
+
+
 def dedupe_key(provider: str, task_id: str) -> str:
     """The intake idempotency key: one job per provider task."""
     return f"{provider}:{task_id}"
