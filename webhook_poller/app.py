@@ -34,7 +34,7 @@ from starlette.responses import (
 )
 from starlette.routing import Mount, Route
 
-from . import downloads, inputs, lifecycle, live, net
+from . import downloads, inputs, lifecycle, live, net, push
 from . import metrics as metrics_mod
 from .config import Settings
 from .errors import (
@@ -124,8 +124,8 @@ class Api:
                 "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
             )
 
-    async def read_body(self, request: Request) -> bytes:
-        limit = self.settings.server.max_body_bytes
+    async def read_body(self, request: Request, limit: int | None = None) -> bytes:
+        limit = limit or self.settings.server.max_body_bytes
         declared = request.headers.get("content-length")
         if declared and (not declared.isascii() or not declared.isdigit() or len(declared) > 18):
             raise RequestRejected("the Content-Length header is not a number", status_code=400)
@@ -194,6 +194,7 @@ class Api:
             "context": _json_object(
                 _pick(data, "context"), "context", self.settings.server.max_context_bytes
             ),
+            "expectPush": _flag(_pick(data, "expectPush", "expect_push"), "expectPush"),
         }
 
     def _provider(self, value: Any) -> str | None:
@@ -267,6 +268,7 @@ class Api:
             start_attempt=data["attempt"],
             callback_url=data["callbackUrl"],
             context=data["context"],
+            expect_push=data["expectPush"],
         )
         stored, created = await self._store_call(svc.store.create(job))
         callback = "registered" if data["callbackUrl"] and created else None
@@ -314,6 +316,30 @@ class Api:
                 self.scheduler.poke()
             self.svc.changes.notify()
         return job, case
+
+    # --- provider push -----------------------------------------------------------------
+
+    async def provider_push(self, request: Request) -> Response:
+        """``POST /callbacks/{provider}``: public (providers sign, we do not hand out tokens);
+        the answer is the same for every accepted push and carries no job data."""
+        provider = request.path_params["provider"]
+        if len(provider) > 64 or not provider.isprintable():
+            raise NotFound("no such provider")
+        body = await self.read_body(request, limit=push.MAX_PUSH_BYTES)
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        challenge = push.challenge_answer(body)
+        if challenge is not None and push.receivers_for(self.svc, provider):
+            return JSONResponse(challenge)
+        try:
+            moved = await push.receive(self.svc, provider, headers, body)
+        except RequestRejected:
+            raise
+        except Exception as exc:  # the store is down: polling is the safety net
+            log.warning("push_dropped", provider=provider, error=str(exc)[:200])
+            return JSONResponse({"ok": True})
+        if moved and self.scheduler is not None:
+            self.scheduler.poke()
+        return JSONResponse({"ok": True})
 
     # --- jobs --------------------------------------------------------------------------
 
@@ -752,6 +778,17 @@ def _required_str(data: Mapping[str, Any], field: str, *aliases: str) -> str:
     return value
 
 
+def _flag(value: Any, field: str) -> bool:
+    """An optional true/false field; a form post sends it as text."""
+    if value is None or value == "":
+        return False
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0"):
+        return value.strip().lower() in ("true", "1")
+    raise RequestRejected(f"{field} must be true or false", field=field)
+
+
 def _attempt(value: Any) -> int:
     return inputs.client_int(
         value, "attempt", default=1, low=1, high=10000, allow_integral_float=True
@@ -822,6 +859,7 @@ def create_app(
         Route("/jobs/{job_id}/events", api.job_events, methods=["GET"]),
         Route("/jobs/{job_id}/videos/{index}", api.video, methods=["GET", "HEAD"]),
         Route("/sessions/{session_id}", api.put_session, methods=["PUT"]),
+        Route("/callbacks/{provider}", api.provider_push, methods=["POST"]),
         Route("/healthz", api.healthz, methods=["GET"]),
         Route("/readyz", api.readyz, methods=["GET"]),
     ]

@@ -162,6 +162,10 @@ class PollingSettings(_Section):
     max_active_jobs: int | None = Field(None, ge=1)
     #: Longest sleep of the scheduler between two looks at the store.
     tick_s: float = Field(1.0, gt=0)
+    #: Poll spacing of a job whose provider pushes the result to /callbacks/{provider}
+    #: (expectPush): the safety net for a missed push. An interval_s the user set rules
+    #: when this key is not set (see PollPolicy).
+    push_fallback_interval_s: float = Field(300.0, gt=0)
 
 
 class SecuritySettings(_Section):

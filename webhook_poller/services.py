@@ -104,6 +104,14 @@ class ProviderGate:
         if user_interval and options.get("min_interval_s") == builtin_min:
             min_interval = min(min_interval, self.polling.interval_s)
         self.min_interval_s = min_interval
+        # Jobs that expect a push poll at push_fallback_interval_s; an interval_s the user
+        # set rules over its default, as it does over the built-in spacing above.
+        user_fallback = "push_fallback_interval_s" in polling.model_fields_set
+        self.push_interval_s = (
+            self.polling.interval_s
+            if user_interval and not user_fallback
+            else polling.push_fallback_interval_s
+        )
         self.paused_until = 0.0
         self.shared = shared
         self._shared_down = False

@@ -77,6 +77,7 @@ def job_json(
             # Deprecated: the same boolean under its old, URL-like name; kept for one release
             # for outside checks that read it. The URL itself is never shown (it may be signed).
             "callbackUrl": has_callback,
+            "expectPush": job.expect_push,
             "context": dict(job.context) if job.context is not None else None,
         }
     )
