@@ -49,9 +49,10 @@ class LinkSigner:
         nonce: str | None,
         now: float | None = None,
     ) -> bool:
-        if not _checkable(expires, sig, now):
+        checked = _checkable(expires, sig, now)
+        if checked is None:
             return False
-        return hmac.compare_digest(self._path_sig(path, int(str(expires)), nonce or ""), sig)
+        return hmac.compare_digest(self._path_sig(path, checked[0], nonce or ""), checked[1])
 
     def verify(
         self,
@@ -61,19 +62,22 @@ class LinkSigner:
         sig: str | None,
         now: float | None = None,
     ) -> bool:
-        if not _checkable(expires, sig, now):
+        checked = _checkable(expires, sig, now)
+        if checked is None:
             return False
-        return hmac.compare_digest(self._sig(job_id, index, int(str(expires))), sig)
+        return hmac.compare_digest(self._sig(job_id, index, checked[0]), checked[1])
 
 
-def _checkable(expires: str | None, sig: str | None, now: float | None) -> bool:
-    """Whether ``expires`` is a Unix time still in the future and ``sig`` can be compared.
+def _checkable(expires: str | None, sig: str | None, now: float | None) -> tuple[int, str] | None:
+    """``(expires, sig)`` when ``expires`` is a Unix time still in the future and ``sig`` can
+    be compared, else None.
 
     Only ASCII is either: ``isdigit()`` accepts "²", which ``int()`` refuses, and
     ``hmac.compare_digest`` raises on non-ASCII text, ``int()`` on more than 4300 digits.
     """
     if not sig or not sig.isascii() or not expires:
-        return False
+        return None
     if not (expires.isascii() and expires.isdigit()) or len(expires) > 12:
-        return False  # int() refuses thousands of digits; 12 reach the year 33658
-    return int(expires) >= (now if now is not None else time.time())
+        return None  # int() refuses thousands of digits; 12 reach the year 33658
+    at = int(expires)
+    return (at, sig) if at >= (now if now is not None else time.time()) else None

@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import SplitResult, urljoin, urlsplit
 
 import httpcore
 import httpx
@@ -90,9 +90,9 @@ def redact_url(url: str) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
-def _safe_port(parts: Any) -> int | None:
+def _safe_port(parts: SplitResult) -> int | None:
     try:
-        return parts.port  # type: ignore[no-any-return]
+        return parts.port
     except ValueError:
         return None
 
@@ -163,7 +163,7 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
             )
         except socket.gaierror as exc:
             raise httpcore.ConnectError(f"cannot resolve {host}: {exc.strerror}") from exc
-        addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+        addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
         # Refuse when ANY answer is forbidden: a name that also points inward is not one we
         # want to half-trust, and it keeps the rule independent of address order.
         for ip in addresses:

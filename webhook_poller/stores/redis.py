@@ -20,7 +20,7 @@ import os
 import time
 from collections.abc import Awaitable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
 import structlog
@@ -38,6 +38,23 @@ from .keys import Keys
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
+_SaveItem = tuple[Job, int, tuple[Delivery, ...]]
+
+
+# The connection decodes every reply (decode_responses=True), which redis-py's types cannot
+# know: they say ``bytes | str`` everywhere. These two say it once.
+def _hash(reply: Mapping[bytes | str, bytes | str]) -> dict[str, str]:
+    return cast("dict[str, str]", reply)
+
+
+def _scored(reply: list[Any]) -> list[tuple[str, float]]:
+    """A ``withscores=True`` range: (member, score) pairs."""
+    return cast("list[tuple[str, float]]", reply)
+
+
+def _text(reply: bytes | str | None) -> str | None:
+    return cast("str | None", reply)
+
 
 _CREATE = """
 local p = ARGV[1]
@@ -279,8 +296,8 @@ class RedisJobStore:
         self.keys = Keys(str(options.get("key_prefix") or "wp:"))
         self._redis: aioredis.Redis | None = None
         self._scripts: dict[str, Any] = {}
-        self._creates = GroupCommit(self._create_batch)
-        self._saves = GroupCommit(self._save_batch)
+        self._creates: GroupCommit[Job, tuple[int, str]] = GroupCommit(self._create_batch)
+        self._saves: GroupCommit[_SaveItem, Job] = GroupCommit(self._save_batch)
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -361,8 +378,9 @@ class RedisJobStore:
             return await self.create(job)
         return existing, False
 
-    async def _create_batch(self, jobs: list[Job]) -> list[tuple[Any, Any]]:
-        """Every job's create script in one pipeline: one round trip for the batch."""
+    async def _create_batch(self, jobs: list[Job]) -> list[tuple[int, str]]:
+        """Every job's create script in one pipeline: one round trip for the batch. Each
+        script answers ``[created (1 or 0), id of the job owning the dedupe key]``."""
         pipe = self.r.pipeline(transaction=False)
         script = self._scripts["create"]
         for job in jobs:
@@ -389,7 +407,7 @@ class RedisJobStore:
         return list(await self._call(pipe.execute()))
 
     async def get(self, job_id: str) -> Job | None:
-        fields = await self._call(self.r.hgetall(self.keys.job(job_id)))
+        fields = _hash(await self._call(self.r.hgetall(self.keys.job(job_id))))
         return self._job(fields) if fields else None
 
     async def find_by_task(self, provider: str, task_id: str) -> Job | None:
@@ -420,9 +438,7 @@ class RedisJobStore:
     ) -> Job:
         return await self._saves.submit((job, expected_version, tuple(deliveries)))
 
-    async def _save_batch(
-        self, items: list[tuple[Job, int, tuple[Delivery, ...]]]
-    ) -> list[Job | LeaseLost]:
+    async def _save_batch(self, items: list[_SaveItem]) -> list[Job | LeaseLost]:
         """Every compare-and-set script of the batch in one pipeline (one round trip)."""
         pipe = self.r.pipeline(transaction=False)
         script = self._scripts["save"]
@@ -510,8 +526,10 @@ class RedisJobStore:
         scanned = 0
         last_score: float | None = None
         while len(found) <= limit and scanned < MAX_LIST_SCAN:
-            batch = await self._call(
-                self.r.zrevrangebyscore(source, top, "-inf", start=0, num=200, withscores=True)
+            batch = _scored(
+                await self._call(
+                    self.r.zrevrangebyscore(source, top, "-inf", start=0, num=200, withscores=True)
+                )
             )
             if not batch:
                 last_score = None
@@ -549,7 +567,7 @@ class RedisJobStore:
         return {s.value: int(n) for s, n in zip(JobState, counts, strict=True) if n}
 
     async def queue_position(self, job: Job) -> int | None:
-        seq = await self._call(self.r.hget(self.keys.job(job.id), "seq"))
+        seq = _text(await self._call(self.r.hget(self.keys.job(job.id), "seq")))
         if seq is None:
             return None
         count = await self._call(self.r.zcount(self.keys.state("queued"), "-inf", seq))
@@ -622,7 +640,7 @@ class RedisJobStore:
         key = Keys.session(session_id)
         kind = await self._call(self.r.type(key))
         if kind == "hash":
-            return dict(await self._call(self.r.hgetall(key)))
+            return _hash(await self._call(self.r.hgetall(key)))
         raw = await self._call(self.r.get(key)) if kind == "string" else None
         if raw is None:
             return None

@@ -79,6 +79,7 @@ CREATE TABLE IF NOT EXISTS sessions (
 );
 """
 
+_SaveItem = tuple[Job, int, tuple[Delivery, ...]]
 _ACTIVE = tuple(sorted(s.value for s in ACTIVE_STATES))
 
 
@@ -100,8 +101,8 @@ class SqliteJobStore:
         self.path = sqlite_path(str(options["url"]))
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
-        self._creates = GroupCommit(self._create_batch)
-        self._saves = GroupCommit(self._save_batch)
+        self._creates: GroupCommit[Job, tuple[Job, bool]] = GroupCommit(self._create_batch)
+        self._saves: GroupCommit[_SaveItem, Job] = GroupCommit(self._save_batch)
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -159,7 +160,7 @@ class SqliteJobStore:
         )
 
     @staticmethod
-    def _job(row: Mapping[str, Any]) -> Job:
+    def _job(row: aiosqlite.Row) -> Job:
         data = json.loads(row["body"])
         # The indexed columns are the truth for what claims and renewals change.
         data["version"] = row["version"]
@@ -257,9 +258,7 @@ class SqliteJobStore:
     ) -> Job:
         return await self._saves.submit((job, expected_version, tuple(deliveries)))
 
-    async def _save_batch(
-        self, items: list[tuple[Job, int, tuple[Delivery, ...]]]
-    ) -> list[Job | LeaseLost]:
+    async def _save_batch(self, items: list[_SaveItem]) -> list[Job | LeaseLost]:
         """Every compare-and-set of the batch in one transaction; a lost lease fails alone."""
         results: list[Job | LeaseLost] = []
         async with self._tx() as db:
