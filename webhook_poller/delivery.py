@@ -20,6 +20,7 @@ import structlog
 
 from .errors import NotifyRejected, NotifyTransient, StoreUnavailable
 from .interfaces import Notification, Notifier, VideoRef
+from .logging import scrub
 from .model import (
     Delivery,
     DeliveryStatus,
@@ -60,7 +61,7 @@ def callback_targets(job: Job) -> dict[str, str]:
 
 
 def _error_text(exc: BaseException) -> str:
-    text = str(exc) or exc.__class__.__name__
+    text = scrub(str(exc)) or exc.__class__.__name__
     return text[:300]
 
 
@@ -210,9 +211,18 @@ class Dispatcher:
         except NotifyTransient as exc:
             # the target's pause (Retry-After) counts from its answer, not from when we began
             return self._later(delivery, attempt_no, utcnow(), _error_text(exc), exc)
-        except Exception as exc:  # a broken plug-in must not kill the loop
+        except Exception as exc:
+            # A broken plug-in must not kill the loop. An error that is neither "try later"
+            # nor "give up" is a bug or a target that can never work: retrying it for
+            # callbacks.max_age_s only repeats the traceback, so it is final, logged once.
             log.exception("notifier_crashed", target=delivery.target)
-            return self._later(delivery, attempt_no, now, _error_text(exc), None)
+            return dataclasses.replace(
+                delivery,
+                status=DeliveryStatus.FAILED,
+                attempts=attempt_no,
+                last_error=f"the notifier failed: {_error_text(exc)}",
+                next_attempt_at=None,
+            )
         return dataclasses.replace(
             delivery,
             status=DeliveryStatus.SENT,
