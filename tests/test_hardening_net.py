@@ -556,3 +556,34 @@ def test_dashboard_sends_csp_and_frame_denial(tmp_path):
     csp = resp.headers["content-security-policy"]
     assert "frame-ancestors 'none'" in csp and "script-src" in csp and "'sha256-" in csp
     assert "unsafe-eval" not in csp
+
+
+@pytest.mark.browser
+def test_dashboard_runs_under_its_csp_and_refuses_framing(tmp_path):
+    """In Chromium the dashboard's own script runs with no CSP violation, and a page that
+    frames it gets nothing."""
+    import shutil
+
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(chromium).exists():
+        pytest.fail(f"Debian's chromium is needed at {chromium} (scripts/test.sh installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with run_service(base_config(tmp_path)) as url, sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=chromium, headless=True, args=["--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            page = browser.new_page()
+            messages: list[str] = []
+            page.on("console", lambda msg: messages.append(msg.text))
+            page.goto(url + "/")
+            page.wait_for_selector("#live.on")  # no token set: the live stream connects
+            assert not [m for m in messages if "Content Security Policy" in m], messages
+            framer = browser.new_page()
+            framer.set_content(f'<iframe id="f" src="{url}/"></iframe>')
+            framer.wait_for_timeout(1000)
+            frame = framer.frame_locator("#f")
+            assert frame.locator("#live").count() == 0
+        finally:
+            browser.close()
