@@ -39,7 +39,7 @@ class HeadTimeoutProtocol(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
 
     head_timeout_s: float = 10.0
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.Transport) -> None:
         self._head_timer: asyncio.TimerHandle | None = None
         super().connection_made(transport)
         self._arm_head_timer()

@@ -67,7 +67,7 @@ class LinkSigner:
     ) -> bool:
         if not _checkable(expires, sig, now):
             return False
-        return hmac.compare_digest(self._path_sig(path, int(str(expires)), nonce or ""), sig)
+        return hmac.compare_digest(self._path_sig(path, int(str(expires)), nonce or ""), str(sig))
 
     def verify(
         self,
