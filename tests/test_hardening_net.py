@@ -587,3 +587,32 @@ def test_dashboard_runs_under_its_csp_and_refuses_framing(tmp_path):
             assert frame.locator("#live").count() == 0
         finally:
             browser.close()
+
+
+def test_a_key_echoed_by_the_provider_reaches_neither_log_nor_job(tmp_path):
+    """KIE answers a failure whose text carries the API key in upper case: the service's own
+    rendered log lines (a real subprocess) and the job's error reason do not carry it."""
+    from tests.support import kie_emulator as kie
+    from tests.support.service import ServiceProcess
+
+    emulator = kie.KieEmulator()
+    emulator.script("echo-key", [kie.veo_failed(400, f"bad key {kie.API_KEY.upper()} for veo")])
+    with serve_in_thread(emulator.app) as kie_url:
+        cfg = base_config(
+            tmp_path,
+            providers={"kie": {"base_url": kie_url}},
+            logging={"level": "INFO", "format": "json"},
+        )
+        svc = ServiceProcess(cfg, tmp_path).start()
+        try:
+            with httpx.Client(base_url=svc.url) as client:
+                resp = client.post(
+                    "/poll-video", json={"sessionId": "s", "taskId": "echo-key", "model": "veo3"}
+                )
+                job = wait_status(client, resp.json()["jobId"], {"failed"})
+        finally:
+            svc.terminate()
+    logs = svc.logs()
+    assert "bad key" in logs  # the provider's text is logged ...
+    assert kie.API_KEY not in logs.lower()  # ... without the key
+    assert kie.API_KEY not in json.dumps(job).lower()
