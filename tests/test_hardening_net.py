@@ -616,3 +616,18 @@ def test_a_key_echoed_by_the_provider_reaches_neither_log_nor_job(tmp_path):
     assert "bad key" in logs  # the provider's text is logged ...
     assert kie.API_KEY not in logs.lower()  # ... without the key
     assert kie.API_KEY not in json.dumps(job).lower()
+
+
+def test_host_lists_can_come_from_the_environment(tmp_path):
+    """Docker users set the lists as comma-separated environment variables."""
+    from webhook_poller.config import load_settings
+
+    settings = load_settings(
+        None,
+        {
+            "WEBHOOK_POLLER_SECURITY__ALLOWED_HOSTS": "n8n, localhost:5678,10.0.0.0/8",
+            "WEBHOOK_POLLER_SERVER__TRUSTED_HOSTS": "webhook-poller",
+        },
+    )
+    assert settings.security.allowed_hosts == ["n8n", "localhost:5678", "10.0.0.0/8"]
+    assert settings.server.trusted_hosts == ["webhook-poller"]

@@ -71,6 +71,13 @@ DEFAULT_PROVIDERS: dict[str, dict[str, Any]] = {
 PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "secret", "replace-me", "xxx"})
 
 
+def _comma_list(value: Any) -> Any:
+    """``"n8n, localhost:5678"`` (an environment variable) as a list; lists pass through."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
@@ -96,6 +103,11 @@ class ServerSettings(_Section):
     keep_alive_timeout_s: int = Field(5, ge=1)
     #: Connections (and requests) served at once; past it new ones get 503.
     max_connections: int = Field(1000, ge=1)
+
+    @field_validator("trusted_hosts", mode="before")
+    @classmethod
+    def _trusted_list(cls, value: Any) -> Any:
+        return _comma_list(value)
 
     @field_validator("public_url")
     @classmethod
@@ -195,6 +207,11 @@ class SecuritySettings(_Section):
     allow_private_urls: bool = False
     #: Private hosts outgoing URLs may reach anyway: names, host:port, CIDR ranges.
     allowed_hosts: list[str] = Field(default_factory=list)
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _allowed_list(cls, value: Any) -> Any:
+        return _comma_list(value)
 
     @field_validator("allowed_hosts")
     @classmethod
