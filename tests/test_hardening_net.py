@@ -465,17 +465,21 @@ def test_cross_site_browser_posts_are_refused_without_a_token(tmp_path):
         assert resp.status_code == 200
 
 
-def test_cross_site_rule_leaves_token_holders_alone(tmp_path):
-    """With a token set, the token is the guard: a caller holding it is not refused."""
+def test_with_a_token_the_token_is_the_guard(tmp_path):
+    """With a token set, a caller holding it is answered under any name (n8n in a Docker
+    network calling us by service name), and one without it still gets 401."""
     token = "a-real-token-for-tests"
     cfg = base_config(tmp_path, server={"auth_token": token})
     with run_service(cfg) as url, httpx.Client(base_url=url) as client:
+        auth = {"Authorization": f"Bearer {token}"}
         resp = client.post(
             "/poll-video",
             json={"sessionId": "s", "taskId": "t", "model": "demo"},
-            headers={"Authorization": f"Bearer {token}", "Sec-Fetch-Site": "cross-site"},
+            headers={**auth, "Sec-Fetch-Site": "cross-site"},
         )
         assert resp.status_code == 200
+        assert client.get("/jobs", headers={**auth, "Host": "webhook-poller:8080"}).is_success
+        assert client.get("/jobs", headers={"Host": "webhook-poller:8080"}).status_code == 401
 
 
 def test_trailing_slash_redirect_does_not_reflect_the_host(tmp_path):

@@ -1,13 +1,18 @@
 """Browser-facing guards in front of every route: the Host header and cross-site requests.
 
+Both request checks apply while no ``server.auth_token`` is set, the default on loopback:
+then nothing else stands between a browser and the API. With a token, the token is the
+guard (a rebinding or cross-site page does not have it), and callers inside a Docker or
+Kubernetes network may use whatever name reaches us; no URL we hand out is built from Host.
+
 * **Host**: only loopback names, the ``server.public_url`` host, a specific ``server.host``
   and ``server.trusted_hosts`` are answered (Starlette's TrustedHostMiddleware rule, with a
   JSON error). A DNS-rebinding page reaches us under its own name and is refused, so it
   cannot read jobs or signed links. ``/healthz`` and ``/readyz`` are exempt, for probes
   that address the container by IP.
-* **Cross-site**: with no ``server.auth_token`` a browser on another site could submit a
-  form to us (CSRF). Unsafe methods marked ``Sec-Fetch-Site: cross-site``, or with an
-  ``Origin`` that is not ours, are refused. Workflow tools send neither header.
+* **Cross-site**: a browser on another site could submit a form to us (CSRF). Unsafe
+  methods marked ``Sec-Fetch-Site: cross-site``, or with an ``Origin`` that is not ours,
+  are refused. Workflow tools send neither header.
 * **Redirects to ourselves** (Starlette's trailing-slash redirect) are made relative, so
   the ``Location`` never reflects the Host header.
 
@@ -99,6 +104,9 @@ class RequestGuard:
             return
         headers = Headers(scope=scope)
         host_header = headers.get("host", "")
+        if self.token_set:
+            await self.app(scope, receive, self._relative_self_redirects(send, host_header))
+            return
         if scope["path"] not in _EXEMPT_PATHS and not host_allowed(
             host_of(host_header), self.patterns
         ):
@@ -110,7 +118,7 @@ class RequestGuard:
                 "add it to server.trusted_hosts or set server.public_url",
             )
             return
-        if not self.token_set and self._cross_site(scope, headers, host_header):
+        if self._cross_site(scope, headers, host_header):
             await _refuse(
                 send,
                 403,
