@@ -635,3 +635,15 @@ def test_host_lists_can_come_from_the_environment(tmp_path):
     )
     assert settings.security.allowed_hosts == ["n8n", "localhost:5678", "10.0.0.0/8"]
     assert settings.server.trusted_hosts == ["webhook-poller"]
+
+
+def test_page_policy_hashes_every_inline_script_and_handler():
+    """Scripts with attributes and single-quoted handlers are hashed too; external ones not."""
+    from webhook_poller.guard import page_security_headers
+
+    html = (
+        '<script>a()</script><script type="module">b()</script>'
+        '<script src="/x.js"></script><form onsubmit=\'return false\' onclick="c()">'
+    )
+    csp = page_security_headers(html)["Content-Security-Policy"]
+    assert csp.count("'sha256-") == 4 and "'unsafe-hashes'" in csp

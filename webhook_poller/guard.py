@@ -173,8 +173,8 @@ async def _refuse(send: Send, status: int, code: str, message: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-_INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.S)
-_INLINE_HANDLER = re.compile(r'\son[a-z]+="([^"]*)"')
+_INLINE_SCRIPT = re.compile(r"<script(?![^>]*\ssrc=)(?:\s[^>]*)?>(.*?)</script>", re.S | re.I)
+_INLINE_HANDLER = re.compile(r"""\son[a-z]+=(?:"([^"]*)"|'([^']*)')""", re.I)
 
 
 def _sha256_source(code: str) -> str:
@@ -195,7 +195,7 @@ def page_security_headers(html: str) -> dict[str, str]:
     may not be framed (clickjacking of the cancel and delete buttons).
     """
     scripts = [_sha256_source(code) for code in _INLINE_SCRIPT.findall(html)]
-    handlers = [_sha256_source(code) for code in _INLINE_HANDLER.findall(html)]
+    handlers = [_sha256_source(a or b) for a, b in _INLINE_HANDLER.findall(html)]
     script_src = " ".join(
         ["'self'", *scripts, *(["'unsafe-hashes'", *handlers] if handlers else [])]
     )
