@@ -647,3 +647,25 @@ def test_page_policy_hashes_every_inline_script_and_handler():
     )
     csp = page_security_headers(html)["Content-Security-Policy"]
     assert csp.count("'sha256-") == 4 and "'unsafe-hashes'" in csp
+
+
+def test_a_lower_cased_bot_token_in_a_telegram_error_is_not_stored(tmp_path):
+    """The Bot API error text carries the token in lower case (as python-telegram-bot may
+    render it): the delivery's lastError from GET /jobs/{id} does not."""
+    from tests.support.chat_servers import BOT_TOKEN, TelegramEmulator
+
+    emulator = TelegramEmulator()
+    emulator.errors = [(403, f"Forbidden: bot{BOT_TOKEN.lower()} was blocked by the user", None)]
+    with emulator.serving() as tg:
+        notifier = {
+            "type": "telegram",
+            "bot_token": BOT_TOKEN,
+            "base_url": emulator.base_url(tg),
+            "chat_id": 7,
+        }
+        cfg = base_config(tmp_path, notifiers=[notifier])
+        with run_service(cfg) as url, httpx.Client(base_url=url) as client:
+            job_id = post_demo(client, "tg-token")
+            row = wait_for(lambda: _failed_delivery(client, job_id))
+    assert "blocked by the user" in row["lastError"]
+    assert BOT_TOKEN.lower() not in row["lastError"].lower()
