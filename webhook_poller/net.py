@@ -263,7 +263,7 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
             )
         except socket.gaierror as exc:
             raise httpcore.ConnectError(f"cannot resolve {host}: {exc.strerror}") from exc
-        addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+        addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
         # Refuse when ANY answer is forbidden: a name that also points inward is not one we
         # want to half-trust, and it keeps the rule independent of address order.
         for ip in addresses:
