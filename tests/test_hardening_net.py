@@ -441,8 +441,10 @@ def test_foreign_host_headers_are_refused(tmp_path):
     )
     with run_service(cfg) as url, httpx.Client(base_url=url) as client:
         port = url.rsplit(":", 1)[1]
-        evil = client.get("/jobs", headers={"Host": f"rebind.attacker.example:{port}"})
-        assert evil.status_code == 400 and evil.json()["error"]["code"] == "host_not_allowed"
+        for bad in (f"rebind.attacker.example:{port}", "127.attacker.example", "localhost.evil"):
+            evil = client.get("/jobs", headers={"Host": bad})
+            assert evil.status_code == 400 and evil.json()["error"]["code"] == "host_not_allowed"
+        assert client.get("/jobs", headers={"Host": f"127.0.0.2:{port}"}).status_code == 200
         for host in (f"127.0.0.1:{port}", f"localhost:{port}", "poller.example.com", "poller"):
             assert client.get("/jobs", headers={"Host": host}).status_code == 200, host
         assert client.get("/healthz", headers={"Host": "10.1.2.3:8080"}).status_code == 200

@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import ipaddress
 import json
 import re
 from collections.abc import Iterable
@@ -64,14 +65,21 @@ def trusted_host_patterns(server: ServerSettings) -> list[str]:
 
 
 def host_allowed(host: str, patterns: Iterable[str]) -> bool:
+    if _is_loopback_ip(host):  # all of 127/8 and ::1, written as an IP (not a name)
+        return True
     for pattern in patterns:
         if pattern == "*" or host == pattern:
             return True
         if pattern.startswith("*.") and host.endswith(pattern[1:]):
             return True
-        if host.startswith("127.") and pattern == "127.0.0.1":  # all of 127/8 is loopback
-            return True
     return False
+
+
+def _is_loopback_ip(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _origin_netloc(url: str) -> str | None:
