@@ -644,7 +644,11 @@ class Api:
         svc = self.svc
         base = self.settings.server.base_url()
         out: dict[str, dict[str, Any]] = {}
-        for name, members in GROUPS.items():
+        # Groups are read in the order jobs move through them (queued, processing, history):
+        # a job that moves on between two reads is then seen in one of them, instead of
+        # being missed by both.
+        for name in ("queued", "processing", "history"):
+            members = GROUPS[name]
             jobs, _ = await svc.store.list_jobs(states=members, limit=LIVE_WINDOW)
             if name == "queued":
                 jobs.sort(key=lambda j: (j.created_at, j.id))
