@@ -42,7 +42,7 @@ _SaveItem = tuple[Job, int, tuple[Delivery, ...]]
 
 
 # The connection decodes every reply (decode_responses=True), which redis-py's types cannot
-# know: they say ``bytes | str`` everywhere. These two say it once.
+# know: they say ``bytes | str`` everywhere. These helpers say it once.
 def _hash(reply: Mapping[bytes | str, bytes | str]) -> dict[str, str]:
     return cast("dict[str, str]", reply)
 
