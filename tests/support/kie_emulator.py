@@ -1,15 +1,21 @@
 """A local KIE.ai over real HTTP: scripted status answers per task, and video files.
 
 ``KieEmulator().script(task_id, [answer, ...])`` queues answers for one task; each poll takes
-the next one and the last repeats. An answer is ``(http_status, body, headers)`` where body
+the next one and the last repeats. The create endpoints (Veo ``generate``, Market
+``createTask``) record every call in ``creates``, answer ``create_answers`` in turn (then
+success), and script each new task to finish after one pending poll with a video served by
+the emulator itself (``base_url`` must be set for that), or as ``task_script`` says.
+An answer is ``(http_status, body, headers)`` where body
 is a dict (sent as JSON) or a str (sent as is). Body builders follow KIE's documented shapes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -103,8 +109,20 @@ class KieEmulator:
         self.expired_fetches: list[str] = []
         self.video_bytes = Path(sample_video_path()).read_bytes()
         self._lock = threading.Lock()
+        #: every create call: time, path, JSON body, auth header, the task id given (or None)
+        self.creates: list[dict[str, Any]] = []
+        #: answers to the next create calls, in turn; when empty a task is created
+        self.create_answers: list[Answer] = []
+        #: seconds a create call is held after it was recorded (to kill the caller meanwhile)
+        self.create_delay_s = 0.0
+        #: the emulator's own URL, for the result videos of created tasks
+        self.base_url = ""
+        #: task id -> its status answers; default one pending poll, then success
+        self.task_script: Callable[[str, str], list[Answer]] | None = None
         self.app = Starlette(
             routes=[
+                Route("/api/v1/veo/generate", self.create, methods=["POST"]),
+                Route("/api/v1/jobs/createTask", self.create, methods=["POST"]),
                 Route("/api/v1/veo/record-info", self.status),
                 Route("/api/v1/jobs/recordInfo", self.status),
                 Route("/files/expired/{name}.mp4", self.expired),
@@ -149,6 +167,53 @@ class KieEmulator:
         if isinstance(body, str):
             return Response(body, status_code=status, headers=headers, media_type="text/html")
         return JSONResponse(body, status_code=status, headers=headers)
+
+    def created_tasks(self) -> list[str]:
+        with self._lock:
+            return [c["task_id"] for c in self.creates if c["task_id"]]
+
+    def _default_script(self, path: str, task_id: str) -> list[Answer]:
+        url = f"{self.base_url}/files/{task_id}.mp4"
+        if "veo" in path:
+            return [veo_pending(), veo_success([url])]
+        return [market("generating"), market("success", [url])]
+
+    async def create(self, request: Request) -> Response:
+        body = await request.body()
+        auth = request.headers.get("authorization", "")
+        with self._lock:
+            try:
+                parsed = json.loads(body)
+            except ValueError:
+                parsed = None
+            record: dict[str, Any] = {
+                "time": time.monotonic(),
+                "path": request.url.path,
+                "body": parsed,
+                "auth": auth,
+                "task_id": None,
+            }
+            self.creates.append(record)
+            if auth != f"Bearer {API_KEY}":
+                answer: Answer = (
+                    200,
+                    {"code": 401, "msg": "You do not have access permissions"},
+                    {},
+                )
+            elif self.create_answers:
+                answer = self.create_answers.pop(0)
+            else:
+                prefix = "veo" if "veo" in request.url.path else "market"
+                task_id = f"{prefix}_task_{len(self.creates)}"
+                record["task_id"] = task_id
+                script = self.task_script or self._default_script
+                self.scripts[task_id] = list(script(request.url.path, task_id))
+                answer = ok({"taskId": task_id})
+            delay = self.create_delay_s
+        if delay:
+            await asyncio.sleep(delay)
+        status, out, headers = answer
+        return JSONResponse(out, status_code=status, headers=headers)
 
     async def video(self, request: Request) -> Response:
         return Response(self.video_bytes, media_type="video/mp4")
