@@ -461,7 +461,7 @@ class Api:
         self.check_auth(request)
         job = await self.get_job(request.path_params["job_id"])
         if not job.submitted:
-            return await self._act(request, lifecycle.retry, action="requeued")
+            return await self._act(request, lifecycle.retry, extra={"action": "requeued"})
         key = generate.idempotency_hash(request.headers.get("idempotency-key"))
         new = await self._store_call(generate.regenerate(self.svc, job.id, key))
         if self.scheduler is not None:
@@ -470,7 +470,9 @@ class Api:
         body = job_json(new, [], self.settings.server.base_url())
         return JSONResponse({"ok": True, "action": "resubmitted", **body})
 
-    async def _act(self, request: Request, action: lifecycle.Action, **extra: Any) -> Response:
+    async def _act(
+        self, request: Request, action: lifecycle.Action, extra: Mapping[str, Any] | None = None
+    ) -> Response:
         self.check_auth(request)
         job_id = request.path_params["job_id"]
         await self.get_job(job_id)
@@ -482,7 +484,7 @@ class Api:
         body = job_json(
             job, refs, self.settings.server.base_url(), queue_position=await self._position(job)
         )
-        return JSONResponse({"ok": True, **extra, **body})
+        return JSONResponse({"ok": True, **(extra or {}), **body})
 
     async def delete_job(self, request: Request) -> Response:
         self.check_auth(request)
