@@ -282,3 +282,20 @@ def test_kill_9_between_create_and_record_never_submits_twice(tmp_path, emulator
     assert len(emulator.creates) == 1, "never a second paid submission"
     assert job["status"] == "failed"
     assert "not sent again" in job["error"]["reason"]
+
+
+def test_create_calls_keep_to_kie_budget_of_20_per_10_s(tmp_path, emulator):
+    """24 tasks asked for at once: at most 20 create calls in any 10 s, the rest after."""
+    cfg = kie_config(tmp_path, emulator)
+    with run_service(cfg) as url, httpx.Client(base_url=url) as c:
+        ids = [
+            c.post("/generate", json={**VEO, "sessionId": f"b{i}", "count": 4}).json()["jobId"]
+            for i in range(6)
+        ]
+        jobs = [finished(c, job_id, timeout=40) for job_id in ids]
+    assert all(j["status"] == "succeeded" for j in jobs)
+    times = sorted(c["time"] for c in emulator.creates)
+    assert len(times) == 24
+    for i in range(len(times) - 20):
+        assert times[i + 20] - times[i] >= 10.0, "no 21 create calls within 10 s"
+    assert times[19] - times[0] < 5, "the first 20 go at once"

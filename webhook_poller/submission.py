@@ -18,12 +18,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections import deque
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from aiolimiter import AsyncLimiter
 
 from .errors import ProviderTaskFailed, ProviderUnavailable, SubmissionUncertain
 from .interfaces import GenerationRequest, PollResult, PollStatus, ProviderTask, Submits
@@ -52,12 +52,32 @@ UNCERTAIN = (
 
 
 class SubmitGate:
-    """The create-call budget of one provider account, and its pause after a 429."""
+    """The create-call budget of one provider account, and its pause after a 429.
+
+    A sliding window: at most ``count`` create calls in any ``period`` seconds (KIE counts
+    "20 new generations per 10 s"; a leaky bucket would let 40 through in 10 s). The
+    window is this process's; several instances on one account share KIE's 429 instead.
+    """
 
     def __init__(self, budget: tuple[int, float]) -> None:
         count, period = budget
-        self.limiter = AsyncLimiter(max(int(count), 1), max(float(period), 0.001))
+        self.count = max(int(count), 1)
+        self.period = max(float(period), 0.001)
         self.paused_until = 0.0
+        self._sent: deque[float] = deque()
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        """Wait until one more create call fits into the window, and count it."""
+        async with self._lock:
+            while True:
+                now = time.monotonic()
+                while self._sent and now - self._sent[0] >= self.period:
+                    self._sent.popleft()
+                if len(self._sent) < self.count:
+                    self._sent.append(now)
+                    return
+                await asyncio.sleep(self._sent[0] + self.period - now)
 
     def pause(self, seconds: float) -> None:
         self.paused_until = max(self.paused_until, time.monotonic() + seconds)
@@ -141,7 +161,7 @@ async def submit_step(
         wait = gate.wait_s()
         if wait > 0:
             return Outcome(dataclasses.replace(job, due_at=utcnow() + timedelta(seconds=wait)), [])
-        await gate.limiter.acquire()
+        await gate.acquire()
         # The intent is durable before the paid call goes out.
         job = await services.store.save(
             dataclasses.replace(job, submit_intent=index), expected_version=job.version
