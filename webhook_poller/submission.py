@@ -131,6 +131,18 @@ async def _find(adapter: Any, job: Job, index: int, services: Services) -> str |
     return str(found) if found else None
 
 
+async def _save(services: Services, job: Job, **changes: Any) -> Job:
+    """An intermediate write that keeps the lease: the job object still carries the expiry
+    of its claim, which the renewer has moved on since (a create call may wait for the
+    budget longer than a lease lasts)."""
+    if job.lease_owner is not None:
+        lease_s = services.settings.store.lease_s
+        changes["lease_expires_at"] = utcnow() + timedelta(seconds=lease_s)
+    return await services.store.save(
+        dataclasses.replace(job, **changes), expected_version=job.version
+    )
+
+
 async def submit_step(
     services: Services, adapter: ProviderAdapter | None, policy: PollPolicy, job: Job, now: datetime
 ) -> Outcome:
@@ -151,10 +163,7 @@ async def submit_step(
                 INTERRUPTED,
             )
         log.info("submission_recovered", index=index, provider_task=found)
-        job = await services.store.save(
-            dataclasses.replace(job, task_ids=(*job.task_ids, found), submit_intent=None),
-            expected_version=job.version,
-        )
+        job = await _save(services, job, task_ids=(*job.task_ids, found), submit_intent=None)
     gate = submit_gate(services, job.provider)
     while len(job.task_ids) < _count(job):
         index = len(job.task_ids)
@@ -163,9 +172,7 @@ async def submit_step(
             return Outcome(dataclasses.replace(job, due_at=utcnow() + timedelta(seconds=wait)), [])
         await gate.acquire()
         # The intent is durable before the paid call goes out.
-        job = await services.store.save(
-            dataclasses.replace(job, submit_intent=index), expected_version=job.version
-        )
+        job = await _save(services, job, submit_intent=index)
         try:
             result = await adapter.submit(generation_request(job, index), services.provider_http)
         except ProviderUnavailable as exc:  # certainly nothing started: try again later
@@ -206,14 +213,12 @@ async def submit_step(
         else:
             result_id = result.task_id
         log.info("task_submitted", index=index, provider_task=result_id)
-        job = await services.store.save(
-            dataclasses.replace(
-                job,
-                task_ids=(*job.task_ids, result_id),
-                submit_intent=None,
-                transient_failures=0,
-            ),
-            expected_version=job.version,
+        job = await _save(
+            services,
+            job,
+            task_ids=(*job.task_ids, result_id),
+            submit_intent=None,
+            transient_failures=0,
         )
     now = utcnow()
     delay = services.gate_for(job.provider).polling.first_poll_delay_s
