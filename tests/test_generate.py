@@ -4,10 +4,12 @@ and its record); a 429 on create retried later; count tasks under one job; retry
 
 from __future__ import annotations
 
-import sqlite3
+import json
+import re
 import time
 import zipfile
 from io import BytesIO
+from pathlib import Path
 
 import httpx
 import pytest
@@ -253,11 +255,6 @@ def test_retry_of_a_generated_job_resubmits_as_a_new_job(tmp_path, emulator):
     assert requeued["status"] == "queued"
 
 
-def _job_row(tmp_path):
-    with sqlite3.connect(tmp_path / "jobs.db") as db:
-        return db.execute("SELECT state, body FROM jobs").fetchall()
-
-
 @pytest.mark.crash
 def test_kill_9_between_create_and_record_never_submits_twice(tmp_path, emulator):
     """Killed while KIE is still answering the create call: after the restart the same key
@@ -299,3 +296,30 @@ def test_create_calls_keep_to_kie_budget_of_20_per_10_s(tmp_path, emulator):
     for i in range(len(times) - 20):
         assert times[i + 20] - times[i] >= 10.0, "no 21 create calls within 10 s"
     assert times[19] - times[0] < 5, "the first 20 go at once"
+
+
+def test_readme_n8n_example_runs_as_written(tmp_path, emulator):
+    """The README's /generate body, with n8n's expressions filled in, goes end to end and
+    resumes the Wait node (the callback) with the video."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("## Generating (POST /generate)", 1)[1]
+    block = section.split("```json", 1)[1].split("```", 1)[0]
+    receiver = CallbackReceiver()
+    with receiver.serving() as hook:
+        values = {
+            "$json.sessionId": "n8n-1",
+            "$json.prompt": "a lighthouse at dusk",
+            "$execution.resumeUrl": f"{hook}/webhook-waiting/1",
+            "$json.chatId": "99",
+        }
+        text = re.sub(r"\{\{ (\S+) \}\}", lambda m: values[m.group(1)], block)
+        cfg = kie_config(tmp_path, emulator)
+        with run_service(cfg) as url, httpx.Client(base_url=url) as c:
+            resp = c.post("/generate", json=json.loads(text), headers={"Idempotency-Key": "e1"})
+            assert resp.status_code == 200, resp.text
+            job = finished(c, resp.json()["jobId"])
+            wait_for(lambda: receiver.events("video.succeeded"))
+    assert job["status"] == "succeeded"
+    event = receiver.events("video.succeeded")[0]
+    assert event["path"] == "/webhook-waiting/1" and event["body"]["videoUrls"]
+    assert emulator.creates[0]["body"]["aspect_ratio"] == "9:16"
