@@ -392,8 +392,8 @@ def _read_create_body(body: Mapping[str, Any], status: int, provider: str) -> Su
         raise ProviderTaskFailed(kind, provider=provider, detail=message)
     data = body.get("data")
     task_id = data.get("taskId") if isinstance(data, Mapping) else None
-    if not isinstance(task_id, str) or not task_id.strip():
-        raise SubmissionUncertain("an ok create answer without a taskId", provider=provider)
+    if not isinstance(task_id, str) or not task_id.strip() or len(task_id) > 256:
+        raise SubmissionUncertain("an ok create answer without a usable taskId", provider=provider)
     return SubmitResult(task_id=task_id.strip(), detail=message or None)
 
 

@@ -460,19 +460,18 @@ class Api:
         """A job we submitted is generated again as a new job; a poll-only job is re-queued."""
         self.check_auth(request)
         job = await self.get_job(request.path_params["job_id"])
-        if not job.submitted:
-            return await self._act(request, lifecycle.retry, extra={"action": "requeued"})
         key = generate.idempotency_hash(request.headers.get("idempotency-key"))
-        new = await self._store_call(generate.regenerate(self.svc, job.id, key))
+        new, action = await self._store_call(generate.retry(self.svc, job.id, key))
         if self.scheduler is not None:
             self.scheduler.poke()
         self.svc.changes.notify()
-        body = job_json(new, [], self.settings.server.base_url())
-        return JSONResponse({"ok": True, "action": "resubmitted", **body})
+        refs = await video_refs(new, self.svc)
+        body = job_json(
+            new, refs, self.settings.server.base_url(), queue_position=await self._position(new)
+        )
+        return JSONResponse({"ok": True, "action": action, **body})
 
-    async def _act(
-        self, request: Request, action: lifecycle.Action, extra: Mapping[str, Any] | None = None
-    ) -> Response:
+    async def _act(self, request: Request, action: lifecycle.Action) -> Response:
         self.check_auth(request)
         job_id = request.path_params["job_id"]
         await self.get_job(job_id)
@@ -484,7 +483,7 @@ class Api:
         body = job_json(
             job, refs, self.settings.server.base_url(), queue_position=await self._position(job)
         )
-        return JSONResponse({"ok": True, **(extra or {}), **body})
+        return JSONResponse({"ok": True, **body})
 
     async def delete_job(self, request: Request) -> Response:
         self.check_auth(request)

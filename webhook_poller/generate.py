@@ -291,6 +291,22 @@ def check_replay(stored: Job, job: Job) -> None:
         )
 
 
+async def retry(
+    services: Services, job_id: str, idempotency_key: str | None = None
+) -> tuple[Job, str]:
+    """What "retry" means for this job: ``("resubmitted", new job)`` for a job we submitted
+    (a new provider task, see :func:`regenerate`), ``("requeued", same job)`` for a poll-only
+    job (polled again, :func:`lifecycle.retry`). Returns (job, action)."""
+    from . import lifecycle
+
+    job = await services.store.get(job_id)
+    if job is None:
+        raise NotFound("no such job")
+    if not job.submitted:
+        return await lifecycle.retry(services, job_id), "requeued"
+    return await regenerate(services, job_id, idempotency_key), "resubmitted"
+
+
 async def regenerate(services: Services, job_id: str, idempotency_key: str | None) -> Job:
     """A new job with the original parameters of a job we submitted (``retryOf`` links it).
 
