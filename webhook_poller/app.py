@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import hmac
 import json
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,9 @@ from urllib.parse import parse_qsl, quote
 import structlog
 from sse_starlette.sse import EventSourceResponse
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.responses import (
     FileResponse,
@@ -31,10 +33,11 @@ from starlette.responses import (
 )
 from starlette.routing import Mount, Route
 
-from . import downloads, generate, lifecycle, live, net
+from . import downloads, generate, inputs, lifecycle, live, net
 from . import metrics as metrics_mod
 from .config import Settings
 from .errors import (
+    Conflict,
     NotFound,
     PayloadTooLarge,
     RequestRejected,
@@ -121,7 +124,9 @@ class Api:
     async def read_body(self, request: Request) -> bytes:
         limit = self.settings.server.max_body_bytes
         declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
+        if declared and (not declared.isascii() or not declared.isdigit() or len(declared) > 18):
+            raise RequestRejected("the Content-Length header is not a number", status_code=400)
+        if declared and int(declared) > limit:
             raise PayloadTooLarge(f"the body is larger than {limit} bytes")
         body = bytearray()
         async for chunk in request.stream():
@@ -131,9 +136,13 @@ class Api:
         return bytes(body)
 
     async def read_object(self, request: Request) -> dict[str, Any]:
+        """The body as a mapping: JSON whatever the content type says when it is JSON, else
+        a URL-encoded or multipart form (string fields only)."""
         body = await self.read_body(request)
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if ctype == "application/x-www-form-urlencoded":
+        if ctype == "multipart/form-data":
+            return await _multipart_fields(request.headers, body)
+        if ctype == "application/x-www-form-urlencoded" and body.lstrip()[:1] not in (b"{", b"["):
             try:
                 pairs = parse_qsl(
                     body.decode("utf-8"), keep_blank_values=True, strict_parsing=False
@@ -143,10 +152,7 @@ class Api:
             return dict(pairs)
         if not body.strip():
             raise RequestRejected("the body is empty; send a JSON object", status_code=400)
-        try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            raise RequestRejected("the body is not valid JSON", status_code=400) from None
+        data = inputs.load_json(body)
         if not isinstance(data, dict):
             raise RequestRejected("the body must be a JSON object", status_code=400)
         return data
@@ -235,7 +241,7 @@ class Api:
                 extra={"knownModels": known},
             )
         now = utcnow()
-        delay = svc.gate_for(adapter).polling.first_poll_delay_s
+        delay = svc.gate_for(adapter).first_poll_delay_s
         job = Job(
             id=new_job_id(adapter, data["taskId"]),
             session_id=data["sessionId"],
@@ -251,6 +257,9 @@ class Api:
             context=data["context"],
         )
         stored, created = await self._store_call(svc.store.create(job))
+        callback = "registered" if data["callbackUrl"] and created else None
+        if not created:
+            stored, callback = await self._known_task(stored, data)
         if created:
             # wake the loop only when the job falls due before its next look at the store
             if self.scheduler is not None and delay < self.settings.polling.tick_s:
@@ -267,11 +276,32 @@ class Api:
             "ok": True,
             "jobId": stored.id,
             "status": stored.state.value,
-            "message": "Polling started" if created else "Already polling this task",
+            "message": "Polling started" if created else _known_message(stored, callback),
             "alreadyKnown": not created,
             "statusUrl": status_url(stored, self.settings.server.base_url()),
         }
+        if callback is not None:
+            body["callback"] = callback
         return JSONResponse(body), created
+
+    async def _known_task(self, job: Job, data: Mapping[str, Any]) -> tuple[Job, str | None]:
+        """A re-post of a known task: refuse another session, give a new callbackUrl the
+        outcome (see :func:`lifecycle.add_callback`)."""
+        if job.session_id != data["sessionId"]:
+            raise Conflict(
+                f"this task is already being polled for session {job.session_id!r}",
+                field="sessionId",
+                extra={"jobId": job.id, "sessionId": job.session_id},
+            )
+        url = data["callbackUrl"]
+        if not url:
+            return job, None
+        job, case = await self._store_call(lifecycle.add_callback(self.svc, job.id, url))
+        if case == lifecycle.CALLBACK_SENT:
+            if self.scheduler is not None:
+                self.scheduler.poke()
+            self.svc.changes.notify()
+        return job, case
 
     # --- generate ----------------------------------------------------------------------
 
@@ -354,7 +384,12 @@ class Api:
 
     async def video(self, request: Request) -> Response:
         job_id = request.path_params["job_id"]
-        index = request.path_params["index"]
+        try:
+            index = inputs.client_int(
+                request.path_params["index"], "index", default=-1, low=0, high=10_000
+            )
+        except RequestRejected:
+            raise NotFound("no such video for this job") from None
         svc = self.svc
         assert svc.links is not None
         if not svc.links.verify(
@@ -402,9 +437,7 @@ class Api:
             "model": q.get("model") or None,
             "since": _since_param(q.get("since")),
         }
-        cursor = q.get("cursor") or None
-        if cursor is not None and not cursor.isdigit():
-            raise RequestRejected("cursor is not one this service gave out", field="cursor")
+        cursor = _cursor_param(q.get("cursor"))
         base = self.settings.server.base_url()
         store = self.svc.store
         if q.get("group", "").lower() in ("1", "true", "yes"):
@@ -665,13 +698,54 @@ STATIC = Path(__file__).parent / "static"
 
 
 def _int_param(value: Any, field: str, *, default: int, low: int, high: int) -> int:
-    if value is None or value == "":
-        return default
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        value = int(value.strip())
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise RequestRejected(f"{field} must be a whole number from {low} to {high}", field=field)
-    return value
+    return inputs.client_int(value, field, default=default, low=low, high=high)
+
+
+#: Cursors are store sequence numbers; nothing larger fits a 64-bit integer.
+MAX_CURSOR = 2**63 - 1
+
+
+def _cursor_param(value: str | None) -> str | None:
+    if not value:
+        return None
+    try:
+        number = inputs.client_int(value, "cursor", default=0, low=0, high=MAX_CURSOR)
+    except RequestRejected:
+        raise RequestRejected(
+            "cursor is not one this service gave out", field="cursor", status_code=400
+        ) from None
+    return str(number)
+
+
+def _known_message(job: Job, callback: str | None) -> str:
+    if callback == lifecycle.CALLBACK_SENT:
+        return "This task has ended already; its final event goes to the new callbackUrl now"
+    if callback == lifecycle.CALLBACK_NO_EVENT:
+        return "This task's job was cancelled; the new callbackUrl is kept in case of a retry"
+    if job.is_terminal:
+        return f"This task was handled already; its job is {job.state.value}"
+    if callback == lifecycle.CALLBACK_ADDED:
+        return "Already polling this task; the new callbackUrl will get the outcome too"
+    return "Already polling this task"
+
+
+async def _multipart_fields(headers: Headers, body: bytes) -> dict[str, Any]:
+    """The text fields of a ``multipart/form-data`` body; file parts are refused."""
+
+    async def stream() -> AsyncGenerator[bytes, None]:
+        yield body
+
+    try:
+        form = await MultiPartParser(headers, stream(), max_files=0).parse()
+    except (MultiPartException, ValueError, KeyError) as exc:
+        message = getattr(exc, "message", None) or "the multipart form could not be read"
+        raise RequestRejected(message, status_code=400) from None
+    fields: dict[str, Any] = {}
+    for key, value in form.multi_items():
+        if not isinstance(value, str):
+            raise RequestRejected("file parts are not accepted", status_code=400)
+        fields[key] = value
+    return fields
 
 
 def _states_param(value: str | None) -> list[str] | None:
@@ -725,24 +799,15 @@ def _required_str(data: Mapping[str, Any], field: str, *aliases: str) -> str:
 
 
 def _attempt(value: Any) -> int:
-    if value is None or value == "":
-        return 1
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10000:
-        raise RequestRejected("attempt must be a whole number from 1 to 10000", field="attempt")
-    return value
+    return inputs.client_int(
+        value, "attempt", default=1, low=1, high=10000, allow_integral_float=True
+    )
 
 
 def _json_object(value: Any, field: str, max_bytes: int) -> dict[str, Any] | None:
     """An optional JSON object (or a form field holding one), at most ``max_bytes``."""
     if isinstance(value, str) and value.strip():
-        try:
-            value = json.loads(value)
-        except ValueError:
-            raise RequestRejected(f"{field} must be a JSON object", field=field) from None
+        value = inputs.load_json(value, field, field=field)
     if value is None or value == "":
         return None
     if not isinstance(value, dict):
@@ -802,7 +867,7 @@ def create_app(
         Route("/jobs/{job_id}/download.zip", api.download_zip, methods=["GET"]),
         Route("/jobs/{job_id}/links", api.make_links, methods=["POST"]),
         Route("/jobs/{job_id}/events", api.job_events, methods=["GET"]),
-        Route("/jobs/{job_id}/videos/{index:int}", api.video, methods=["GET", "HEAD"]),
+        Route("/jobs/{job_id}/videos/{index}", api.video, methods=["GET", "HEAD"]),
         Route("/sessions/{session_id}", api.put_session, methods=["PUT"]),
         Route("/healthz", api.healthz, methods=["GET"]),
         Route("/readyz", api.readyz, methods=["GET"]),

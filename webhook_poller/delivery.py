@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -42,6 +43,22 @@ log = structlog.get_logger(__name__)
 CALLBACK_TARGET = "callback"
 
 
+def callback_target(url: str) -> str:
+    """The delivery target name of a callback URL posted after the first one.
+
+    A digest, so ``GET /jobs/{id}`` does not show the URL and each URL is its own target.
+    """
+    return f"{CALLBACK_TARGET}:{hashlib.sha256(url.encode()).hexdigest()[:16]}"
+
+
+def callback_targets(job: Job) -> dict[str, str]:
+    """Every callback URL of ``job`` by its delivery target name, the first one first."""
+    targets = {CALLBACK_TARGET: job.callback_url} if job.callback_url else {}
+    for url in job.extra_callback_urls:
+        targets.setdefault(callback_target(url), url)
+    return targets
+
+
 def _error_text(exc: BaseException) -> str:
     text = str(exc) or exc.__class__.__name__
     return text[:300]
@@ -57,8 +74,7 @@ class Dispatcher:
 
     def targets_for(self, job: Job, event: Event) -> list[str]:
         names = [n.name for n in self.services.notifiers if self._subscribed(n, event, job)]
-        if job.callback_url:
-            names.append(CALLBACK_TARGET)
+        names.extend(callback_targets(job))
         return names
 
     @staticmethod
@@ -90,8 +106,9 @@ class Dispatcher:
         return rows
 
     def _notifier(self, job: Job, target: str) -> Notifier | None:
-        if target == CALLBACK_TARGET:
-            return self.services.callback_notifier(job.callback_url) if job.callback_url else None
+        if target == CALLBACK_TARGET or target.startswith(CALLBACK_TARGET + ":"):
+            url = callback_targets(job).get(target)
+            return self.services.callback_notifier(url) if url else None
         return next((n for n in self.services.notifiers if n.name == target), None)
 
     async def attempt(self, delivery: Delivery) -> Delivery:

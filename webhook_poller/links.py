@@ -70,10 +70,10 @@ def _checkable(expires: str | None, sig: str | None, now: float | None) -> bool:
     """Whether ``expires`` is a Unix time still in the future and ``sig`` can be compared.
 
     Only ASCII is either: ``isdigit()`` accepts "²", which ``int()`` refuses, and
-    ``hmac.compare_digest`` raises on non-ASCII text.
+    ``hmac.compare_digest`` raises on non-ASCII text, ``int()`` on more than 4300 digits.
     """
     if not sig or not sig.isascii() or not expires:
         return False
-    if not (expires.isascii() and expires.isdigit()):
-        return False
+    if not (expires.isascii() and expires.isdigit()) or len(expires) > 12:
+        return False  # int() refuses thousands of digits; 12 reach the year 33658
     return int(expires) >= (now if now is not None else time.time())

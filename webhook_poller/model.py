@@ -216,6 +216,9 @@ class Job:
     transient_failures: int = 0
     empty_successes: int = 0
     callback_url: str | None = None
+    #: Further callback URLs posted for the same task later (n8n re-runs); each gets the
+    #: outcome once, as its own delivery target.
+    extra_callback_urls: tuple[str, ...] = ()
     context: Mapping[str, Any] | None = None
     error_code: ErrorCode | None = None
     error_detail: str | None = None

@@ -24,7 +24,7 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 def _errors(*codes: int) -> dict[str, Any]:
     text = {
-        400: "The body is not readable (not JSON, empty)",
+        400: "The body or a cursor is not readable (not JSON, too deep, lone surrogate)",
         401: "Missing or wrong bearer token",
         404: "No such job or video",
         409: "The action is not allowed in the job's current status",
@@ -129,6 +129,18 @@ _SCHEMAS: dict[str, Any] = {
             "message": {"type": "string"},
             "alreadyKnown": {"type": "boolean"},
             "statusUrl": {"type": "string"},
+            "callback": {
+                "description": "What happened to the posted callbackUrl: a new job's target,"
+                " added to a running job, the ended job's final event sent to it, known already,"
+                " or no final event (a cancelled job)",
+                "enum": [
+                    "registered",
+                    "added",
+                    "final_event_sent",
+                    "already_registered",
+                    "no_final_event",
+                ],
+            },
         },
     },
     "JobError": {
@@ -254,7 +266,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                         },
                         "A page of jobs",
                     ),
-                    **_errors(401, 422, 503),
+                    **_errors(400, 401, 422, 503),
                 },
             }
         },
@@ -474,11 +486,12 @@ def _intake_op(operation_id: str) -> dict[str, Any]:
             "content": {
                 "application/json": {"schema": _ref("IntakeRequest")},
                 "application/x-www-form-urlencoded": {"schema": _ref("IntakeRequest")},
+                "multipart/form-data": {"schema": _ref("IntakeRequest")},
             },
         },
         "responses": {
             "200": _json(_ref("IntakeResponse"), "Stored; polling started (or already known)"),
-            **_errors(400, 401, 413, 422, 503),
+            **_errors(400, 401, 409, 413, 422, 503),
         },
     }
 

@@ -20,12 +20,13 @@ import structlog
 from aiolimiter import AsyncLimiter
 
 from . import net, plugins
-from .config import PollingSettings, Settings
+from .config import DEFAULT_PROVIDERS, PollingSettings, Settings
 from .errors import ConfigError
 from .interfaces import BlobStorage, JobStore, Notifier, PluginContext, ProviderAdapter
 from .links import LinkSigner
 from .live import ChangeFeed
 from .metrics import Metrics
+from .policy import first_poll_delay_s
 from .sessions import SessionSource
 
 log = structlog.get_logger(__name__)
@@ -58,10 +59,23 @@ class ProviderGate:
         self.section = section
         overrides = {k: float(options[k]) for k in self.OVERRIDABLE if options.get(k) is not None}
         self.polling = polling.model_copy(update=overrides) if overrides else polling
+        # A first delay the user set rules; a built-in one is only a cap (one interval).
+        builtin = DEFAULT_PROVIDERS.get(section, {}).get("first_poll_delay_s")
+        explicit = "first_poll_delay_s" in polling.model_fields_set or options.get(
+            "first_poll_delay_s"
+        ) not in (None, builtin)
+        self.first_poll_delay_s = first_poll_delay_s(self.polling, explicit=explicit)
         rate = float(options.get("max_requests_per_s") or 0)
         # max_rate=rate per 1 s with a small bucket spreads requests instead of bursting.
         self.limiter = AsyncLimiter(max(rate, 0.001), 1.0) if rate > 0 else None
-        self.min_interval_s = float(options.get("min_interval_s") or 0.0)
+        # A built-in spacing (KIE's 30 s) never overrides an interval the user chose: it is
+        # capped at that interval. A min_interval_s the user set rules.
+        min_interval = float(options.get("min_interval_s") or 0.0)
+        builtin_min = DEFAULT_PROVIDERS.get(section, {}).get("min_interval_s")
+        user_interval = "interval_s" in polling.model_fields_set or "interval_s" in overrides
+        if user_interval and options.get("min_interval_s") == builtin_min:
+            min_interval = min(min_interval, self.polling.interval_s)
+        self.min_interval_s = min_interval
         self.paused_until = 0.0
 
     def pause(self, seconds: float) -> None:

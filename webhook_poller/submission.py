@@ -221,7 +221,7 @@ async def submit_step(
             transient_failures=0,
         )
     now = utcnow()
-    delay = services.gate_for(job.provider).polling.first_poll_delay_s
+    delay = services.gate_for(job.provider).first_poll_delay_s
     moved = transition(
         job,
         JobState.QUEUED,
