@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from pydantic import BaseModel, ValidationError
 
+from . import inputs
 from .errors import Conflict, NotFound, RequestRejected
 from .interfaces import ModelCapabilities, Submits
 from .model import TERMINAL_STATES, Job, JobState, utcnow
@@ -163,10 +163,7 @@ def check_options(adapter: Any, value: Any) -> dict[str, Any]:
     if value is None or value == "":
         return {}
     if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            raise RequestRejected("options must be a JSON object", field="options") from None
+        value = inputs.load_json(value, "options", field="options")
     if not isinstance(value, dict):
         raise RequestRejected("options must be a JSON object", field="options")
     model: type[BaseModel] | None = getattr(adapter, "GenerateOptions", None)
@@ -208,13 +205,9 @@ def _optional_int(data: Mapping[str, Any], field: str) -> int | None:
     value = data.get(field)
     if value is None or value == "":
         return None
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise RequestRejected(f"{field} must be a whole number", field=field)
-    return value
+    return inputs.client_int(
+        value, field, default=0, low=-(10**9), high=10**9, allow_integral_float=True
+    )
 
 
 def request_hash(request: Mapping[str, Any]) -> str:
