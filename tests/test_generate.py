@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support import emu_replicate as rep
 from tests.support import kie_emulator as kie
 from tests.support.servers import serve_in_thread
 from tests.support.service import (
@@ -323,3 +324,49 @@ def test_readme_n8n_example_runs_as_written(tmp_path, emulator):
     event = receiver.events("video.succeeded")[0]
     assert event["path"] == "/webhook-waiting/1" and event["body"]["videoUrls"]
     assert emulator.creates[0]["body"]["aspect_ratio"] == "9:16"
+
+
+def test_replicate_generation_by_provider_field(tmp_path):
+    """provider=replicate: predictions are created on the model's path with its input
+    schema, a throttled create is tried again, two predictions make one job of two videos."""
+    emu = rep.ReplicateEmulator()
+    emu.create_answers = [
+        (429, {"detail": "Request was throttled. Your rate limit resets in ~1s."}, {}),
+    ]
+    with emu.start():
+        cfg = base_config(
+            tmp_path,
+            providers={
+                "replicate": {"base_url": emu.url, "api_key": rep.API_TOKEN, "min_interval_s": 0}
+            },
+        )
+        body = {
+            "sessionId": "r1",
+            "model": "google/veo-3-fast",
+            "provider": "replicate",
+            "prompt": "a paper boat",
+            "aspectRatio": "9:16",
+            "durationSeconds": 6,
+            "resolution": "1080p",
+            "count": 2,
+            "options": {"generate_audio": False, "negative_prompt": "rain"},
+        }
+        with run_service(cfg) as url, httpx.Client(base_url=url) as c:
+            wrong = c.post("/generate", json={**body, "durationSeconds": 5})
+            job = finished(c, c.post("/generate", json=body).json()["jobId"], timeout=30)
+    assert wrong.status_code == 422 and wrong.json()["error"]["allowed"] == [4, 6, 8]
+    assert job["status"] == "succeeded", job
+    assert [v["index"] for v in job["videos"]] == [0, 1]
+    assert len(emu.creates) == 3 and emu.creates[0]["task_id"] is None
+    assert emu.creates[1]["path"] == "/v1/models/google/veo-3-fast/predictions"
+    assert emu.creates[1]["body"] == {
+        "input": {
+            "prompt": "a paper boat",
+            "aspect_ratio": "9:16",
+            "duration": 6,
+            "resolution": "1080p",
+            "generate_audio": False,
+            "negative_prompt": "rain",
+        }
+    }
+    assert job["taskIds"] == [c["task_id"] for c in emu.creates[1:]]
