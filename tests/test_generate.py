@@ -370,3 +370,28 @@ def test_replicate_generation_by_provider_field(tmp_path):
         }
     }
     assert job["taskIds"] == [c["task_id"] for c in emu.creates[1:]]
+
+
+def test_form_body_as_zapier_sends_it(tmp_path, emulator):
+    """A form-encoded body (Zapier's Form mode): numbers and the options object as strings."""
+    emulator.create_answers = [(429, {"code": 429, "msg": "slow"}, {"Retry-After": "30"})]
+    cfg = kie_config(tmp_path, emulator)
+    with run_service(cfg) as url, httpx.Client(base_url=url) as c:
+        resp = c.post(
+            "/generate",
+            data={
+                "sessionId": "z1",
+                "model": "veo3",
+                "prompt": "a snail race",
+                "durationSeconds": "8",
+                "count": "2",
+                "imageUrls": "https://example.com/first.png",
+                "options": '{"watermark": "zap"}',
+            },
+        )
+        assert resp.status_code == 200, resp.text
+        wait_for(lambda: emulator.creates)
+        listed = c.get("/jobs", params={"status": "submitting"}).json()["jobs"]
+    assert [j["jobId"] for j in listed] == [resp.json()["jobId"]]
+    assert emulator.creates[0]["body"]["imageUrls"] == ["https://example.com/first.png"]
+    assert emulator.creates[0]["body"]["watermark"] == "zap"
