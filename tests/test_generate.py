@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support import emu_gemini as gem
 from tests.support import emu_replicate as rep
 from tests.support import kie_emulator as kie
 from tests.support.servers import serve_in_thread
@@ -395,3 +396,45 @@ def test_form_body_as_zapier_sends_it(tmp_path, emulator):
     assert [j["jobId"] for j in listed] == [resp.json()["jobId"]]
     assert emulator.creates[0]["body"]["imageUrls"] == ["https://example.com/first.png"]
     assert emulator.creates[0]["body"]["watermark"] == "zap"
+
+
+def test_gemini_generation_routed_by_model_name(tmp_path):
+    """veo-3.1-generate-preview goes to Gemini: predictLongRunning with the key header and
+    the parameters, the operation polled and its file fetched; images are refused up front."""
+    emu = gem.GeminiEmulator()
+    with emu.start():
+        cfg = base_config(
+            tmp_path,
+            providers={
+                "gemini": {"base_url": emu.url, "api_key": gem.API_KEY, "min_interval_s": 0}
+            },
+        )
+        body = {
+            "sessionId": "g1",
+            "model": "veo-3.1-generate-preview",
+            "prompt": "a kite over dunes",
+            "aspectRatio": "16:9",
+            "durationSeconds": 6,
+            "resolution": "720p",
+            "options": {"negativePrompt": "people", "personGeneration": "dont_allow"},
+        }
+        with run_service(cfg) as url, httpx.Client(base_url=url) as c:
+            image = c.post("/generate", json={**body, "imageUrls": ["https://e.com/a.png"]})
+            job = finished(c, c.post("/generate", json=body).json()["jobId"], timeout=30)
+    assert image.status_code == 422 and image.json()["error"]["field"] == "imageUrls"
+    assert job["status"] == "succeeded" and job["provider"] == "gemini", job
+    assert len(emu.creates) == 1
+    create = emu.creates[0]
+    assert create["path"] == "/v1beta/models/veo-3.1-generate-preview:predictLongRunning"
+    assert create["key"] == gem.API_KEY
+    assert create["body"] == {
+        "instances": [{"prompt": "a kite over dunes"}],
+        "parameters": {
+            "aspectRatio": "16:9",
+            "resolution": "720p",
+            "durationSeconds": 6,
+            "negativePrompt": "people",
+            "personGeneration": "dont_allow",
+        },
+    }
+    assert job["taskId"] == create["task_id"]
