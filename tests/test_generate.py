@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support import emu_fal as fal
 from tests.support import emu_gemini as gem
 from tests.support import emu_replicate as rep
 from tests.support import kie_emulator as kie
@@ -436,5 +437,42 @@ def test_gemini_generation_routed_by_model_name(tmp_path):
             "negativePrompt": "people",
             "personGeneration": "dont_allow",
         },
+    }
+    assert job["taskId"] == create["task_id"]
+
+
+def test_fal_generation_on_the_queue(tmp_path):
+    """fal-ai/veo3/fast/image-to-video: queued with its input schema ("6s", image_url) and
+    the Key header, polled on the app's path, stored; the image is required up front."""
+    emu = fal.FalEmulator()
+    with emu.start():
+        cfg = base_config(
+            tmp_path,
+            providers={"fal": {"base_url": emu.url, "api_key": fal.API_KEY, "min_interval_s": 0}},
+        )
+        body = {
+            "sessionId": "f1",
+            "model": "fal-ai/veo3/fast/image-to-video",
+            "prompt": "the statue waves",
+            "imageUrls": ["https://example.com/statue.png"],
+            "aspectRatio": "auto",
+            "durationSeconds": 6,
+            "options": {"generate_audio": True},
+        }
+        with run_service(cfg) as url, httpx.Client(base_url=url) as c:
+            no_image = c.post("/generate", json={**body, "imageUrls": []})
+            job = finished(c, c.post("/generate", json=body).json()["jobId"], timeout=30)
+    assert no_image.status_code == 422 and no_image.json()["error"]["allowed"] == [1]
+    assert job["status"] == "succeeded" and job["provider"] == "fal", job
+    assert len(emu.creates) == 1
+    create = emu.creates[0]
+    assert create["path"] == "/fal-ai/veo3/fast/image-to-video"
+    assert create["auth"] == f"Key {fal.API_KEY}"
+    assert create["body"] == {
+        "prompt": "the statue waves",
+        "image_url": "https://example.com/statue.png",
+        "aspect_ratio": "auto",
+        "duration": "6s",
+        "generate_audio": True,
     }
     assert job["taskId"] == create["task_id"]
