@@ -28,7 +28,7 @@ import structlog
 from .errors import ProviderTaskFailed, ProviderUnavailable, SubmissionUncertain
 from .interfaces import GenerationRequest, PollResult, PollStatus, ProviderTask, Submits
 from .model import ErrorCode, Job, JobState, transition, utcnow
-from .policy import Outcome, PollPolicy
+from .policy import Outcome, PollPolicy, backoff_s
 
 if TYPE_CHECKING:
     import httpx
@@ -59,10 +59,13 @@ class SubmitGate:
     window is this process's; several instances on one account share KIE's 429 instead.
     """
 
+    #: Added to the window: the provider counts arrivals, and a call's way there varies.
+    MARGIN_S = 0.25
+
     def __init__(self, budget: tuple[int, float]) -> None:
         count, period = budget
         self.count = max(int(count), 1)
-        self.period = max(float(period), 0.001)
+        self.period = max(float(period), 0.001) + self.MARGIN_S
         self.paused_until = 0.0
         self._sent: deque[float] = deque()
         self._lock = asyncio.Lock()
@@ -143,6 +146,27 @@ async def _save(services: Services, job: Job, **changes: Any) -> Job:
     )
 
 
+def _later(services: Services, policy: PollPolicy, job: Job, exc: ProviderUnavailable) -> Outcome:
+    """Try the create call again after a backoff (at least Retry-After), until the job's
+    ``polling.give_up_after_s`` is spent. The poll spacing (``min_interval_s``) is for status
+    checks of one task and does not apply here."""
+    now = utcnow()
+    failures = job.transient_failures + 1
+    polling = policy.polling
+    cleared = dataclasses.replace(job, submit_intent=None, transient_failures=failures)
+    if (now - job.created_at).total_seconds() >= polling.give_up_after_s:
+        code = ErrorCode.PROVIDER_RATE_LIMITED if exc.rate_limited else ErrorCode.PROVIDER_TIMEOUT
+        why = "kept refusing new generations" if exc.rate_limited else "was unreachable"
+        return policy.failed(
+            cleared, now, code, f"the provider {why} for {int(polling.give_up_after_s)} s"
+        )
+    delay = backoff_s(failures, polling.backoff_base_s, polling.backoff_max_s, policy.rng)
+    delay = max(delay, exc.retry_after_s or 0.0)
+    return Outcome(
+        dataclasses.replace(cleared, due_at=now + timedelta(seconds=delay), updated_at=now), []
+    )
+
+
 async def submit_step(
     services: Services, adapter: ProviderAdapter | None, policy: PollPolicy, job: Job, now: datetime
 ) -> Outcome:
@@ -185,8 +209,7 @@ async def submit_step(
                 rate_limited=exc.rate_limited,
                 retry_after_s=exc.retry_after_s,
             )
-            cleared = dataclasses.replace(job, submit_intent=None)
-            return policy.after_transient(cleared, utcnow(), retry_after_s=exc.retry_after_s)
+            return _later(services, policy, job, exc)
         except ProviderTaskFailed as exc:
             log.warning("submit_refused", index=index, code=exc.code.value, detail=exc.detail)
             return policy.failed(
