@@ -476,3 +476,15 @@ def test_fal_generation_on_the_queue(tmp_path):
         "generate_audio": True,
     }
     assert job["taskId"] == create["task_id"]
+
+
+def test_create_refused_with_429_until_the_deadline_fails_rate_limited(tmp_path, emulator):
+    """KIE keeps answering 429: retried with backoff, then failed once give_up_after_s is
+    spent, with provider_rate_limited; no task was ever created."""
+    emulator.create_answers = [kie.envelope(429, "Rate limit exceeded")] * 1000
+    cfg = kie_config(tmp_path, emulator, polling={"give_up_after_s": 1.5})
+    with run_service(cfg) as url, httpx.Client(base_url=url) as c:
+        job = finished(c, c.post("/generate", json=VEO).json()["jobId"])
+    assert job["status"] == "failed"
+    assert job["error"]["code"] == "provider_rate_limited", job
+    assert len(emulator.creates) >= 3 and emulator.created_tasks() == []
