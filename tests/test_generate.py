@@ -179,9 +179,17 @@ def test_image_count_of_an_image_model_and_models_that_cannot_be_generated(tmp_p
     assert emulator.creates == []
 
 
-def test_same_idempotency_key_gives_one_job_and_one_submission(tmp_path, emulator):
-    """The same key and body twice: one job, one create call; another body: 409 conflict."""
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+def test_same_idempotency_key_gives_one_job_and_one_submission(
+    tmp_path, emulator, backend, request
+):
+    """The same key and body twice: one job, one create call; another body: 409 conflict
+    (on either store: the key is the job's dedupe key)."""
     cfg = kie_config(tmp_path, emulator)
+    if backend == "redis":
+        server = request.getfixturevalue("redis_server")
+        server.flush()
+        cfg["store"] = {"url": server.url, "lease_s": 5}
     with run_service(cfg) as url, httpx.Client(base_url=url) as c:
         headers = {"Idempotency-Key": "order-42"}
         first = c.post("/generate", json=VEO, headers=headers).json()
