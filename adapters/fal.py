@@ -230,6 +230,10 @@ class FalAdapter:
             timeout_s=self.timeout_s,
         )
 
+    def missing_credentials(self) -> str | None:
+        """The setting to fill in while no API key is configured, else None."""
+        return None if self._api_key else f"providers.fal.api_key (or {ENV_KEY})"
+
     async def poll(self, task: ProviderTask, http: httpx.AsyncClient) -> PollResult:
         ph.require_key(self._api_key, provider=self.name, setting="providers.fal.api_key")
         request_id = ph.quote_task_path(task.task_id, provider=self.name)

@@ -246,6 +246,10 @@ class GeminiAdapter:
             name = name[len("v1beta/") :]
         return f"{self.base_url}/v1beta/{ph.quote_task_path(name, provider=self.name)}"
 
+    def missing_credentials(self) -> str | None:
+        """The setting to fill in while no API key is configured, else None."""
+        return None if self._api_key else f"providers.gemini.api_key (or {ENV_KEY})"
+
     async def poll(self, task: ProviderTask, http: httpx.AsyncClient) -> PollResult:
         ph.require_key(self._api_key, provider=self.name, setting="providers.gemini.api_key")
         url = self._status_url(task.task_id)

@@ -43,6 +43,7 @@ from webhook_poller.interfaces import (
     SubmitResult,
 )
 from webhook_poller.model import ErrorCode
+from webhook_poller.options import PluginOptions, ProviderOptions
 
 SUCCESS_WORDS = frozenset(
     {"success", "succeeded", "succeed", "completed", "complete", "done", "finished", "ok"}
@@ -431,6 +432,10 @@ _SORA_IMAGE = ModelCapabilities(
 )
 _SORA_SIZES = ("standard", "high")
 _SORA_ASPECT = {"16:9": "landscape", "9:16": "portrait"}
+class KieOptions(ProviderOptions):
+    """``providers.kie``, shared by Veo and Market: the keys every provider family knows
+    (``base_url``, ``api_key``, ``min_interval_s``, ``max_requests_per_s``, ``timeout_s``,
+    ``interval_s``, ``first_poll_delay_s``, ``delayed_interval_s``)."""
 
 
 class _KieAdapter:
@@ -438,6 +443,7 @@ class _KieAdapter:
 
     name = "kie"
     config_section = "kie"
+    Options: ClassVar[type[PluginOptions]] = KieOptions
     path = ""
     create_path = ""
     #: The Market page: result URLs "typically expire after 24 hours".
@@ -453,6 +459,10 @@ class _KieAdapter:
         getter = getattr(key, "get_secret_value", None)
         self._api_key = str(getter() if callable(getter) else key or "")
         self.timeout_s = float(options.get("timeout_s") or 20.0)
+
+    def missing_credentials(self) -> str | None:
+        """The setting to fill in while no API key is configured, else None."""
+        return None if self._api_key else "providers.kie.api_key (or KIE_API_KEY)"
 
     async def poll(self, task: ProviderTask, http: httpx.AsyncClient) -> PollResult:
         if not self._api_key:

@@ -207,6 +207,10 @@ class ReplicateAdapter:
         self._api_key = ph.api_key_from(options, ENV_KEY)
         self.timeout_s = float(options.get("timeout_s") or 20.0)
 
+    def missing_credentials(self) -> str | None:
+        """The setting to fill in while no API key is configured, else None."""
+        return None if self._api_key else f"providers.replicate.api_key (or {ENV_KEY})"
+
     async def poll(self, task: ProviderTask, http: httpx.AsyncClient) -> PollResult:
         ph.require_key(self._api_key, provider=self.name, setting="providers.replicate.api_key")
         path = ph.quote_task_path(task.task_id, provider=self.name)

@@ -15,14 +15,16 @@ import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import httpx
+from pydantic import Field, SecretStr
 from standardwebhooks import Webhook
 
 from webhook_poller.errors import ConfigError, NotifyRejected, NotifyTransient, UnsafeURL
 from webhook_poller.interfaces import Notification, PluginContext, Receipt
+from webhook_poller.options import NotifierOptions, PluginOptions
 
 DEFAULT_EVENTS = ("video.succeeded", "video.failed", "video.delayed")
 _FINISHED = re.compile(r"(has )?finished( already)?|already finished", re.I)
@@ -98,8 +100,17 @@ class OutboundClient:
             await self._own_client.aclose()
 
 
+class WebhookOptions(NotifierOptions):
+    url: str
+    secret: SecretStr | None = None
+    timeout_s: float | None = Field(default=None, gt=0)
+    headers: dict[str, str] | None = None
+
+
 class WebhookNotifier(OutboundClient):
     """Options: ``url`` (required), ``secret``, ``name``, ``events``, ``timeout_s``, ``headers``."""
+
+    Options: ClassVar[type[PluginOptions]] = WebhookOptions
 
     def __init__(self, options: Mapping[str, Any], context: PluginContext) -> None:
         url = options.get("url")

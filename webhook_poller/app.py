@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hmac
 import json
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -100,6 +101,8 @@ class Api:
         self.scheduler: Scheduler | None = None
         token = settings.server.auth_token
         self._token = token.get_secret_value().encode() if token is not None else None
+        self._live_all: live.SharedSnapshot | None = None
+        self._live_all_for: Services | None = None
 
     @property
     def svc(self) -> Services:
@@ -240,6 +243,15 @@ class Api:
                 field="model",
                 extra={"knownModels": known},
             )
+        missing = svc.missing_credentials(adapter)
+        if missing:
+            raise RequestRejected(
+                f"model {data['model']!r} goes to provider {adapter!r}, which has no API key; "
+                f"set {missing}",
+                field="model",
+                code="provider_not_configured",
+                extra={"missingKey": missing},
+            )
         now = utcnow()
         delay = svc.gate_for(adapter).first_poll_delay_s
         job = Job(
@@ -323,6 +335,15 @@ class Api:
             )
         adapter, caps = generate.submitting_adapter(svc, provider, model)
         checked = generate.check_request(data, adapter, caps, model)
+        missing = svc.missing_credentials(provider)
+        if missing:
+            raise RequestRejected(
+                f"model {model!r} goes to provider {provider!r}, which has no API key; "
+                f"set {missing}",
+                field="model",
+                code="provider_not_configured",
+                extra={"missingKey": missing},
+            )
         callback = self._callback(_pick(data, "callbackUrl"))
         context = _json_object(
             _pick(data, "context"), "context", self.settings.server.max_context_bytes
@@ -628,23 +649,36 @@ class Api:
 
     async def all_events(self, request: Request) -> Response:
         self.check_auth(request)
-        svc = self.svc
-        base = self.settings.server.base_url()
+        shared = self._all_jobs_snapshot()
+        feed = self.svc.changes
 
         async def snapshot() -> dict[str, dict[str, Any]]:
-            out: dict[str, dict[str, Any]] = {}
-            for name, members in GROUPS.items():
-                jobs, _ = await svc.store.list_jobs(states=members, limit=LIVE_WINDOW)
-                if name == "queued":
-                    jobs.sort(key=lambda j: (j.created_at, j.id))
-                    first = await self._position(jobs[0]) if jobs else None
-                    for i, j in enumerate(jobs):
-                        out[j.id] = job_summary(j, base, (first or 1) + i)
-                else:
-                    out.update((j.id, job_summary(j, base)) for j in jobs)
-            return out
+            # fresh enough: read after the last local change, and at most a period old
+            return await shared.get(max(feed.changed_at, time.monotonic() - live.REFRESH_S))
 
         return self._event_stream(request, snapshot)
+
+    def _all_jobs_snapshot(self) -> live.SharedSnapshot:
+        """The window every stream of all jobs watches, one per process (issue 12, item 22)."""
+        if self._live_all is None or self._live_all_for is not self.svc:
+            self._live_all = live.SharedSnapshot(self._read_all_jobs)
+            self._live_all_for = self.svc
+        return self._live_all
+
+    async def _read_all_jobs(self) -> dict[str, dict[str, Any]]:
+        svc = self.svc
+        base = self.settings.server.base_url()
+        out: dict[str, dict[str, Any]] = {}
+        for name, members in GROUPS.items():
+            jobs, _ = await svc.store.list_jobs(states=members, limit=LIVE_WINDOW)
+            if name == "queued":
+                jobs.sort(key=lambda j: (j.created_at, j.id))
+                first = await self._position(jobs[0]) if jobs else None
+                for i, j in enumerate(jobs):
+                    out[j.id] = job_summary(j, base, (first or 1) + i)
+            else:
+                out.update((j.id, job_summary(j, base)) for j in jobs)
+        return out
 
     # --- operations --------------------------------------------------------------------
 

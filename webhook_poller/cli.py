@@ -1,17 +1,29 @@
-"""Command line: ``webhook-poller serve [--config PATH] [--host H] [--port P]``."""
+"""Command line: ``webhook-poller serve | check-config | init-config`` and ``--version``.
+
+Every config error comes out the same way, before anything listens: one line on stderr that
+names the key, exit status 2.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
+from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import uvicorn
 
+from . import __version__
 from .app import create_app
 from .config import Settings, check_listen_safety, load_settings
 from .errors import ConfigError
 from .logging import configure
+from .services import Services, build_services
+
+EXIT_CONFIG = 2
+EXAMPLE_CONFIG = "config.example.yaml"
 
 
 def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
@@ -29,23 +41,77 @@ def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
     )
 
 
+def _fail(message: object) -> int:
+    print(f"webhook-poller: {message}", file=sys.stderr)  # noqa: T201 - CLI error output
+    return EXIT_CONFIG
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
+
+
+def _prepare(args: argparse.Namespace) -> tuple[Settings, Services]:
+    """Load and check the settings and construct every plug-in (constructors check their own
+    options too), without opening anything or listening."""
+    settings = load_settings(args.config)
+    if getattr(args, "host", None):
+        settings.server.host = args.host
+    if getattr(args, "port", None) is not None:
+        settings.server.port = args.port
+    check_listen_safety(settings)
+    configure(settings.logging.level, settings.logging.format)
+    return settings, build_services(settings)
+
+
+async def _discard(services: Services) -> None:
+    """Close what construction made (HTTP clients); nothing was opened."""
+    for item in (*services.notifiers, *services.adapters.values()):
+        closer = getattr(item, "aclose", None)
+        if closer is not None:
+            await closer()
+    await services.http.aclose()
+    await services.provider_http.aclose()
+
+
 def serve(args: argparse.Namespace) -> int:
     try:
-        settings = load_settings(args.config)
-        if args.host:
-            settings.server.host = args.host
-        if args.port is not None:
-            settings.server.port = args.port
-        check_listen_safety(settings)
+        settings, services = _prepare(args)
     except ConfigError as exc:
-        print(f"webhook-poller: {exc}", file=sys.stderr)  # noqa: T201 - CLI error output
-        return 2
-    configure(settings.logging.level, settings.logging.format)
-    app = create_app(settings)
+        return _fail(_one_line(exc))
+    app = create_app(settings, services_factory=lambda _settings: services)
     config = uvicorn_config(app, settings)
     server = uvicorn.Server(config)
     server.run()
     return 0 if server.started else 1
+
+
+def check_config(args: argparse.Namespace) -> int:
+    try:
+        _settings, services = _prepare(args)
+    except ConfigError as exc:
+        return _fail(_one_line(exc))
+    asyncio.run(_discard(services))
+    where = args.config or "the embedded defaults"
+    print(f"webhook-poller: the configuration in {where} is valid")  # noqa: T201
+    return 0
+
+
+def example_config_text() -> str:
+    """The documented config.example.yaml, as shipped inside the package."""
+    return resources.files("webhook_poller").joinpath(EXAMPLE_CONFIG).read_text(encoding="utf-8")
+
+
+def init_config(args: argparse.Namespace) -> int:
+    target = Path(args.path)
+    if target.exists() and not args.force:
+        return _fail(f"{target} exists already; pass --force to overwrite it")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(example_config_text(), encoding="utf-8")
+    except OSError as exc:
+        return _fail(f"cannot write {target}: {exc.strerror or exc}")
+    print(f"webhook-poller: wrote {target}; edit it, then `webhook-poller serve --config {target}`")  # noqa: T201
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,12 +119,21 @@ def main(argv: list[str] | None = None) -> int:
         prog="webhook-poller",
         description="Wait for AI video generations, store the video, tell your workflow.",
     )
+    parser.add_argument("--version", action="version", version=f"webhook-poller {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    config_help = "YAML config file (default: $WEBHOOK_POLLER_CONFIG)"
     p_serve = sub.add_parser("serve", help="run the HTTP service and the poll loop")
-    p_serve.add_argument("--config", help="YAML config file (default: $WEBHOOK_POLLER_CONFIG)")
+    p_serve.add_argument("--config", help=config_help)
     p_serve.add_argument("--host", help="override server.host")
     p_serve.add_argument("--port", type=int, help="override server.port")
     p_serve.set_defaults(func=serve)
+    p_check = sub.add_parser("check-config", help="check the config and exit (2 when invalid)")
+    p_check.add_argument("--config", help=config_help)
+    p_check.set_defaults(func=check_config)
+    p_init = sub.add_parser("init-config", help="write the documented example config")
+    p_init.add_argument("path", nargs="?", default="config.yaml", help="default: config.yaml")
+    p_init.add_argument("--force", action="store_true", help="overwrite an existing file")
+    p_init.set_defaults(func=init_config)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

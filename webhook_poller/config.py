@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from .errors import ConfigError
+from .plugin_check import check_plugins
 
 DEFAULT_MODELS: dict[str, str] = {
     "demo": "demo",
@@ -128,6 +129,8 @@ class StorageSettings(_Section):
     access_key_id: SecretStr | None = None
     secret_access_key: SecretStr | None = None
     public_base_url: str | None = None
+    #: Presigned links are made for this endpoint (a host users reach) instead of endpoint_url.
+    public_endpoint_url: str | None = None
     part_size_mb: float = Field(8.0, ge=5)
 
 
@@ -171,9 +174,19 @@ class SessionSettings(_Section):
     delete_on_complete: bool = False
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
 class LoggingSettings(_Section):
     level: str = "INFO"
     format: Literal["auto", "json", "console"] = "auto"
+
+    @field_validator("level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        if str(value).upper() not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+        return str(value).upper()
 
 
 class AnalyticsSettings(_Section):
@@ -310,6 +323,7 @@ def settings_from_mapping(tree: Mapping[str, Any]) -> Settings:
         raise ConfigError("invalid configuration: " + _problems(exc)) from None
     check_settings(settings)
     check_typed_providers(settings)
+    check_plugins(settings)  # every plug-in named exists; its block has no unknown keys
     return settings
 
 
@@ -318,13 +332,14 @@ def _problems(exc: ValidationError, prefix: tuple[str, ...] = ()) -> str:
     for err in exc.errors():
         key = ".".join(str(p) for p in (*prefix, *err["loc"]))
         bad = err.get("input")
+        msg = err["msg"].removeprefix("Value error, ")
         hidden = ("secret", "token", "key", "headers")
         if any(w in key.lower() for w in hidden):
-            problems.append(f"{key}: {err['msg']} (got <hidden>)")
+            problems.append(f"{key}: {msg} (got <hidden>)")
         elif isinstance(bad, Mapping) and bad:  # a whole section: it may hold secrets
-            problems.append(f"{key}: {err['msg']}")
+            problems.append(f"{key}: {msg}")
         else:
-            problems.append(f"{key}: {err['msg']} (got {bad!r})")
+            problems.append(f"{key}: {msg} (got {bad!r})")
     return "; ".join(problems)
 
 

@@ -82,6 +82,9 @@ class ProviderAdapter(Protocol):
     - ``async submit(request, http) -> SubmitResult``: start a generation (see
       :class:`Submits`, which also names the class attributes a submitting adapter declares).
     - ``parse_callback(payload) -> tuple[str, PollResult] | None``: read a provider push.
+    - ``missing_credentials() -> str | None``: the setting still to fill in (for example
+      ``"providers.kie.api_key (or KIE_API_KEY)"``) when the adapter cannot poll without it;
+      the service warns at start-up and refuses such jobs at intake with a 422.
 
     Class attributes the core reads: ``config_section`` (the ``providers.<family>`` block,
     default the adapter name), ``Options`` (see :mod:`.options`) and

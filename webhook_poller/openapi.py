@@ -225,6 +225,15 @@ _SCHEMAS: dict[str, Any] = {
                 "description": "retry only: a new job and provider task, or the same job "
                 "polled again (a job this service did not submit)",
             },
+            "hasCallback": {
+                "type": "boolean",
+                "description": "Whether the job was posted with a callbackUrl (never shown)",
+            },
+            "callbackUrl": {
+                "type": "boolean",
+                "deprecated": True,
+                "description": "Old name of hasCallback; removed in the next release",
+            },
         },
     },
 }

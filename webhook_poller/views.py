@@ -63,6 +63,7 @@ def job_json(
 ) -> dict[str, Any]:
     """The full shape of ``GET /jobs/{jobId}``: the summary plus links, metadata, deliveries."""
     data = job_summary(job, base_url, queue_position)
+    has_callback = bool(job.callback_url or job.extra_callback_urls)
     data.update(
         {
             "delayedAt": iso(job.delayed_at),
@@ -72,7 +73,10 @@ def job_json(
                 {"index": r.index, "url": r.url, "metadata": r.metadata.to_dict()} for r in refs
             ],
             "metadata": [r.metadata.to_dict() for r in refs],
-            "callbackUrl": bool(job.callback_url),
+            "hasCallback": has_callback,
+            # Deprecated: the same boolean under its old, URL-like name; kept for one release
+            # for outside checks that read it. The URL itself is never shown (it may be signed).
+            "callbackUrl": has_callback,
             "context": dict(job.context) if job.context is not None else None,
         }
     )

@@ -4,7 +4,7 @@
 the next one and the last repeats. The create endpoints (Veo ``generate``, Market
 ``createTask``) record every call in ``creates``, answer ``create_answers`` in turn (then
 success), and script each new task to finish after one pending poll with a video served by
-the emulator itself (``base_url`` must be set for that), or as ``task_script`` says.
+the emulator itself, or as ``task_script`` (or, for Veo, ``generate_script``) says.
 An answer is ``(http_status, body, headers)`` where body
 is a dict (sent as JSON) or a str (sent as is). Body builders follow KIE's documented shapes.
 """
@@ -100,11 +100,18 @@ def envelope(code: int, msg: str) -> Answer:
 
 
 class KieEmulator:
-    """The emulated provider; ``calls`` records (time, path, task id, auth header)."""
+    """The emulated provider; ``calls`` records (time, path, task id, auth header).
+
+    ``POST /api/v1/veo/generate`` answers a new task id, scripted with ``generate_script``
+    (called with the request's base URL and the JSON body), or else pending then a success
+    with one of our video files; ``generated`` records each body with its task id.
+    """
 
     def __init__(self) -> None:
         self.scripts: dict[str, list[Answer]] = {}
         self.calls: list[dict[str, Any]] = []
+        self.generated: list[dict[str, Any]] = []
+        self.generate_script: Any = None
         #: paths of result downloads refused as expired (HTTP 410)
         self.expired_fetches: list[str] = []
         self.video_bytes = Path(sample_video_path()).read_bytes()
@@ -172,15 +179,19 @@ class KieEmulator:
         with self._lock:
             return [c["task_id"] for c in self.creates if c["task_id"]]
 
-    def _default_script(self, path: str, task_id: str) -> list[Answer]:
-        url = f"{self.base_url}/files/{task_id}.mp4"
+    def _default_script(self, path: str, task_id: str, base: str) -> list[Answer]:
+        url = f"{base}/files/{task_id}.mp4"
         if "veo" in path:
             return [veo_pending(), veo_success([url])]
         return [market("generating"), market("success", [url])]
 
     async def create(self, request: Request) -> Response:
+        """Veo ``generate`` and Market ``createTask``: record the call, then answer the next
+        of ``create_answers`` or a new task id scripted by ``task_script`` (else by
+        ``generate_script(base, body)`` for Veo, else one pending poll and success)."""
         body = await request.body()
         auth = request.headers.get("authorization", "")
+        base = self.base_url or str(request.base_url).rstrip("/")
         with self._lock:
             try:
                 parsed = json.loads(body)
@@ -203,11 +214,18 @@ class KieEmulator:
             elif self.create_answers:
                 answer = self.create_answers.pop(0)
             else:
-                prefix = "veo" if "veo" in request.url.path else "market"
-                task_id = f"{prefix}_task_{len(self.creates)}"
+                veo = "veo" in request.url.path
+                task_id = f"{'veo' if veo else 'market'}_task_{len(self.creates)}"
                 record["task_id"] = task_id
-                script = self.task_script or self._default_script
-                self.scripts[task_id] = list(script(request.url.path, task_id))
+                if veo:
+                    self.generated.append({"task_id": task_id, "body": parsed})
+                if self.task_script is not None:
+                    answers = self.task_script(request.url.path, task_id)
+                elif veo and self.generate_script is not None:
+                    answers = self.generate_script(base, parsed)
+                else:
+                    answers = self._default_script(request.url.path, task_id, base)
+                self.scripts[task_id] = list(answers)
                 answer = ok({"taskId": task_id})
             delay = self.create_delay_s
         if delay:

@@ -216,6 +216,41 @@ redis.call('DEL', p..'dl:'..id)
 return 1
 """
 
+# The per-key request budget shared by every instance: GCRA (a token bucket kept as the
+# theoretical arrival time of the next request), on Redis's own clock so instances on hosts
+# with skewed clocks agree. ARGV: prefix, section, µs per request, burst tolerance in µs.
+# Takes one request's worth and returns 0, or takes nothing and returns the µs to wait before
+# asking again (until the section's 429 pause ends, or until the next request conforms).
+_TAKE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local pause = tonumber(redis.call('GET', ARGV[1]..'rl:pause:'..ARGV[2]) or '0')
+if pause > now then return math.ceil(pause - now) end
+local tk = ARGV[1]..'rl:tat:'..ARGV[2]
+local tat = tonumber(redis.call('GET', tk) or '0')
+if tat < now then tat = now end
+local wait = tat - tonumber(ARGV[4]) - now
+if wait > 0 then return math.ceil(wait) end
+local nxt = tat + tonumber(ARGV[3])
+redis.call('SET', tk, string.format('%.0f', nxt), 'PX', math.ceil((nxt - now) / 1000) + 1000)
+return 0
+"""
+
+# ARGV: prefix, section, pause in µs (0: only read). Returns the µs the pause still holds.
+_PAUSE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local pk = ARGV[1]..'rl:pause:'..ARGV[2]
+local till = tonumber(redis.call('GET', pk) or '0')
+local span = tonumber(ARGV[3])
+if span > 0 and now + span > till then
+  till = now + span
+  redis.call('SET', pk, string.format('%.0f', till), 'PX', math.ceil(span / 1000) + 1000)
+end
+if till <= now then return 0 end
+return math.ceil(till - now)
+"""
+
 _ACTIVE = frozenset(s.value for s in ACTIVE_STATES)
 #: Jobs looked at per list_jobs call before it returns a partial page with a cursor.
 MAX_LIST_SCAN = 5000
@@ -266,6 +301,8 @@ class RedisJobStore:
             "claim_dl": _CLAIM_DL,
             "update_dl": _UPDATE_DL,
             "delete": _DELETE,
+            "take": _TAKE,
+            "pause": _PAUSE,
         }.items():
             self._scripts[name] = self._redis.register_script(source)
 
@@ -516,6 +553,21 @@ class RedisJobStore:
             _ts(delivery.next_attempt_at) or "0",
             owner or "",
         )
+
+    # --- the provider request budget, shared by every instance (services.SharedBudget) ----
+
+    async def budget_take(self, section: str, rate: float, burst: int = 1) -> float:
+        """Take one request from ``section``'s budget (``rate`` per second, up to ``burst`` at
+        once): 0 when taken, else the seconds to wait before asking again."""
+        step = 1_000_000 / rate
+        waited = await self._script("take", section, repr(step), repr(step * (burst - 1)))
+        return max(0, int(waited)) / 1_000_000
+
+    async def budget_pause(self, section: str, seconds: float) -> float:
+        """Hold every instance's requests for ``section`` for ``seconds`` (0: only look);
+        return the seconds the pause still holds."""
+        micros = max(0, int(seconds * 1_000_000))
+        return max(0, int(await self._script("pause", section, micros))) / 1_000_000
 
     # --- small shared values -----------------------------------------------------------
 
