@@ -432,6 +432,8 @@ _SORA_IMAGE = ModelCapabilities(
 )
 _SORA_SIZES = ("standard", "high")
 _SORA_ASPECT = {"16:9": "landscape", "9:16": "portrait"}
+
+
 class KieOptions(ProviderOptions):
     """``providers.kie``, shared by Veo and Market: the keys every provider family knows
     (``base_url``, ``api_key``, ``min_interval_s``, ``max_requests_per_s``, ``timeout_s``,
