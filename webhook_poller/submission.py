@@ -16,6 +16,7 @@ without queueing) keeps the job in ``submitting`` and tries again after a backof
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 from collections import deque
@@ -25,10 +26,16 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from .errors import ProviderTaskFailed, ProviderUnavailable, SubmissionUncertain
+from .errors import (
+    ProviderTaskFailed,
+    ProviderUnavailable,
+    StoreUnavailable,
+    SubmissionUncertain,
+)
 from .interfaces import GenerationRequest, PollResult, PollStatus, ProviderTask, Submits
 from .model import ErrorCode, Job, JobState, transition, utcnow
 from .policy import Outcome, PollPolicy, backoff_s
+from .services import SharedBudget
 
 if TYPE_CHECKING:
     import httpx
@@ -54,24 +61,52 @@ UNCERTAIN = (
 class SubmitGate:
     """The create-call budget of one provider account, and its pause after a 429.
 
-    A sliding window: at most ``count`` create calls in any ``period`` seconds (KIE counts
-    "20 new generations per 10 s"; a leaky bucket would let 40 through in 10 s). The
-    window is this process's; several instances on one account share KIE's 429 instead.
+    In this process a sliding window: at most ``count`` create calls in any ``period``
+    seconds (KIE counts "20 new generations per 10 s"; a leaky bucket would let 40 through
+    in 10 s), so a burst goes at once. With a shared budget (the Redis store) every instance
+    also takes from one bucket for ``{section}:create``, spaced evenly at ``(count - 1) /
+    period`` (a burst of one: any window then holds at most ``count``), and a 429 pauses
+    them all; while Redis is unreachable the window alone holds.
     """
 
     #: Added to the window: the provider counts arrivals, and a call's way there varies.
     MARGIN_S = 0.25
 
-    def __init__(self, budget: tuple[int, float]) -> None:
+    def __init__(self, budget: tuple[int, float], section: str = "", shared: Any = None) -> None:
         count, period = budget
         self.count = max(int(count), 1)
         self.period = max(float(period), 0.001) + self.MARGIN_S
+        self.key = f"{section}:create"
+        self.shared = shared if isinstance(shared, SharedBudget) else None
         self.paused_until = 0.0
         self._sent: deque[float] = deque()
         self._lock = asyncio.Lock()
 
+    def pause(self, seconds: float) -> None:
+        self.paused_until = max(self.paused_until, time.monotonic() + seconds)
+
+    async def share_pause(self, seconds: float) -> None:
+        if self.shared is not None:
+            with contextlib.suppress(StoreUnavailable):
+                await self.shared.budget_pause(self.key, seconds)
+
+    async def wait_s(self) -> float:
+        """Seconds a 429 pause still holds (this process's, or any instance's)."""
+        wait = max(0.0, self.paused_until - time.monotonic())
+        if self.shared is not None:
+            with contextlib.suppress(StoreUnavailable):
+                wait = max(wait, await self.shared.budget_pause(self.key, 0))
+        return wait
+
     async def acquire(self) -> None:
-        """Wait until one more create call fits into the window, and count it."""
+        """Wait until one more create call fits, and count it."""
+        if self.shared is not None:
+            rate = max(self.count - 1, 1) / self.period
+            with contextlib.suppress(StoreUnavailable):
+                wait = await self.shared.budget_take(self.key, rate, 1)
+                while wait > 0:
+                    await asyncio.sleep(wait)
+                    wait = await self.shared.budget_take(self.key, rate, 1)
         async with self._lock:
             while True:
                 now = time.monotonic()
@@ -82,21 +117,17 @@ class SubmitGate:
                     return
                 await asyncio.sleep(self._sent[0] + self.period - now)
 
-    def pause(self, seconds: float) -> None:
-        self.paused_until = max(self.paused_until, time.monotonic() + seconds)
-
-    def wait_s(self) -> float:
-        return max(0.0, self.paused_until - time.monotonic())
-
 
 def submit_gate(services: Services, adapter_name: str) -> SubmitGate:
     """The gate of the adapter's account (its config section), made on first use."""
-    section = services.gate_for(adapter_name).section
+    poll_gate = services.gate_for(adapter_name)
+    section = poll_gate.section
     gate = services.submit_gates.get(section)
     if gate is None:
         adapter = services.adapters.get(adapter_name)
         budget = getattr(adapter, "submit_budget", DEFAULT_BUDGET)
-        gate = services.submit_gates[section] = SubmitGate(budget)
+        gate = SubmitGate(budget, section, poll_gate.shared)
+        services.submit_gates[section] = gate
     return gate
 
 
@@ -191,7 +222,7 @@ async def submit_step(
     gate = submit_gate(services, job.provider)
     while len(job.task_ids) < _count(job):
         index = len(job.task_ids)
-        wait = gate.wait_s()
+        wait = await gate.wait_s()
         if wait > 0:
             return Outcome(dataclasses.replace(job, due_at=utcnow() + timedelta(seconds=wait)), [])
         await gate.acquire()
@@ -202,6 +233,7 @@ async def submit_step(
         except ProviderUnavailable as exc:  # certainly nothing started: try again later
             if exc.rate_limited:
                 gate.pause(exc.retry_after_s or 1.0)
+                await gate.share_pause(exc.retry_after_s or 1.0)
             log.warning(
                 "submit_deferred",
                 index=index,
