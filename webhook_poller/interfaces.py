@@ -102,8 +102,9 @@ class ProviderAdapter(Protocol):
 class ModelCapabilities:
     """What one model accepts, declared by the adapter that submits to it.
 
-    Empty tuples mean "not offered": a request naming such a value is refused. ``None`` for
-    ``durations_s`` means any duration is left to the provider (the field is refused).
+    An empty tuple means "not offered": a request naming any value for that field is refused
+    (leaving the field out is always fine). Images: between ``min_images`` and
+    ``max_images`` URLs in ``imageUrls``.
     """
 
     durations_s: tuple[int, ...] = ()
