@@ -9,6 +9,7 @@ quantiles interpolated inside the histogram buckets as Prometheus does), plus th
 CPU time from /proc. A fresh service, store and provider per level.
 
     python -m bench.polls --levels 250,500,1000,1500 --interval 2 --window 10
+    python -m bench.polls --levels 500,1000,1500 --workers 1,2   # serve --workers N, in turn
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def config(path, store: str, redis_url: str | None, provider_url: str, interval:
     )
 
 
-def measure(store: str, level: int, interval: float, window: float) -> dict:
+def measure(store: str, level: int, interval: float, window: float, workers: int = 1) -> dict:
     jobs = int(level * interval)
     with (
         harness.workdir("polls") as path,
@@ -57,23 +58,22 @@ def measure(store: str, level: int, interval: float, window: float) -> dict:
         harness.python_server("bench.fast_provider") as (provider_url, _),
     ):
         cfg = config(path / "svc", store, redis.url, provider_url, interval)
-        with harness.service(cfg, path) as svc:
+        with harness.service(cfg, path, workers) as svc:
             bodies = [
                 {"sessionId": f"s{i % 100}", "taskId": f"never-{i}", "model": "veo3"}
                 for i in range(jobs)
             ]
             harness.post_jobs(svc.url, bodies)
             time.sleep(2 * interval + 1)
-            pid = svc.proc.pid
             before, cpu0, t0 = (
                 httpx.get(f"{svc.url}/metrics").text,
-                harness.cpu_seconds(pid),
+                harness.service_cpu_seconds(svc),
                 time.monotonic(),
             )
             time.sleep(window)
             after, cpu1, t1 = (
                 httpx.get(f"{svc.url}/metrics").text,
-                harness.cpu_seconds(pid),
+                harness.service_cpu_seconds(svc),
                 time.monotonic(),
             )
     polls = harness.counter_total(after, "webhook_poller_polls_total") - harness.counter_total(
@@ -85,6 +85,7 @@ def measure(store: str, level: int, interval: float, window: float) -> dict:
     p50, p99 = harness.quantile(late, 0.5), harness.quantile(late, 0.99)
     return {
         "store": store,
+        "workers": workers,
         "jobs": jobs,
         "offered polls/s": float(level),
         "polls/s": polls / (t1 - t0),
@@ -100,13 +101,15 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=2.0)
     parser.add_argument("--window", type=float, default=10.0)
     parser.add_argument("--stores", default="sqlite,redis")
+    parser.add_argument("--workers", default="1", help="comma list of serve --workers N")
     args = parser.parse_args()
     rows = []
     for store in args.stores.split(","):
         for level in (int(x) for x in args.levels.split(",")):
-            row = measure(store, level, args.interval, args.window)
-            print(row, flush=True)
-            rows.append(row)
+            for workers in (int(w) for w in args.workers.split(",")):
+                row = measure(store, level, args.interval, args.window, workers)
+                print(row, flush=True)
+                rows.append(row)
     harness.report(
         f"Polls against a local provider, interval {args.interval:g} s, window {args.window:g} s",
         rows,
