@@ -26,10 +26,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import structlog
 import uvicorn
 from starlette.applications import Starlette
 
 from .config import Settings, load_settings
+
+log = structlog.get_logger(__name__)
 
 #: The serve command's overrides (JSON) for the spawned workers.
 ARGS_ENV = "WEBHOOK_POLLER_WORKER_ARGS"
@@ -136,8 +139,12 @@ def serve_workers(
             "supervisor": os.getpid(),
         }
     )
-    metrics_dir = Path(tempfile.mkdtemp(prefix="webhook-poller-metrics-"))
-    os.environ[PROMETHEUS_ENV] = str(metrics_dir)
+    metrics_dir: Path | None = None
+    try:
+        metrics_dir = Path(tempfile.mkdtemp(prefix="webhook-poller-metrics-"))
+        os.environ[PROMETHEUS_ENV] = str(metrics_dir)
+    except OSError as exc:  # no writable temp dir: /metrics then shows one worker per scrape
+        log.warning("metrics_per_worker", error=str(exc)[:200])
     options = {k: v for k, v in base.items() if k != "app"}
     config = uvicorn.Config(
         "webhook_poller.workers:worker_app", factory=True, workers=workers, **options
@@ -151,6 +158,7 @@ def serve_workers(
         supervisor.run()
     finally:
         sock.close()
-        shutil.rmtree(metrics_dir, ignore_errors=True)
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     failed = any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes)
     return 1 if failed else 0
