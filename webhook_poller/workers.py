@@ -35,7 +35,7 @@ from .config import Settings, load_settings
 log = structlog.get_logger(__name__)
 
 #: The serve command's overrides (JSON) for the spawned workers.
-ARGS_ENV = "WEBHOOK_POLLER_WORKER_ARGS"
+ARGS_ENV = "_WEBHOOK_POLLER_WORKER_ARGS"  # not a setting (no WEBHOOK_POLLER_ prefix)
 #: prometheus-client's multi-process directory: counters are summed over the workers.
 PROMETHEUS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
