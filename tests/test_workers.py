@@ -184,7 +184,7 @@ def test_kill_9_one_worker_then_the_group_loses_nothing(tmp_path):
     """kill -9 of one worker (the supervisor starts a new one), later of the whole group
     (a restart carries on): every job finishes, no job is polled by two workers at once,
     each job is told once."""
-    provider = OverlapProvider(polls=10, delay_s=0.05)
+    provider = OverlapProvider(polls=40, delay_s=0.05)  # 6 s or more per job
     receiver = CallbackReceiver()
     with serve_in_thread(provider.app) as purl, receiver.serving() as hook:
         provider.url = purl
