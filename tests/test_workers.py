@@ -362,3 +362,24 @@ async def test_two_processes_writing_one_sqlite_file_never_see_database_is_locke
     finally:
         await asyncio.gather(*(s.close() for s in stores))
     assert sum(counts) == 360
+
+
+def test_workers_share_one_request_budget(tmp_path):
+    """Two workers together send at most ``max_requests_per_s`` to a provider, not twice it."""
+    provider = OverlapProvider(polls=10**6, delay_s=0)
+    with serve_in_thread(provider.app) as purl:
+        provider.url = purl
+        cfg = kie_config(tmp_path, purl)
+        cfg["providers"]["kie"]["max_requests_per_s"] = 20
+        cfg["polling"].update(interval_s=0.01, backoff_base_s=0.01)
+        svc = ServiceProcess(cfg, tmp_path, workers=2).start()
+        try:
+            post(svc.url, 60, "http://127.0.0.1:9", "budget")
+            wait_for(lambda: len(owners(tmp_path)) >= 2, timeout=20, interval=0.02)
+            time.sleep(1.5)  # past the limiter's first burst
+            before = sum(provider.count.values())
+            time.sleep(3)
+            rate = (sum(provider.count.values()) - before) / 3
+        finally:
+            svc.kill()
+    assert 10 <= rate <= 26, f"{rate:.1f} requests/s against a budget of 20"
