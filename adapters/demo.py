@@ -13,13 +13,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from pydantic import Field
 from starlette.responses import FileResponse
 from starlette.routing import Route
 
 from webhook_poller.interfaces import PluginContext, PollResult, PollStatus, ProviderTask
 from webhook_poller.model import ErrorCode
+from webhook_poller.options import PluginOptions, ProviderOptions
 
 if TYPE_CHECKING:
     import httpx
@@ -38,11 +40,18 @@ async def _serve_sample(request: Request) -> FileResponse:
     return FileResponse(sample_video_path(), media_type="video/mp4")
 
 
+class DemoOptions(ProviderOptions):
+    """``providers.demo``: the shared provider keys, plus how many polls a task takes."""
+
+    polls_until_done: int = Field(default=2, ge=1)
+
+
 class DemoAdapter:
     """Pretends to be a video provider. Options: ``polls_until_done`` (default 2)."""
 
     name = "demo"
     config_section = "demo"
+    Options: ClassVar[type[PluginOptions]] = DemoOptions
 
     def __init__(self, options: Mapping[str, Any], context: PluginContext) -> None:
         self.polls_until_done = max(1, int(options.get("polls_until_done", 2)))

@@ -24,10 +24,19 @@ from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 
 import httpx
+from pydantic import SecretStr
 
+from webhook_poller.adapters import _signatures
 from webhook_poller.errors import ProviderTaskFailed, ProviderUnavailable, UnrecognizedResponse
-from webhook_poller.interfaces import PluginContext, PollResult, PollStatus, ProviderTask
+from webhook_poller.interfaces import (
+    CallbackHint,
+    PluginContext,
+    PollResult,
+    PollStatus,
+    ProviderTask,
+)
 from webhook_poller.model import ErrorCode
+from webhook_poller.options import PluginOptions, ProviderOptions
 
 SUCCESS_WORDS = frozenset(
     {"success", "succeeded", "succeed", "completed", "complete", "done", "finished", "ok"}
@@ -319,11 +328,49 @@ def retry_after_s(response: httpx.Response, now: datetime | None = None) -> floa
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
+def _task_id_in(node: Mapping[str, Any]) -> str | None:
+    for key in ("taskId", "task_id"):
+        value = node.get(key)
+        if isinstance(value, str) and value.strip() and len(value) <= 256:
+            return value.strip()
+    return None
+
+
+def parse_kie_callback(body: bytes) -> CallbackHint | None:
+    """The task id of a KIE callback body and what it claims; ``None`` when it names none."""
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(payload, Mapping):
+        return None
+    data = payload.get("data")
+    task_id = (_task_id_in(data) if isinstance(data, Mapping) else None) or _task_id_in(payload)
+    if task_id is None:
+        return None
+    try:
+        status: PollStatus | None = parse_kie_payload(payload).status
+    except Exception:  # a failure envelope or an odd shape: the poll will tell
+        status = PollStatus.FAILED if _as_int(payload.get("code")) not in (None, 200) else None
+    return CallbackHint(task_id=task_id, status=status)
+
+
+class KieOptions(ProviderOptions):
+    """``providers.kie``, shared by Veo and Market: the keys every provider family knows
+    (``base_url``, ``api_key``, ``min_interval_s``, ``max_requests_per_s``, ``timeout_s``,
+    ``interval_s``, ``first_poll_delay_s``, ``delayed_interval_s``), and the push key."""
+
+    #: The account's ``webhookHmacKey`` (kie.ai settings): checks ``X-Webhook-Signature`` of
+    #: pushes to /callbacks/kie. Unset: a push is accepted unsigned (it stays a hint).
+    webhook_hmac_key: SecretStr | None = None
+
+
 class _KieAdapter:
     """Shared HTTP handling; subclasses name the status endpoint."""
 
     name = "kie"
     config_section = "kie"
+    Options: ClassVar[type[PluginOptions]] = KieOptions
     path = ""
     #: The Market page: result URLs "typically expire after 24 hours".
     result_link_ttl_s: ClassVar[float] = 86400.0
@@ -334,6 +381,31 @@ class _KieAdapter:
         getter = getattr(key, "get_secret_value", None)
         self._api_key = str(getter() if callable(getter) else key or "")
         self.timeout_s = float(options.get("timeout_s") or 20.0)
+        hmac_key = options.get("webhook_hmac_key")
+        getter = getattr(hmac_key, "get_secret_value", None)
+        self._hmac_key = str(getter() if callable(getter) else hmac_key or "").strip()
+
+    # --- provider push (``callBackUrl`` -> POST /callbacks/kie) -----------------------------
+
+    def parse_callback(self, headers: Mapping[str, str], body: bytes) -> CallbackHint | None:
+        """``{code, msg, data: {taskId | task_id, ...}}`` (Veo, Market, 4K, Runway shapes)."""
+        return parse_kie_callback(body)
+
+    async def verify_callback(
+        self,
+        headers: Mapping[str, str],
+        body: bytes,
+        hint: CallbackHint,
+        http: httpx.AsyncClient,
+    ) -> bool:
+        """``X-Webhook-Signature`` when ``providers.kie.webhook_hmac_key`` is set."""
+        if not self._hmac_key:
+            return True
+        return _signatures.verify_kie(self._hmac_key, hint.task_id, headers)
+
+    def missing_credentials(self) -> str | None:
+        """The setting to fill in while no API key is configured, else None."""
+        return None if self._api_key else "providers.kie.api_key (or KIE_API_KEY)"
 
     async def poll(self, task: ProviderTask, http: httpx.AsyncClient) -> PollResult:
         if not self._api_key:

@@ -11,14 +11,16 @@ target asks for; 5xx and network trouble are retried; other 4xx are final.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import httpx
+from pydantic import Field, SecretStr
 
 from webhook_poller.config import secret_text
 from webhook_poller.errors import ConfigError, NotifyRejected, NotifyTransient
 from webhook_poller.interfaces import Notification, PluginContext, Receipt
+from webhook_poller.options import NotifierOptions, PluginOptions
 
 from .templates import Templates, escape_discord, escape_slack, values_for
 from .webhook import OutboundClient, retry_after_s
@@ -40,8 +42,15 @@ def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+class ChatOpsOptions(NotifierOptions):
+    webhook_url: SecretStr
+    templates: dict[str, str] | None = None
+    timeout_s: float | None = Field(default=None, gt=0)
+
+
 class _ChatOps(OutboundClient):
     kind = "chatops"
+    Options: ClassVar[type[PluginOptions]] = ChatOpsOptions
     escape = staticmethod(escape_slack)
 
     def __init__(self, options: Mapping[str, Any], context: PluginContext) -> None:

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import structlog
 
 from webhook_poller.interfaces import Notification, PluginContext, Receipt
+from webhook_poller.options import NotifierOptions, PluginOptions
 
 log = structlog.get_logger(__name__)
 
 
 class LogNotifier:
     """Options: ``name`` (default "log"), ``events`` (default every event)."""
+
+    Options: ClassVar[type[PluginOptions]] = NotifierOptions
 
     def __init__(self, options: Mapping[str, Any], context: PluginContext) -> None:
         self.name = str(options.get("name") or "log")

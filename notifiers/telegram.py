@@ -26,9 +26,10 @@ import re
 import tempfile
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import structlog
+from pydantic import Field, SecretStr
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, InputFile
 from telegram.constants import FileSizeLimit, MessageLimit
 from telegram.error import (
@@ -47,6 +48,7 @@ from webhook_poller.config import secret_text
 from webhook_poller.errors import ConfigError, NotifyRejected, NotifyTransient
 from webhook_poller.interfaces import Notification, PluginContext, Receipt, VideoRef
 from webhook_poller.model import Event
+from webhook_poller.options import NotifierOptions, PluginOptions
 
 from .templates import (
     Templates,
@@ -100,7 +102,20 @@ def chat_id_for(notification: Notification, fallback: Any) -> Any:
     return fallback
 
 
+class TelegramOptions(NotifierOptions):
+    bot_token: SecretStr
+    base_url: str | None = None
+    chat_id: int | str | None = None
+    parse_mode: Literal["HTML", "MarkdownV2", "none", "None", ""] | None = "HTML"
+    buttons: list[dict[str, str]] | None = None
+    templates: dict[str, str] | None = None
+    local_mode: bool = False
+    max_upload_bytes: int | None = Field(default=None, gt=0)
+
+
 class TelegramNotifier:
+    Options: ClassVar[type[PluginOptions]] = TelegramOptions
+
     def __init__(self, options: Mapping[str, Any], context: PluginContext) -> None:
         self.name = str(options.get("name") or "telegram")
         self.events = frozenset(options.get("events") or DEFAULT_EVENTS)

@@ -106,3 +106,38 @@ def test_dashboard_lives_and_acts(tmp_path, browser_page):
         target = os.environ.get("DASHBOARD_SCREENSHOT")
         if target:  # how docs/dashboard.png in the README is made
             shutil.copy(shot, target)
+
+
+def test_dashboard_asks_for_the_token_and_shows_task_and_error_code(tmp_path, browser_page):
+    """With a token set and none entered the page says what to do instead of looking empty;
+    rows show the provider task id and a failed job's error code."""
+    page = browser_page
+    cfg = base_config(tmp_path, server={"auth_token": TOKEN})
+    with (
+        run_service(cfg) as url,
+        httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}) as client,
+    ):
+        failed = client.post(
+            "/poll-video", json={"sessionId": "u", "taskId": "task-fail-7", "model": "demo"}
+        ).json()["jobId"]
+        page.goto(url + "/")
+        page.wait_for_selector("#auth-prompt.show")
+        prompt = page.inner_text("#auth-prompt")
+        assert "token" in prompt and "server.auth_token" in prompt
+        assert not page.locator("#history").is_visible(), "no empty lists behind the prompt"
+
+        page.fill("#token", "not-the-token")
+        page.click("#save-token")
+        page.wait_for_function(
+            "document.getElementById('auth-prompt').textContent.includes('refused')"
+        )
+
+        page.fill("#token", TOKEN)
+        page.click("#save-token")
+        page.wait_for_selector("#live.on")
+        page.wait_for_selector("#auth-prompt", state="hidden")
+        row = page.locator(f'#history tr[data-job="{failed}"][data-status="failed"]')
+        row.wait_for()
+        text = row.inner_text()
+        assert "task-fail-7" in text and "unknown_provider_error" in text
+        assert page.locator("#history th", has_text="Task").count() == 1

@@ -97,6 +97,24 @@ async def test_public_base_url_gives_plain_links(moto_server):
     assert url == "https://cdn.example.com/out/j/0%20a.mp4"
 
 
+async def test_presigned_links_carry_the_public_endpoint(moto_server):
+    """The service talks to the storage on an inside address; links carry the public one."""
+    bucket = new_bucket(moto_server)
+    public = moto_server.url.replace("127.0.0.1", "localhost")
+    storage = S3BlobStorage(options(moto_server.url, bucket, public_endpoint_url=public))
+    await storage.open()
+    try:
+        await storage.put_stream("j/0.mp4", stream(1000), content_type="video/mp4", max_bytes=10**6)
+        url = await storage.url_for("j/0.mp4", expires_s=60)
+        assert url is not None and url.startswith(f"{public}/{bucket}/out/j/0.mp4?")
+        assert "X-Amz-Signature" in url
+        async with httpx.AsyncClient() as client:
+            fetched = await client.get(url)
+        assert fetched.status_code == 200 and len(fetched.content) == 1000
+    finally:
+        await storage.close()
+
+
 async def test_a_500_on_a_part_is_retried(moto_server):
     bucket = new_bucket(moto_server)
     proxy = FaultProxy(moto_server.url)

@@ -43,6 +43,9 @@ def record(job: Job) -> dict[str, Any]:
         "attempts": job.attempts,
         "totalTime": human_duration(job.elapsed_s()),
         "totalSeconds": round(job.elapsed_s(), 3),
+        # The first video's storage key (not a link: links expire, keys do not).
+        "videoKey": job.videos[0].key if job.videos else None,
+        # Deprecated: the same storage key under the n8n template's name; one more release.
         "videoUrl": job.videos[0].key if job.videos else None,
         "videoCount": len(job.videos),
         "metadata": first,

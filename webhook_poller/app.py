@@ -11,7 +11,8 @@ from __future__ import annotations
 import contextlib
 import hmac
 import json
-from collections.abc import AsyncIterator, Callable, Mapping
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,9 @@ from urllib.parse import parse_qsl, quote
 import structlog
 from sse_starlette.sse import EventSourceResponse
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.responses import (
     FileResponse,
@@ -29,12 +32,13 @@ from starlette.responses import (
     Response,
     StreamingResponse,
 )
-from starlette.routing import Mount, Route
+from starlette.routing import Match, Mount, Route
 
-from . import downloads, lifecycle, live, net
+from . import downloads, guard, inputs, lifecycle, live, net, push
 from . import metrics as metrics_mod
 from .config import Settings
 from .errors import (
+    Conflict,
     NotFound,
     PayloadTooLarge,
     RequestRejected,
@@ -42,6 +46,7 @@ from .errors import (
     Unauthorized,
     UnsafeURL,
 )
+from .logging import configured_secrets, register_secrets
 from .model import Job, JobState, new_job_id, utcnow
 from .openapi import openapi_document
 from .scheduler import Scheduler
@@ -71,13 +76,27 @@ async def _rejected(request: Request, exc: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = _allowed_methods(request)
     return error_response(
         RequestRejected(
             exc.detail or "request refused",
             status_code=exc.status_code,
             code=codes.get(exc.status_code, "bad_request"),
+            headers=headers or None,
         )
     )
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path: Starlette names only the first route's."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
 
 
 async def _crashed(request: Request, exc: Exception) -> Response:
@@ -97,6 +116,8 @@ class Api:
         self.scheduler: Scheduler | None = None
         token = settings.server.auth_token
         self._token = token.get_secret_value().encode() if token is not None else None
+        self._live_all: live.SharedSnapshot | None = None
+        self._live_all_for: Services | None = None
 
     @property
     def svc(self) -> Services:
@@ -118,10 +139,12 @@ class Api:
                 "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
             )
 
-    async def read_body(self, request: Request) -> bytes:
-        limit = self.settings.server.max_body_bytes
+    async def read_body(self, request: Request, limit: int | None = None) -> bytes:
+        limit = limit or self.settings.server.max_body_bytes
         declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
+        if declared and (not declared.isascii() or not declared.isdigit() or len(declared) > 18):
+            raise RequestRejected("the Content-Length header is not a number", status_code=400)
+        if declared and int(declared) > limit:
             raise PayloadTooLarge(f"the body is larger than {limit} bytes")
         body = bytearray()
         async for chunk in request.stream():
@@ -131,9 +154,13 @@ class Api:
         return bytes(body)
 
     async def read_object(self, request: Request) -> dict[str, Any]:
+        """The body as a mapping: JSON whatever the content type says when it is JSON, else
+        a URL-encoded or multipart form (string fields only)."""
         body = await self.read_body(request)
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if ctype == "application/x-www-form-urlencoded":
+        if ctype == "multipart/form-data":
+            return await _multipart_fields(request.headers, body)
+        if ctype == "application/x-www-form-urlencoded" and body.lstrip()[:1] not in (b"{", b"["):
             try:
                 pairs = parse_qsl(
                     body.decode("utf-8"), keep_blank_values=True, strict_parsing=False
@@ -143,10 +170,7 @@ class Api:
             return dict(pairs)
         if not body.strip():
             raise RequestRejected("the body is empty; send a JSON object", status_code=400)
-        try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            raise RequestRejected("the body is not valid JSON", status_code=400) from None
+        data = inputs.load_json(body)
         if not isinstance(data, dict):
             raise RequestRejected("the body must be a JSON object", status_code=400)
         return data
@@ -171,6 +195,16 @@ class Api:
                 "the job store is unreachable; retry shortly", headers={"Retry-After": "5"}
             ) from None
 
+    async def _use_once(self, key: str, expires: str) -> None:
+        """Record the first use of a single-use link; refuse every later one (410)."""
+        until = datetime.fromtimestamp(int(expires), UTC)
+        if not await self._store_call(self.svc.store.use_once(key, until)):
+            raise RequestRejected(
+                "this single-use download link was used already",
+                status_code=410,
+                code="link_used",
+            )
+
     # --- intake ------------------------------------------------------------------------
 
     def validate_intake(self, data: Mapping[str, Any]) -> dict[str, Any]:
@@ -185,6 +219,7 @@ class Api:
             "context": _json_object(
                 _pick(data, "context"), "context", self.settings.server.max_context_bytes
             ),
+            "expectPush": _flag(_pick(data, "expectPush", "expect_push"), "expectPush"),
         }
 
     def _provider(self, value: Any) -> str | None:
@@ -207,7 +242,10 @@ class Api:
         if not isinstance(value, str):
             raise RequestRejected("callbackUrl must be a string", field="callbackUrl")
         try:
-            net.check_url(value, allow_private=self.settings.security.allow_private_urls)
+            security = self.settings.security
+            net.check_url(
+                value, allow_private=security.allow_private_urls, allowed=security.allowlist()
+            )
         except UnsafeURL as exc:
             raise RequestRejected(str(exc), field="callbackUrl") from None
         return value
@@ -234,8 +272,17 @@ class Api:
                 field="model",
                 extra={"knownModels": known},
             )
+        missing = svc.missing_credentials(adapter)
+        if missing:
+            raise RequestRejected(
+                f"model {data['model']!r} goes to provider {adapter!r}, which has no API key; "
+                f"set {missing}",
+                field="model",
+                code="provider_not_configured",
+                extra={"missingKey": missing},
+            )
         now = utcnow()
-        delay = svc.gate_for(adapter).polling.first_poll_delay_s
+        delay = svc.gate_for(adapter).first_poll_delay_s
         job = Job(
             id=new_job_id(adapter, data["taskId"]),
             session_id=data["sessionId"],
@@ -249,8 +296,12 @@ class Api:
             start_attempt=data["attempt"],
             callback_url=data["callbackUrl"],
             context=data["context"],
+            expect_push=data["expectPush"],
         )
         stored, created = await self._store_call(svc.store.create(job))
+        callback = "registered" if data["callbackUrl"] and created else None
+        if not created:
+            stored, callback = await self._known_task(stored, data)
         if created:
             # wake the loop only when the job falls due before its next look at the store
             if self.scheduler is not None and delay < self.settings.polling.tick_s:
@@ -267,11 +318,56 @@ class Api:
             "ok": True,
             "jobId": stored.id,
             "status": stored.state.value,
-            "message": "Polling started" if created else "Already polling this task",
+            "message": "Polling started" if created else _known_message(stored, callback),
             "alreadyKnown": not created,
             "statusUrl": status_url(stored, self.settings.server.base_url()),
         }
+        if callback is not None:
+            body["callback"] = callback
         return JSONResponse(body), created
+
+    async def _known_task(self, job: Job, data: Mapping[str, Any]) -> tuple[Job, str | None]:
+        """A re-post of a known task: refuse another session, give a new callbackUrl the
+        outcome (see :func:`lifecycle.add_callback`)."""
+        if job.session_id != data["sessionId"]:
+            raise Conflict(
+                f"this task is already being polled for session {job.session_id!r}",
+                field="sessionId",
+                extra={"jobId": job.id, "sessionId": job.session_id},
+            )
+        url = data["callbackUrl"]
+        if not url:
+            return job, None
+        job, case = await self._store_call(lifecycle.add_callback(self.svc, job.id, url))
+        if case == lifecycle.CALLBACK_SENT:
+            if self.scheduler is not None:
+                self.scheduler.poke()
+            self.svc.changes.notify()
+        return job, case
+
+    # --- provider push -----------------------------------------------------------------
+
+    async def provider_push(self, request: Request) -> Response:
+        """``POST /callbacks/{provider}``: public (providers sign, we do not hand out tokens);
+        the answer is the same for every accepted push and carries no job data."""
+        provider = request.path_params["provider"]
+        if len(provider) > 64 or not provider.isprintable():
+            raise NotFound("no such provider")
+        body = await self.read_body(request, limit=push.MAX_PUSH_BYTES)
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        challenge = push.challenge_answer(body)
+        if challenge is not None and push.receivers_for(self.svc, provider):
+            return JSONResponse(challenge)
+        try:
+            moved = await push.receive(self.svc, provider, headers, body)
+        except RequestRejected:
+            raise
+        except Exception as exc:  # the store is down: polling is the safety net
+            log.warning("push_dropped", provider=provider, error=str(exc)[:200])
+            return JSONResponse({"ok": True})
+        if moved and self.scheduler is not None:
+            self.scheduler.poke()
+        return JSONResponse({"ok": True})
 
     # --- jobs --------------------------------------------------------------------------
 
@@ -295,12 +391,20 @@ class Api:
 
     async def video(self, request: Request) -> Response:
         job_id = request.path_params["job_id"]
-        index = request.path_params["index"]
+        try:
+            index = inputs.client_int(
+                request.path_params["index"], "index", default=-1, low=0, high=10_000
+            )
+        except RequestRejected:
+            raise NotFound("no such video for this job") from None
         svc = self.svc
         assert svc.links is not None
-        if not svc.links.verify(
-            job_id, index, request.query_params.get("expires"), request.query_params.get("sig")
-        ):
+        q = request.query_params
+        nonce = q.get("once")
+        if svc.links.verify(job_id, index, q.get("expires"), q.get("sig"), nonce=nonce):
+            if nonce and request.method != "HEAD":
+                await self._use_once(f"video:{nonce}", str(q.get("expires")))
+        else:
             self.check_auth(request)
         job = await self.get_job(job_id)
         video = next((v for v in job.videos if v.index == index), None)
@@ -343,9 +447,7 @@ class Api:
             "model": q.get("model") or None,
             "since": _since_param(q.get("since")),
         }
-        cursor = q.get("cursor") or None
-        if cursor is not None and not cursor.isdigit():
-            raise RequestRejected("cursor is not one this service gave out", field="cursor")
+        cursor = _cursor_param(q.get("cursor"))
         base = self.settings.server.base_url()
         store = self.svc.store
         if q.get("group", "").lower() in ("1", "true", "yes"):
@@ -446,13 +548,7 @@ class Api:
                 raise Unauthorized("the download link is invalid or has expired")
             nonce = q.get("once")
             if nonce:
-                until = datetime.fromtimestamp(int(q["expires"]), UTC)
-                if not await self._store_call(svc.store.use_once(f"zip:{nonce}", until)):
-                    raise RequestRejected(
-                        "this single-use download link was used already",
-                        status_code=410,
-                        code="link_used",
-                    )
+                await self._use_once(f"zip:{nonce}", q["expires"])
         else:
             self.check_auth(request)
         job = await self.get_job(job_id)
@@ -468,7 +564,8 @@ class Api:
         """Expiring (optionally single-use) links to a job's ZIP and videos."""
         self.check_auth(request)
         job = await self.get_job(request.path_params["job_id"])
-        data = await self.read_object(request) if await request.body() else {}
+        # the body is optional here; when there is one it is read with the limit, never whole
+        data = await self.read_object(request) if _has_body(request) else {}
         expires_s = _int_param(
             data.get("expiresIn"),
             "expiresIn",
@@ -487,7 +584,10 @@ class Api:
                 "ok": True,
                 "jobId": job.id,
                 "zipUrl": svc.links.path_url(path, expires_s, single_use=single_use),
-                "videoUrls": [svc.links.video_url(job.id, v.index, expires_s) for v in job.videos],
+                "videoUrls": [
+                    svc.links.video_url(job.id, v.index, expires_s, single_use=single_use)
+                    for v in job.videos
+                ],
                 "expiresIn": expires_s,
                 "singleUse": single_use,
             }
@@ -524,23 +624,40 @@ class Api:
 
     async def all_events(self, request: Request) -> Response:
         self.check_auth(request)
-        svc = self.svc
-        base = self.settings.server.base_url()
+        shared = self._all_jobs_snapshot()
+        feed = self.svc.changes
 
         async def snapshot() -> dict[str, dict[str, Any]]:
-            out: dict[str, dict[str, Any]] = {}
-            for name, members in GROUPS.items():
-                jobs, _ = await svc.store.list_jobs(states=members, limit=LIVE_WINDOW)
-                if name == "queued":
-                    jobs.sort(key=lambda j: (j.created_at, j.id))
-                    first = await self._position(jobs[0]) if jobs else None
-                    for i, j in enumerate(jobs):
-                        out[j.id] = job_summary(j, base, (first or 1) + i)
-                else:
-                    out.update((j.id, job_summary(j, base)) for j in jobs)
-            return out
+            # fresh enough: read after the last local change, and at most a period old
+            return await shared.get(max(feed.changed_at, time.monotonic() - live.REFRESH_S))
 
         return self._event_stream(request, snapshot)
+
+    def _all_jobs_snapshot(self) -> live.SharedSnapshot:
+        """The window every stream of all jobs watches, one per process (issue 12, item 22)."""
+        if self._live_all is None or self._live_all_for is not self.svc:
+            self._live_all = live.SharedSnapshot(self._read_all_jobs)
+            self._live_all_for = self.svc
+        return self._live_all
+
+    async def _read_all_jobs(self) -> dict[str, dict[str, Any]]:
+        svc = self.svc
+        base = self.settings.server.base_url()
+        out: dict[str, dict[str, Any]] = {}
+        # Groups are read in the order jobs move through them (queued, processing, history):
+        # a job that moves on between two reads is then seen in one of them, instead of
+        # being missed by both.
+        for name in ("queued", "processing", "history"):
+            members = GROUPS[name]
+            jobs, _ = await svc.store.list_jobs(states=members, limit=LIVE_WINDOW)
+            if name == "queued":
+                jobs.sort(key=lambda j: (j.created_at, j.id))
+                first = await self._position(jobs[0]) if jobs else None
+                for i, j in enumerate(jobs):
+                    out[j.id] = job_summary(j, base, (first or 1) + i)
+            else:
+                out.update((j.id, job_summary(j, base)) for j in jobs)
+        return out
 
     # --- operations --------------------------------------------------------------------
 
@@ -556,10 +673,11 @@ class Api:
         return JSONResponse(openapi_document(self.settings))
 
     async def dashboard(self, request: Request) -> Response:
+        page = STATIC / "dashboard.html"
         return FileResponse(
-            STATIC / "dashboard.html",
+            page,
             media_type="text/html; charset=utf-8",
-            headers={"Cache-Control": "no-cache"},
+            headers={"Cache-Control": "no-cache", **guard.page_headers(page)},
         )
 
     # --- health ------------------------------------------------------------------------
@@ -594,13 +712,61 @@ STATIC = Path(__file__).parent / "static"
 
 
 def _int_param(value: Any, field: str, *, default: int, low: int, high: int) -> int:
-    if value is None or value == "":
-        return default
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        value = int(value.strip())
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise RequestRejected(f"{field} must be a whole number from {low} to {high}", field=field)
-    return value
+    return inputs.client_int(value, field, default=default, low=low, high=high)
+
+
+#: Cursors are store sequence numbers; nothing larger fits a 64-bit integer.
+MAX_CURSOR = 2**63 - 1
+
+
+def _cursor_param(value: str | None) -> str | None:
+    if not value:
+        return None
+    try:
+        number = inputs.client_int(value, "cursor", default=0, low=0, high=MAX_CURSOR)
+    except RequestRejected:
+        raise RequestRejected(
+            "cursor is not one this service gave out", field="cursor", status_code=400
+        ) from None
+    return str(number)
+
+
+def _known_message(job: Job, callback: str | None) -> str:
+    if callback == lifecycle.CALLBACK_SENT:
+        return "This task has ended already; its final event goes to the new callbackUrl now"
+    if callback == lifecycle.CALLBACK_NO_EVENT:
+        return "This task's job was cancelled; the new callbackUrl is kept in case of a retry"
+    if job.is_terminal:
+        return f"This task was handled already; its job is {job.state.value}"
+    if callback == lifecycle.CALLBACK_ADDED:
+        return "Already polling this task; the new callbackUrl will get the outcome too"
+    return "Already polling this task"
+
+
+async def _multipart_fields(headers: Headers, body: bytes) -> dict[str, Any]:
+    """The text fields of a ``multipart/form-data`` body; file parts are refused."""
+
+    async def stream() -> AsyncGenerator[bytes, None]:
+        yield body
+
+    try:
+        form = await MultiPartParser(headers, stream(), max_files=0).parse()
+    except (MultiPartException, ValueError, KeyError) as exc:
+        message = getattr(exc, "message", None) or "the multipart form could not be read"
+        raise RequestRejected(message, status_code=400) from None
+    fields: dict[str, Any] = {}
+    for key, value in form.multi_items():
+        if not isinstance(value, str):
+            raise RequestRejected("file parts are not accepted", status_code=400)
+        fields[key] = value
+    return fields
+
+
+def _has_body(request: Request) -> bool:
+    length = request.headers.get("content-length")
+    if length is not None:
+        return length.strip() not in ("", "0")
+    return "transfer-encoding" in request.headers
 
 
 def _states_param(value: str | None) -> list[str] | None:
@@ -653,25 +819,27 @@ def _required_str(data: Mapping[str, Any], field: str, *aliases: str) -> str:
     return value
 
 
-def _attempt(value: Any) -> int:
+def _flag(value: Any, field: str) -> bool:
+    """An optional true/false field; a form post sends it as text."""
     if value is None or value == "":
-        return 1
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10000:
-        raise RequestRejected("attempt must be a whole number from 1 to 10000", field="attempt")
-    return value
+        return False
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0"):
+        return value.strip().lower() in ("true", "1")
+    raise RequestRejected(f"{field} must be true or false", field=field)
+
+
+def _attempt(value: Any) -> int:
+    return inputs.client_int(
+        value, "attempt", default=1, low=1, high=10000, allow_integral_float=True
+    )
 
 
 def _json_object(value: Any, field: str, max_bytes: int) -> dict[str, Any] | None:
     """An optional JSON object (or a form field holding one), at most ``max_bytes``."""
     if isinstance(value, str) and value.strip():
-        try:
-            value = json.loads(value)
-        except ValueError:
-            raise RequestRejected(f"{field} must be a JSON object", field=field) from None
+        value = inputs.load_json(value, field, field=field)
     if value is None or value == "":
         return None
     if not isinstance(value, dict):
@@ -692,6 +860,7 @@ def create_app(
 ) -> Starlette:
     """Build the app; the lifespan opens the plug-ins and runs the scheduler."""
     api = Api(settings)
+    register_secrets(configured_secrets(settings.model_dump()))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -707,6 +876,14 @@ def create_app(
         log.info(
             "service_started", instance=services.instance_id, base_url=settings.server.base_url()
         )
+        if not settings.server.is_loopback() and not settings.server.public_url:
+            log.warning(
+                "public_url_missing",
+                host=settings.server.host,
+                base_url=settings.server.base_url(),
+                hint="links and statusUrl point at this base URL; set server.public_url to "
+                "the address callers reach the service at",
+            )
         try:
             yield
         finally:
@@ -730,8 +907,9 @@ def create_app(
         Route("/jobs/{job_id}/download.zip", api.download_zip, methods=["GET"]),
         Route("/jobs/{job_id}/links", api.make_links, methods=["POST"]),
         Route("/jobs/{job_id}/events", api.job_events, methods=["GET"]),
-        Route("/jobs/{job_id}/videos/{index:int}", api.video, methods=["GET", "HEAD"]),
+        Route("/jobs/{job_id}/videos/{index}", api.video, methods=["GET", "HEAD"]),
         Route("/sessions/{session_id}", api.put_session, methods=["PUT"]),
+        Route("/callbacks/{provider}", api.provider_push, methods=["POST"]),
         Route("/healthz", api.healthz, methods=["GET"]),
         Route("/readyz", api.readyz, methods=["GET"]),
     ]
@@ -745,6 +923,7 @@ def create_app(
             Exception: _crashed,
         },
     )
+    app.add_middleware(guard.RequestGuard, server=settings.server)
     app.state.api = api
     return app
 

@@ -15,11 +15,14 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from .errors import ConfigError
+from .net import HostAllowlist
+from .plugin_check import check_plugins
 
 DEFAULT_MODELS: dict[str, str] = {
     "demo": "demo",
@@ -68,6 +71,13 @@ DEFAULT_PROVIDERS: dict[str, dict[str, Any]] = {
 PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "secret", "replace-me", "xxx"})
 
 
+def _comma_list(value: Any) -> Any:
+    """``"n8n, localhost:5678"`` (an environment variable) as a list; lists pass through."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
@@ -84,6 +94,32 @@ class ServerSettings(_Section):
     max_body_bytes: int = Field(64 * 1024, gt=0)
     max_context_bytes: int = Field(16 * 1024, gt=0)
     shutdown_grace_s: float = Field(10.0, ge=0)
+    #: Host header values accepted besides loopback names and the public_url host
+    #: (``poller``, ``*.example.com``; ``*`` accepts any).
+    trusted_hosts: list[str] = Field(default_factory=list)
+    #: A connection must finish sending its request head within this many seconds.
+    header_timeout_s: float = Field(10.0, gt=0)
+    #: An idle keep-alive connection is closed after this many seconds.
+    keep_alive_timeout_s: int = Field(5, ge=1)
+    #: Connections (and requests) served at once; past it new ones get 503.
+    max_connections: int = Field(1000, ge=1)
+
+    @field_validator("trusted_hosts", mode="before")
+    @classmethod
+    def _trusted_list(cls, value: Any) -> Any:
+        return _comma_list(value)
+
+    @field_validator("public_url")
+    @classmethod
+    def _absolute_http_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an absolute http:// or https:// URL")
+        if parts.query or parts.fragment or parts.username or parts.password:
+            raise ValueError("must not carry user-info, a query or a fragment")
+        return value.strip()
 
     def base_url(self) -> str:
         if self.public_url:
@@ -128,6 +164,8 @@ class StorageSettings(_Section):
     access_key_id: SecretStr | None = None
     secret_access_key: SecretStr | None = None
     public_base_url: str | None = None
+    #: Presigned links are made for this endpoint (a host users reach) instead of endpoint_url.
+    public_endpoint_url: str | None = None
     part_size_mb: float = Field(8.0, ge=5)
 
 
@@ -159,10 +197,34 @@ class PollingSettings(_Section):
     max_active_jobs: int | None = Field(None, ge=1)
     #: Longest sleep of the scheduler between two looks at the store.
     tick_s: float = Field(1.0, gt=0)
+    #: Poll spacing of a job whose provider pushes the result to /callbacks/{provider}
+    #: (expectPush): the safety net for a missed push. An interval_s the user set rules
+    #: when this key is not set (see PollPolicy).
+    push_fallback_interval_s: float = Field(300.0, gt=0)
 
 
 class SecuritySettings(_Section):
     allow_private_urls: bool = False
+    #: Private hosts outgoing URLs may reach anyway: names, host:port, CIDR ranges.
+    allowed_hosts: list[str] = Field(default_factory=list)
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _allowed_list(cls, value: Any) -> Any:
+        return _comma_list(value)
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _parseable_hosts(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                HostAllowlist([entry])
+            except ValueError as exc:
+                raise ValueError(f"{entry!r} is not a host, host:port or CIDR: {exc}") from None
+        return value
+
+    def allowlist(self) -> HostAllowlist:
+        return HostAllowlist(self.allowed_hosts)
 
 
 class SessionSettings(_Section):
@@ -171,9 +233,19 @@ class SessionSettings(_Section):
     delete_on_complete: bool = False
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
 class LoggingSettings(_Section):
     level: str = "INFO"
     format: Literal["auto", "json", "console"] = "auto"
+
+    @field_validator("level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        if str(value).upper() not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+        return str(value).upper()
 
 
 class AnalyticsSettings(_Section):
@@ -310,6 +382,7 @@ def settings_from_mapping(tree: Mapping[str, Any]) -> Settings:
         raise ConfigError("invalid configuration: " + _problems(exc)) from None
     check_settings(settings)
     check_typed_providers(settings)
+    check_plugins(settings)  # every plug-in named exists; its block has no unknown keys
     return settings
 
 
@@ -318,13 +391,14 @@ def _problems(exc: ValidationError, prefix: tuple[str, ...] = ()) -> str:
     for err in exc.errors():
         key = ".".join(str(p) for p in (*prefix, *err["loc"]))
         bad = err.get("input")
+        msg = err["msg"].removeprefix("Value error, ")
         hidden = ("secret", "token", "key", "headers")
         if any(w in key.lower() for w in hidden):
-            problems.append(f"{key}: {err['msg']} (got <hidden>)")
+            problems.append(f"{key}: {msg} (got <hidden>)")
         elif isinstance(bad, Mapping) and bad:  # a whole section: it may hold secrets
-            problems.append(f"{key}: {err['msg']}")
+            problems.append(f"{key}: {msg}")
         else:
-            problems.append(f"{key}: {err['msg']} (got {bad!r})")
+            problems.append(f"{key}: {msg} (got {bad!r})")
     return "; ".join(problems)
 
 

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+import httpx
 import structlog
 
-from .errors import NotifyRejected, NotifyTransient, StoreUnavailable
+from .errors import BlobError, NotifyRejected, NotifyTransient, StoreUnavailable
 from .interfaces import Notification, Notifier, VideoRef
+from .logging import scrub
 from .model import (
     Delivery,
     DeliveryStatus,
@@ -42,8 +45,24 @@ log = structlog.get_logger(__name__)
 CALLBACK_TARGET = "callback"
 
 
+def callback_target(url: str) -> str:
+    """The delivery target name of a callback URL posted after the first one.
+
+    A digest, so ``GET /jobs/{id}`` does not show the URL and each URL is its own target.
+    """
+    return f"{CALLBACK_TARGET}:{hashlib.sha256(url.encode()).hexdigest()[:16]}"
+
+
+def callback_targets(job: Job) -> dict[str, str]:
+    """Every callback URL of ``job`` by its delivery target name, the first one first."""
+    targets = {CALLBACK_TARGET: job.callback_url} if job.callback_url else {}
+    for url in job.extra_callback_urls:
+        targets.setdefault(callback_target(url), url)
+    return targets
+
+
 def _error_text(exc: BaseException) -> str:
-    text = str(exc) or exc.__class__.__name__
+    text = scrub(str(exc)) or exc.__class__.__name__
     return text[:300]
 
 
@@ -57,8 +76,7 @@ class Dispatcher:
 
     def targets_for(self, job: Job, event: Event) -> list[str]:
         names = [n.name for n in self.services.notifiers if self._subscribed(n, event, job)]
-        if job.callback_url:
-            names.append(CALLBACK_TARGET)
+        names.extend(callback_targets(job))
         return names
 
     @staticmethod
@@ -90,8 +108,9 @@ class Dispatcher:
         return rows
 
     def _notifier(self, job: Job, target: str) -> Notifier | None:
-        if target == CALLBACK_TARGET:
-            return self.services.callback_notifier(job.callback_url) if job.callback_url else None
+        if target == CALLBACK_TARGET or target.startswith(CALLBACK_TARGET + ":"):
+            url = callback_targets(job).get(target)
+            return self.services.callback_notifier(url) if url else None
         return next((n for n in self.services.notifiers if n.name == target), None)
 
     async def attempt(self, delivery: Delivery) -> Delivery:
@@ -193,15 +212,38 @@ class Dispatcher:
         except NotifyTransient as exc:
             # the target's pause (Retry-After) counts from its answer, not from when we began
             return self._later(delivery, attempt_no, utcnow(), _error_text(exc), exc)
-        except Exception as exc:  # a broken plug-in must not kill the loop
-            log.exception("notifier_crashed", target=delivery.target)
+        except (OSError, TimeoutError, httpx.TransportError, StoreUnavailable) as exc:
+            # transport trouble a plug-in did not classify: try again later
+            log.warning("notifier_unreachable", target=delivery.target, error=_error_text(exc))
             return self._later(delivery, attempt_no, now, _error_text(exc), None)
+        except BlobError as exc:
+            if not exc.transient:
+                return self._final(
+                    delivery, attempt_no, f"the video cannot be read: {_error_text(exc)}"
+                )
+            return self._later(delivery, attempt_no, now, _error_text(exc), None)
+        except Exception as exc:
+            # A broken plug-in must not kill the loop. An error that is neither "try later"
+            # nor "give up" is a bug or a target that can never work: retrying it for
+            # callbacks.max_age_s only repeats the traceback, so it is final, logged once.
+            log.exception("notifier_crashed", target=delivery.target)
+            return self._final(delivery, attempt_no, f"the notifier failed: {_error_text(exc)}")
         return dataclasses.replace(
             delivery,
             status=DeliveryStatus.SENT,
             attempts=attempt_no,
             sent_at=utcnow(),
             last_error=None,
+            next_attempt_at=None,
+        )
+
+    @staticmethod
+    def _final(delivery: Delivery, attempt_no: int, error: str) -> Delivery:
+        return dataclasses.replace(
+            delivery,
+            status=DeliveryStatus.FAILED,
+            attempts=attempt_no,
+            last_error=error[:300],
             next_attempt_at=None,
         )
 

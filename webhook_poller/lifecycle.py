@@ -9,6 +9,7 @@ raise :class:`~webhook_poller.errors.Conflict` (HTTP 409) with a message saying 
 from __future__ import annotations
 
 import dataclasses
+import random
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from .errors import Conflict, LeaseLost, NotFound, StoreUnavailable
-from .model import ACTIVE_STATES, Job, JobState, can_transition, transition, utcnow
+from .model import ACTIVE_STATES, Event, Job, JobState, can_transition, transition, utcnow
 
 if TYPE_CHECKING:
     from .services import Services
@@ -165,9 +166,77 @@ async def sweep_retention(
     for key in await services.blobs.keys_older_than(cutoff):
         await services.blobs.delete(key)
         removed += 1
+    remove_parts = getattr(services.blobs, "remove_stale_parts", None)
+    if remove_parts is not None:  # half-written files a kill left behind (local disk)
+        removed += await remove_parts()
     if removed:
         log.info("retention_swept", removed=removed, retention_days=days)
     return removed
 
 
 Action = Callable[["Services", str], Awaitable[Job]]
+
+
+#: Callback URLs one job may collect from re-posts of its task.
+MAX_CALLBACKS = 20
+
+#: What :func:`add_callback` did, as the intake answer says it.
+CALLBACK_KNOWN = "already_registered"
+CALLBACK_ADDED = "added"
+CALLBACK_SENT = "final_event_sent"
+CALLBACK_NO_EVENT = "no_final_event"
+
+
+async def add_callback(services: Services, job_id: str, url: str) -> tuple[Job, str]:
+    """Give a callback URL posted again for a known task the job's outcome, once.
+
+    While the job runs, the URL becomes one more target of its final event. Once the job
+    has its final event (notifying, succeeded, failed), a delivery of that event to the URL
+    is written with the URL, so it goes out at once. A cancelled job has no final event;
+    the URL is kept for a retry. Like every action, this write wins over a busy worker,
+    which then lets go and the job is taken up again when its lease runs out.
+    """
+    from .delivery import Dispatcher, callback_target
+
+    for _ in range(_RACE_RETRIES):
+        job = await services.store.get(job_id)
+        if job is None:
+            raise NotFound("no such job")
+        if url == job.callback_url or url in job.extra_callback_urls:
+            return job, CALLBACK_KNOWN
+        if job.callback_url is None:
+            changed, target = dataclasses.replace(job, callback_url=url), "callback"
+        else:
+            if len(job.extra_callback_urls) + 1 >= MAX_CALLBACKS:
+                raise Conflict(
+                    f"this task has {MAX_CALLBACKS} callback URLs already; no more are taken",
+                    extra={"status": job.state.value},
+                )
+            changed = dataclasses.replace(job, extra_callback_urls=(*job.extra_callback_urls, url))
+            target = callback_target(url)
+        final = _final_event(job)
+        deliveries = []
+        if final is not None:
+            dispatcher = Dispatcher(services, random.Random())
+            rows = await dispatcher.plan(changed, [final], utcnow())
+            deliveries = [r for r in rows if r.target == target]
+        try:
+            saved = await services.store.save(
+                changed, expected_version=job.version, deliveries=deliveries
+            )
+        except LeaseLost:
+            continue
+        log.info("callback_added", job_id=job.id, target=target, sent_now=bool(deliveries))
+        if deliveries:
+            return saved, CALLBACK_SENT
+        return saved, CALLBACK_NO_EVENT if job.state is JobState.CANCELLED else CALLBACK_ADDED
+    raise StoreUnavailable("the job kept changing; try again")
+
+
+def _final_event(job: Job) -> Event | None:
+    """The event a job raised when it ended, if it has ended with one."""
+    if job.state in (JobState.NOTIFYING, JobState.SUCCEEDED):
+        return Event.SUCCEEDED
+    if job.state is JobState.FAILED:
+        return Event.FAILED
+    return None

@@ -4,6 +4,10 @@ The store is the source of truth, because with several instances a change can ha
 of them: each stream re-reads the store on a short period and sends what changed. Changes
 made by this instance (a poll, an action through the API) wake the streams at once through
 a :class:`ChangeFeed`, so a local change shows without waiting for the period.
+
+The stream of all jobs reads its window (up to 3 x 200 jobs) through one
+:class:`SharedSnapshot` per process: however many dashboards are open, the store is read once
+per refresh, and at most every :data:`MIN_REFRESH_S`.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -18,6 +24,8 @@ from typing import Any
 REFRESH_S = 1.0
 #: Seconds between keep-alive comments, so proxies keep the stream open.
 PING_S = 15
+#: The shortest time between two reads of a shared snapshot, however busy the process is.
+MIN_REFRESH_S = 0.25
 
 
 class ChangeFeed:
@@ -25,10 +33,13 @@ class ChangeFeed:
 
     def __init__(self) -> None:
         self.version = 0
+        #: ``time.monotonic()`` of the last ``notify`` (-inf before the first).
+        self.changed_at = -math.inf
         self._event = asyncio.Event()
 
     def notify(self) -> None:
         self.version += 1
+        self.changed_at = time.monotonic()
         event, self._event = self._event, asyncio.Event()
         event.set()
 
@@ -39,6 +50,47 @@ class ChangeFeed:
 
 
 Snapshot = Callable[[], Awaitable[dict[str, dict[str, Any]]]]
+
+
+class SharedSnapshot:
+    """One snapshot of the store that every stream of a process shares.
+
+    ``get(newer_than)`` returns the last snapshot if its read started at or after
+    ``newer_than`` (a ``time.monotonic()`` value); otherwise it reads the store again, once for
+    every caller waiting at that moment, and never sooner than ``min_interval_s`` after the
+    read before. ``loads`` counts the store reads.
+    """
+
+    def __init__(self, load: Snapshot, *, min_interval_s: float = MIN_REFRESH_S) -> None:
+        self._load = load
+        self.min_interval_s = min_interval_s
+        self.loads = 0
+        self._value: dict[str, dict[str, Any]] | None = None
+        self._started = -math.inf
+        self._refresh: asyncio.Future[None] | None = None
+
+    async def get(self, newer_than: float) -> dict[str, dict[str, Any]]:
+        while self._value is None or self._started < newer_than:
+            if self._refresh is None:
+                self._refresh = asyncio.ensure_future(self._reload())
+                self._refresh.add_done_callback(self._done)
+            # shielded: a stream that goes away does not cancel the others' read
+            await asyncio.shield(self._refresh)
+        return self._value
+
+    def _done(self, future: asyncio.Future[None]) -> None:
+        self._refresh = None
+        if not future.cancelled():
+            future.exception()  # retrieved here; the waiters see it raised
+
+    async def _reload(self) -> None:
+        wait = self._started + self.min_interval_s - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        started = time.monotonic()
+        self.loads += 1
+        value = await self._load()
+        self._value, self._started = value, started
 
 
 async def diff_stream(

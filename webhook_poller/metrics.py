@@ -57,6 +57,12 @@ class Metrics:
         self.polls = Counter(
             "webhook_poller_polls", "Provider status checks", ["provider", "outcome"], registry=r
         )
+        self.pushes = Counter(
+            "webhook_poller_pushes",
+            "Provider pushes to /callbacks/{provider} (moved, ignored, unknown, forged)",
+            ["provider", "outcome"],
+            registry=r,
+        )
         self.failures = Counter(
             "webhook_poller_job_failures",
             "Jobs that ended failed",

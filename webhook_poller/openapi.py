@@ -24,7 +24,7 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 def _errors(*codes: int) -> dict[str, Any]:
     text = {
-        400: "The body is not readable (not JSON, empty)",
+        400: "The body or a cursor is not readable (not JSON, too deep, lone surrogate)",
         401: "Missing or wrong bearer token",
         404: "No such job or video",
         409: "The action is not allowed in the job's current status",
@@ -70,6 +70,12 @@ _SCHEMAS: dict[str, Any] = {
             "attempt": {"type": "integer", "minimum": 1, "maximum": 10000, "default": 1},
             "callbackUrl": {"type": "string", "format": "uri"},
             "context": {"type": "object", "description": "At most 16 KB of JSON"},
+            "expectPush": {
+                "type": "boolean",
+                "default": False,
+                "description": "The provider pushes to /callbacks/{provider}: poll only every"
+                " polling.push_fallback_interval_s as a safety net",
+            },
         },
     },
     "IntakeResponse": {
@@ -82,6 +88,18 @@ _SCHEMAS: dict[str, Any] = {
             "message": {"type": "string"},
             "alreadyKnown": {"type": "boolean"},
             "statusUrl": {"type": "string"},
+            "callback": {
+                "description": "What happened to the posted callbackUrl: a new job's target,"
+                " added to a running job, the ended job's final event sent to it, known already,"
+                " or no final event (a cancelled job)",
+                "enum": [
+                    "registered",
+                    "added",
+                    "final_event_sent",
+                    "already_registered",
+                    "no_final_event",
+                ],
+            },
         },
     },
     "JobError": {
@@ -150,11 +168,21 @@ _SCHEMAS: dict[str, Any] = {
             "message": {"type": "string"},
             "attempts": {"type": "integer"},
             "elapsedSeconds": {"type": "number"},
+            "expectPush": {"type": "boolean"},
             "error": _ref("JobError"),
             "videoUrls": {"type": "array", "items": {"type": "string"}},
             "metadata": {"type": "array", "items": _ref("VideoMetadata")},
             "deliveries": {"type": "array", "items": _ref("Delivery")},
             "queuePosition": {"type": "integer"},
+            "hasCallback": {
+                "type": "boolean",
+                "description": "Whether the job was posted with a callbackUrl (never shown)",
+            },
+            "callbackUrl": {
+                "type": "boolean",
+                "deprecated": True,
+                "description": "Old name of hasCallback; removed in the next release",
+            },
         },
     },
 }
@@ -195,7 +223,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                         },
                         "A page of jobs",
                     ),
-                    **_errors(401, 422, 503),
+                    **_errors(400, 401, 422, 503),
                 },
             }
         },
@@ -285,6 +313,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 "parameters": [
                     _query("expires", "Signed link expiry", {"type": "string"}),
                     _query("sig", "Signed link signature", {"type": "string"}),
+                    _query("once", "Single-use nonce", {"type": "string"}),
                 ],
                 "responses": {
                     "200": {
@@ -294,7 +323,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                         },
                     },
                     "302": {"description": "Redirect to a presigned storage URL"},
-                    **_errors(401, 404, 503),
+                    **_errors(401, 404, 410, 503),
                 },
             },
         },
@@ -317,6 +346,41 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 "responses": {
                     "200": _json({"type": "object"}, "Stored"),
                     **_errors(400, 401, 413, 422, 503),
+                },
+            },
+        },
+        "/callbacks/{provider}": {
+            "parameters": [
+                {
+                    "name": "provider",
+                    "in": "path",
+                    "required": True,
+                    "description": "Provider family (kie, replicate, gemini, fal ...) or adapter",
+                    "schema": {"type": "string"},
+                }
+            ],
+            "post": {
+                "operationId": "providerPush",
+                "summary": "A provider's push (KIE callBackUrl, Replicate/Gemini webhook, fal"
+                " fal_webhook): a hint that makes the job's status be read again now",
+                "security": [],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                },
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "ok": {"const": True},
+                                "challenge": {"type": "string"},
+                            },
+                        },
+                        "Accepted (also for a task we do not know; no job data), or"
+                        " MiniMax's URL check echoed",
+                    ),
+                    **_errors(400, 401, 404, 413, 503),
                 },
             },
         },
@@ -411,11 +475,12 @@ def _intake_op(operation_id: str) -> dict[str, Any]:
             "content": {
                 "application/json": {"schema": _ref("IntakeRequest")},
                 "application/x-www-form-urlencoded": {"schema": _ref("IntakeRequest")},
+                "multipart/form-data": {"schema": _ref("IntakeRequest")},
             },
         },
         "responses": {
             "200": _json(_ref("IntakeResponse"), "Stored; polling started (or already known)"),
-            **_errors(400, 401, 413, 422, 503),
+            **_errors(400, 401, 409, 413, 422, 503),
         },
     }
 

@@ -9,7 +9,9 @@ plug-ins without an ``Options`` model keep working unchecked.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from .model import Event
 
 
 class PluginOptions(BaseModel):
@@ -34,3 +36,28 @@ class ProviderOptions(PluginOptions):
     interval_s: float | None = Field(default=None, gt=0)
     first_poll_delay_s: float | None = Field(default=None, ge=0)
     delayed_interval_s: float | None = Field(default=None, gt=0)
+
+
+def _known_events() -> tuple[str, ...]:
+    return (*(e.value for e in Event), "*")
+
+
+class NotifierOptions(PluginOptions):
+    """Keys every notifier understands (one item of ``notifiers:``).
+
+    ``events`` names must be events of :class:`webhook_poller.model.Event` (or ``*``); a
+    typo such as ``video.succeded`` would otherwise subscribe to nothing.
+    """
+
+    type: str
+    name: str | None = None
+    events: list[str] | None = None
+
+    @field_validator("events")
+    @classmethod
+    def _known_event_names(cls, value: list[str] | None) -> list[str] | None:
+        known = _known_events()
+        for item in value or []:
+            if item not in known:
+                raise ValueError(f"unknown event {item!r}; known events: {', '.join(known)}")
+        return value

@@ -31,6 +31,25 @@ def backoff_s(failures: int, base_s: float, max_s: float, rng: random.Random) ->
     return ceiling / 2 + rng.uniform(0, ceiling / 2)
 
 
+def first_poll_delay_s(polling: PollingSettings, *, explicit: bool) -> float:
+    """Seconds from intake to the first status check.
+
+    A ``first_poll_delay_s`` the user set rules. Otherwise its default is only a cap: the
+    first check comes at most one ``interval_s`` after intake, so a short interval is not
+    held up by the 10 s default.
+    """
+    if explicit or polling.interval_s <= 0:
+        return polling.first_poll_delay_s
+    return min(polling.first_poll_delay_s, polling.interval_s)
+
+
+def transient_base_s(polling: PollingSettings) -> float:
+    """Where the transient backoff starts: ``backoff_base_s``, but never past one interval."""
+    if polling.interval_s <= 0:
+        return polling.backoff_base_s
+    return min(polling.backoff_base_s, polling.interval_s)
+
+
 def retry_delay_s(attempts: int, schedule: Sequence[float], rng: random.Random) -> float:
     """Delay before delivery attempt ``attempts + 1``; the last step repeats, +/-10 %."""
     if not schedule:
@@ -51,11 +70,20 @@ class PollPolicy:
     """Turns poll answers into the job's next state and due time."""
 
     def __init__(
-        self, polling: PollingSettings, *, min_interval_s: float, rng: random.Random | None = None
+        self,
+        polling: PollingSettings,
+        *,
+        min_interval_s: float,
+        rng: random.Random | None = None,
+        push_interval_s: float | None = None,
     ) -> None:
         self.polling = polling
         self.min_interval_s = min_interval_s
         self.rng = rng or random.Random()
+        #: Spacing of a job that expects a push (``expect_push``): the safety-net poll.
+        self.push_interval_s = (
+            polling.push_fallback_interval_s if push_interval_s is None else push_interval_s
+        )
 
     def _past_deadline(self, job: Job, now: datetime) -> bool:
         return (now - job.created_at).total_seconds() >= self.polling.give_up_after_s
@@ -120,11 +148,15 @@ class PollPolicy:
             return self._moved(
                 job, JobState.DELAYED, now, delayed_at=now, due_at=self._due(now, delay)
             )
-        base = (
-            self.polling.delayed_interval_s
-            if job.state is JobState.DELAYED
-            else self.polling.interval_s
-        )
+        if job.state is JobState.DELAYED:
+            base = self.polling.delayed_interval_s
+            if job.expect_push:  # delayed never polls a push job faster than before
+                base = max(base, self.push_interval_s)
+        elif job.expect_push:
+            # The push is the fast path; this poll is the net for a missed one.
+            base = self.push_interval_s
+        else:
+            base = self.polling.interval_s
         delay = jittered(base, self.polling.jitter, self.rng)
         return self._moved(job, job.state, now, due_at=self._due(now, delay))
 
@@ -135,14 +167,16 @@ class PollPolicy:
         failures = job.transient_failures + 1
         if self._past_deadline(job, now):
             return self.timed_out(dataclasses.replace(job, transient_failures=failures), now)
+        # The first retry comes no later than max(interval, Retry-After), then backs off;
+        # it never waits past the give-up deadline, where the job times out.
         delay = backoff_s(
-            failures, self.polling.backoff_base_s, self.polling.backoff_max_s, self.rng
+            failures, transient_base_s(self.polling), self.polling.backoff_max_s, self.rng
         )
         if retry_after_s is not None:
             delay = max(delay, retry_after_s)
-        return self._moved(
-            job, job.state, now, transient_failures=failures, due_at=self._due(now, delay)
-        )
+        deadline = job.created_at + timedelta(seconds=self.polling.give_up_after_s)
+        due = min(self._due(now, delay), max(deadline, now))
+        return self._moved(job, job.state, now, transient_failures=failures, due_at=due)
 
     def failed(self, job: Job, now: datetime, code: ErrorCode, reason: str | None) -> Outcome:
         """A final failure decided by us (a refused download, a full disk...)."""

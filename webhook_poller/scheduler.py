@@ -41,7 +41,7 @@ from .model import (
     transition,
     utcnow,
 )
-from .policy import Outcome, PollPolicy, backoff_s
+from .policy import Outcome, PollPolicy, backoff_s, transient_base_s
 from .services import Services
 
 log = structlog.get_logger(__name__)
@@ -65,6 +65,7 @@ class Scheduler:
                 services.gate_for(name).polling,
                 min_interval_s=services.gate_for(name).min_interval_s,
                 rng=self.rng,
+                push_interval_s=services.gate_for(name).push_interval_s,
             )
             for name in services.adapters
         }
@@ -301,7 +302,8 @@ class Scheduler:
         except ProviderUnavailable as exc:
             polls.labels(job.provider, "rate_limited" if exc.rate_limited else "transient").inc()
             if exc.rate_limited:
-                gate.pause(exc.retry_after_s or 5.0)
+                # without Retry-After, pause as long as the first transient retry waits
+                gate.pause(exc.retry_after_s or transient_base_s(gate.polling))
             log.warning(
                 "poll_transient_failure",
                 reason=str(exc)[:200],

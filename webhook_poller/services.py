@@ -11,21 +11,22 @@ import fnmatch
 import secrets
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import httpx
 import structlog
 from aiolimiter import AsyncLimiter
 
 from . import net, plugins
-from .config import PollingSettings, Settings
-from .errors import ConfigError
+from .config import DEFAULT_PROVIDERS, PollingSettings, Settings
+from .errors import ConfigError, StoreUnavailable
 from .interfaces import BlobStorage, JobStore, Notifier, PluginContext, ProviderAdapter
 from .links import LinkSigner
 from .live import ChangeFeed
 from .metrics import Metrics
+from .policy import first_poll_delay_s
 from .sessions import SessionSource
 
 log = structlog.get_logger(__name__)
@@ -48,31 +49,122 @@ class ModelRouter:
         return [p for p, _ in self.patterns]
 
 
+@runtime_checkable
+class SharedBudget(Protocol):
+    """A store that keeps the provider request budget and the 429 pause for every instance
+    (the Redis store). Times are seconds; a store without these methods keeps both per
+    process."""
+
+    async def budget_take(self, section: str, rate: float, burst: int = 1) -> float: ...
+
+    async def budget_pause(self, section: str, seconds: float) -> float: ...
+
+
 class ProviderGate:
-    """Per provider section: a request budget, a pause after 429, a minimum poll spacing."""
+    """Per provider section: a request budget, a pause after 429, a minimum poll spacing.
+
+    With a :class:`SharedBudget` (the Redis store) the budget and the pause hold for every
+    instance on that store: a request goes once Redis lets it take from the section's bucket
+    (``max_requests_per_s``, a burst of :attr:`BURST`), and no instance takes while a pause
+    set by any of them on a 429 lasts. One waiter per process asks Redis at a time, the others
+    queue behind it. Without a shared budget (SQLite), or while Redis is unreachable, both are
+    this process's own.
+    """
 
     #: Polling keys a provider section may override (a fast model can be polled sooner).
     OVERRIDABLE = ("interval_s", "first_poll_delay_s", "delayed_interval_s")
+    #: Requests the shared budget lets through at once: 1, so requests are spaced evenly and
+    #: any 1 s window holds at most max_requests_per_s + 1 (one at each edge).
+    BURST = 1
 
-    def __init__(self, section: str, options: Mapping[str, Any], polling: PollingSettings) -> None:
+    def __init__(
+        self,
+        section: str,
+        options: Mapping[str, Any],
+        polling: PollingSettings,
+        shared: SharedBudget | None = None,
+    ) -> None:
         self.section = section
         overrides = {k: float(options[k]) for k in self.OVERRIDABLE if options.get(k) is not None}
         self.polling = polling.model_copy(update=overrides) if overrides else polling
-        rate = float(options.get("max_requests_per_s") or 0)
+        # A first delay the user set rules; a built-in one is only a cap (one interval).
+        builtin = DEFAULT_PROVIDERS.get(section, {}).get("first_poll_delay_s")
+        explicit = "first_poll_delay_s" in polling.model_fields_set or options.get(
+            "first_poll_delay_s"
+        ) not in (None, builtin)
+        self.first_poll_delay_s = first_poll_delay_s(self.polling, explicit=explicit)
+        self.rate = float(options.get("max_requests_per_s") or 0)
         # max_rate=rate per 1 s with a small bucket spreads requests instead of bursting.
-        self.limiter = AsyncLimiter(max(rate, 0.001), 1.0) if rate > 0 else None
-        self.min_interval_s = float(options.get("min_interval_s") or 0.0)
+        self.limiter = AsyncLimiter(max(self.rate, 0.001), 1.0) if self.rate > 0 else None
+        # A built-in spacing (KIE's 30 s) never overrides an interval the user chose: it is
+        # capped at that interval. A min_interval_s the user set rules.
+        min_interval = float(options.get("min_interval_s") or 0.0)
+        builtin_min = DEFAULT_PROVIDERS.get(section, {}).get("min_interval_s")
+        user_interval = "interval_s" in polling.model_fields_set or "interval_s" in overrides
+        if user_interval and options.get("min_interval_s") == builtin_min:
+            min_interval = min(min_interval, self.polling.interval_s)
+        self.min_interval_s = min_interval
+        # Jobs that expect a push poll at push_fallback_interval_s; an interval_s the user
+        # set rules over its default, as it does over the built-in spacing above.
+        user_fallback = "push_fallback_interval_s" in polling.model_fields_set
+        self.push_interval_s = (
+            self.polling.interval_s
+            if user_interval and not user_fallback
+            else polling.push_fallback_interval_s
+        )
         self.paused_until = 0.0
+        self.shared = shared
+        self._shared_down = False
+        self._pending: set[asyncio.Task[None]] = set()
+        self._turn = asyncio.Lock()
 
     def pause(self, seconds: float) -> None:
         self.paused_until = max(self.paused_until, time.monotonic() + seconds)
+        if self.shared is not None:
+            task = asyncio.get_running_loop().create_task(self._share_pause(self.shared, seconds))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
+    async def _share_pause(self, shared: SharedBudget, seconds: float) -> None:
+        try:
+            await shared.budget_pause(self.section, seconds)
+        except StoreUnavailable:
+            self._unshared()
 
     async def acquire(self) -> None:
         wait = self.paused_until - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
+        if self.shared is not None:
+            try:
+                await self._acquire_shared(self.shared)
+            except StoreUnavailable:
+                self._unshared()
+            else:
+                self._shared_down = False
+                return
         if self.limiter is not None:
             await self.limiter.acquire()
+
+    async def _acquire_shared(self, shared: SharedBudget) -> None:
+        if self.rate <= 0:  # no budget: only the shared pause
+            await self._wait_shared(lambda: shared.budget_pause(self.section, 0))
+            return
+        async with self._turn:
+            await self._wait_shared(lambda: shared.budget_take(self.section, self.rate, self.BURST))
+
+    @staticmethod
+    async def _wait_shared(ask: Callable[[], Awaitable[float]]) -> None:
+        """Ask Redis until it says go (0); between asks, sleep as long as it says."""
+        wait = await ask()
+        while wait > 0:
+            await asyncio.sleep(wait)
+            wait = await ask()
+
+    def _unshared(self) -> None:
+        if not self._shared_down:
+            self._shared_down = True
+            log.warning("rate_budget_unshared", provider=self.section, reason="store_unreachable")
 
 
 @dataclass
@@ -97,6 +189,12 @@ class Services:
 
     def gate_for(self, adapter_name: str) -> ProviderGate:
         return self.gates[adapter_name]
+
+    def missing_credentials(self, adapter_name: str) -> str | None:
+        """What the adapter still needs configured before it can poll (its own hook)."""
+        hook = getattr(self.adapters.get(adapter_name), "missing_credentials", None)
+        missing = hook() if callable(hook) else None
+        return str(missing) if missing else None
 
     def callback_notifier(self, url: str) -> Notifier:
         cls = plugins.load("notifier", "webhook")
@@ -133,7 +231,11 @@ class Services:
 
 def build_services(settings: Settings) -> Services:
     """Construct (not open) every plug-in; unknown names fail here, naming the known ones."""
-    http = net.build_client(allow_private=settings.security.allow_private_urls, timeout_s=30.0)
+    http = net.build_client(
+        allow_private=settings.security.allow_private_urls,
+        timeout_s=30.0,
+        allowed=settings.security.allowlist(),
+    )
     provider_http = httpx.AsyncClient(
         timeout=httpx.Timeout(30.0, connect=10.0),
         # httpcore checks every pooled connection on each request (a select() per idle
@@ -155,6 +257,7 @@ def build_services(settings: Settings) -> Services:
     adapters: dict[str, ProviderAdapter] = {}
     gates: dict[str, ProviderGate] = {}
     section_gates: dict[str, ProviderGate] = {}
+    shared = store if isinstance(store, SharedBudget) else None
     routed = list(dict.fromkeys(settings.models.values()))
     # Every installed adapter is built, so intake's ``provider`` field can name one that no
     # ``models:`` pattern routes to; only the routed ones must load. The declarative adapter
@@ -173,11 +276,11 @@ def build_services(settings: Settings) -> Services:
             log.warning("adapter_skipped", adapter=adapter_name, error=str(exc)[:200])
             continue
         if section not in section_gates:
-            section_gates[section] = ProviderGate(section, options, settings.polling)
+            section_gates[section] = ProviderGate(section, options, settings.polling, shared)
         gates[adapter_name] = section_gates[section]
 
     notifiers = build_notifiers(settings, context)
-    return Services(
+    services = Services(
         settings=settings,
         store=store,
         blobs=blobs,
@@ -190,6 +293,18 @@ def build_services(settings: Settings) -> Services:
         sessions=SessionSource(settings, store),
         context=context,
     )
+    for adapter_name in adapters:
+        missing = services.missing_credentials(adapter_name)
+        models = [p for p, a in settings.models.items() if a == adapter_name]
+        if missing and models:  # routed; an unrouted one is only reached by intake's provider
+            log.warning(
+                "provider_key_missing",
+                adapter=adapter_name,
+                models=models,
+                missing=missing,
+                effect="jobs for these models are refused at intake with 422",
+            )
+    return services
 
 
 def adapter_class(settings: Settings, adapter_name: str) -> tuple[Any, str]:

@@ -114,6 +114,17 @@ def worker_app() -> Starlette:
     return create_app(settings)
 
 
+def __getattr__(name: str) -> Any:
+    """``WorkerHTTPProtocol``: the serve command's HTTP protocol (with its head deadline),
+    which uvicorn loads in each worker by import string."""
+    if name == "WorkerHTTPProtocol":
+        from .cli import http_protocol
+
+        args = json.loads(os.environ.get(ARGS_ENV) or "{}")
+        return http_protocol(float(args.get("head_timeout_s", 10.0)))
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def _multiprocess(config: uvicorn.Config, sock: Any) -> Any:
     from uvicorn.supervisors import Multiprocess
 
@@ -137,6 +148,7 @@ def serve_workers(
             "port": settings.server.port,
             "workers": workers,
             "supervisor": os.getpid(),
+            "head_timeout_s": settings.server.header_timeout_s,
         }
     )
     metrics_dir: Path | None = None
@@ -145,7 +157,8 @@ def serve_workers(
         os.environ[PROMETHEUS_ENV] = str(metrics_dir)
     except OSError as exc:  # no writable temp dir: /metrics then shows one worker per scrape
         log.warning("metrics_per_worker", error=str(exc)[:200])
-    options = {k: v for k, v in base.items() if k != "app"}
+    # the protocol class is made at run time and does not pickle into a spawned worker
+    options = {**base, "http": f"{__name__}:WorkerHTTPProtocol"}
     config = uvicorn.Config(
         "webhook_poller.workers:worker_app", factory=True, workers=workers, **options
     )

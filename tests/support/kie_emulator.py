@@ -94,17 +94,25 @@ def envelope(code: int, msg: str) -> Answer:
 
 
 class KieEmulator:
-    """The emulated provider; ``calls`` records (time, path, task id, auth header)."""
+    """The emulated provider; ``calls`` records (time, path, task id, auth header).
+
+    ``POST /api/v1/veo/generate`` answers a new task id, scripted with ``generate_script``
+    (called with the request's base URL and the JSON body), or else pending then a success
+    with one of our video files; ``generated`` records each body with its task id.
+    """
 
     def __init__(self) -> None:
         self.scripts: dict[str, list[Answer]] = {}
         self.calls: list[dict[str, Any]] = []
+        self.generated: list[dict[str, Any]] = []
+        self.generate_script: Any = None
         #: paths of result downloads refused as expired (HTTP 410)
         self.expired_fetches: list[str] = []
         self.video_bytes = Path(sample_video_path()).read_bytes()
         self._lock = threading.Lock()
         self.app = Starlette(
             routes=[
+                Route("/api/v1/veo/generate", self.generate, methods=["POST"]),
                 Route("/api/v1/veo/record-info", self.status),
                 Route("/api/v1/jobs/recordInfo", self.status),
                 Route("/files/expired/{name}.mp4", self.expired),
@@ -149,6 +157,23 @@ class KieEmulator:
         if isinstance(body, str):
             return Response(body, status_code=status, headers=headers, media_type="text/html")
         return JSONResponse(body, status_code=status, headers=headers)
+
+    async def generate(self, request: Request) -> Response:
+        if request.headers.get("authorization", "") != f"Bearer {API_KEY}":
+            return JSONResponse({"code": 401, "msg": "You do not have access permissions"}, 401)
+        body = await request.json()
+        base = str(request.base_url).rstrip("/")
+        with self._lock:
+            task_id = f"veo-gen-{len(self.generated) + 1}"
+            self.generated.append({"task_id": task_id, "body": body})
+        script = self.generate_script
+        answers = (
+            script(base, body)
+            if script is not None
+            else [veo_pending(), veo_success([f"{base}/files/{task_id}.mp4"])]
+        )
+        self.script(task_id, answers)
+        return JSONResponse({"code": 200, "msg": "success", "data": {"taskId": task_id}})
 
     async def video(self, request: Request) -> Response:
         return Response(self.video_bytes, media_type="video/mp4")

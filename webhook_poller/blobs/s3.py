@@ -94,6 +94,8 @@ class S3BlobStorage:
     """Options (the ``storage`` section): ``url``, ``endpoint_url``, ``region``,
     ``addressing_style`` (path | virtual | auto), ``access_key_id``, ``secret_access_key``
     (else the standard AWS chain: env, profile, instance role), ``public_base_url``,
+    ``public_endpoint_url`` (the endpoint presigned links are made for, when the service
+    reaches the storage at an address users cannot, such as ``http://minio:9000``),
     ``part_size_mb`` (default 8), ``max_attempts`` (botocore retries, default 4),
     ``connect_timeout_s``, ``read_timeout_s``."""
 
@@ -105,6 +107,7 @@ class S3BlobStorage:
         if style not in ("path", "virtual", "auto"):
             raise ConfigError("storage.addressing_style must be path, virtual or auto")
         self.public_base_url = (options.get("public_base_url") or "").rstrip("/") or None
+        self.public_endpoint_url = options.get("public_endpoint_url") or None
         part_mb = float(options.get("part_size_mb") or 8)
         if part_mb * MIB < MIN_PART:
             raise ConfigError("storage.part_size_mb must be at least 5 (S3's smallest part)")
@@ -131,6 +134,7 @@ class S3BlobStorage:
         )
         self._stack: contextlib.AsyncExitStack | None = None
         self._client: Any = None
+        self._presigner: Any = None
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -139,6 +143,14 @@ class S3BlobStorage:
         self._client = await stack.enter_async_context(
             self._session.client("s3", endpoint_url=self.endpoint_url, config=self.config)
         )
+        if self.public_endpoint_url:
+            # Signing is local: this client never connects, it only puts the public host
+            # into the links (SigV4 signs the host, so it cannot be swapped in afterwards).
+            self._presigner = await stack.enter_async_context(
+                self._session.client(
+                    "s3", endpoint_url=self.public_endpoint_url, config=self.config
+                )
+            )
         self._stack = stack
 
     async def close(self) -> None:
@@ -146,6 +158,7 @@ class S3BlobStorage:
             await self._stack.aclose()
         self._stack = None
         self._client = None
+        self._presigner = None
 
     @property
     def s3(self) -> Any:
@@ -340,7 +353,8 @@ class S3BlobStorage:
         disposition = content_disposition(filename)
         if disposition:
             params["ResponseContentDisposition"] = disposition
-        url: str = await self.s3.generate_presigned_url(
+        signer = self._presigner if self._presigner is not None else self.s3
+        url: str = await signer.generate_presigned_url(
             "get_object", Params=params, ExpiresIn=max(1, min(int(expires_s), MAX_PRESIGN_S))
         )
         return url

@@ -16,6 +16,9 @@
     {p}dl:leased         zset: same members -> lease expiry
     {p}dl:owner          hash: member -> lease owner
     {p}meta              hash: small shared values (the link-signing secret)
+    {p}rl:tat:{section}  string: when a provider section's next request conforms (µs, Redis
+                         clock; the shared request budget); expires once idle
+    {p}rl:pause:{section}  string: end of that section's 429 pause (µs); expires after it
 
 Sessions stay at ``session:{sessionId}`` (no prefix), the layout the n8n template used.
 """
@@ -47,6 +50,12 @@ class Keys:
     def deliveries(self, job_id: str) -> str:
         return f"{self.prefix}dl:{job_id}"
 
+    def rate_slot(self, section: str) -> str:
+        return f"{self.prefix}rl:tat:{section}"
+
+    def rate_pause(self, section: str) -> str:
+        return f"{self.prefix}rl:pause:{section}"
+
     @property
     def due(self) -> str:
         return f"{self.prefix}due"
@@ -74,6 +83,10 @@ class Keys:
     @property
     def dl_owner(self) -> str:
         return f"{self.prefix}dl:owner"
+
+    def task(self, provider: str, task_id: str) -> str:
+        """Provider task -> job id, for tasks a job's dedupe key does not name (pushes)."""
+        return f"{self.prefix}task:{provider}:{task_id}"
 
     @property
     def meta(self) -> str:

@@ -23,16 +23,19 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import LeaseLost, StoreUnavailable
 from ..interfaces import PluginContext
-from ..model import ACTIVE_STATES, Delivery, Job, JobState
+from ..model import ACTIVE_STATES, Delivery, Job, JobState, dedupe_key, indexed_task_ids
 from .batching import GroupCommit
 from .codec import delivery_from_dict, delivery_to_dict, dt, dumps, job_from_dict, job_to_dict
 from .keys import Keys
+
+log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
@@ -216,6 +219,41 @@ redis.call('DEL', p..'dl:'..id)
 return 1
 """
 
+# The per-key request budget shared by every instance: GCRA (a token bucket kept as the
+# theoretical arrival time of the next request), on Redis's own clock so instances on hosts
+# with skewed clocks agree. ARGV: prefix, section, µs per request, burst tolerance in µs.
+# Takes one request's worth and returns 0, or takes nothing and returns the µs to wait before
+# asking again (until the section's 429 pause ends, or until the next request conforms).
+_TAKE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local pause = tonumber(redis.call('GET', ARGV[1]..'rl:pause:'..ARGV[2]) or '0')
+if pause > now then return math.ceil(pause - now) end
+local tk = ARGV[1]..'rl:tat:'..ARGV[2]
+local tat = tonumber(redis.call('GET', tk) or '0')
+if tat < now then tat = now end
+local wait = tat - tonumber(ARGV[4]) - now
+if wait > 0 then return math.ceil(wait) end
+local nxt = tat + tonumber(ARGV[3])
+redis.call('SET', tk, string.format('%.0f', nxt), 'PX', math.ceil((nxt - now) / 1000) + 1000)
+return 0
+"""
+
+# ARGV: prefix, section, pause in µs (0: only read). Returns the µs the pause still holds.
+_PAUSE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local pk = ARGV[1]..'rl:pause:'..ARGV[2]
+local till = tonumber(redis.call('GET', pk) or '0')
+local span = tonumber(ARGV[3])
+if span > 0 and now + span > till then
+  till = now + span
+  redis.call('SET', pk, string.format('%.0f', till), 'PX', math.ceil(span / 1000) + 1000)
+end
+if till <= now then return 0 end
+return math.ceil(till - now)
+"""
+
 _ACTIVE = frozenset(s.value for s in ACTIVE_STATES)
 #: Jobs looked at per list_jobs call before it returns a partial page with a cursor.
 MAX_LIST_SCAN = 5000
@@ -266,6 +304,8 @@ class RedisJobStore:
             "claim_dl": _CLAIM_DL,
             "update_dl": _UPDATE_DL,
             "delete": _DELETE,
+            "take": _TAKE,
+            "pause": _PAUSE,
         }.items():
             self._scripts[name] = self._redis.register_script(source)
 
@@ -314,6 +354,7 @@ class RedisJobStore:
     async def create(self, job: Job) -> tuple[Job, bool]:
         created, job_id = await self._creates.submit(job)
         if int(created) == 1:
+            await self._index_tasks([job])
             return job, True
         existing = await self.get(job_id)
         if existing is None:  # deleted between the two calls: try once more
@@ -351,6 +392,29 @@ class RedisJobStore:
         fields = await self._call(self.r.hgetall(self.keys.job(job_id)))
         return self._job(fields) if fields else None
 
+    async def find_by_task(self, provider: str, task_id: str) -> Job | None:
+        """The job polling ``task_id`` at adapter ``provider`` (the intake dedupe key)."""
+        job_id = await self._call(self.r.get(self.keys.dedupe(dedupe_key(provider, task_id))))
+        if not job_id:
+            job_id = await self._call(self.r.get(self.keys.task(provider, task_id)))
+        if not job_id:
+            return None
+        job = await self.get(str(job_id))
+        return job if job is not None and job.provider == provider else None
+
+    async def _index_tasks(self, jobs: Sequence[Job]) -> None:
+        """Index the tasks a dedupe key does not name (an index: written after the job)."""
+        pairs = [(job, task) for job in jobs for task in indexed_task_ids(job)]
+        if not pairs:
+            return
+        pipe = self.r.pipeline(transaction=False)
+        for job, task in pairs:
+            pipe.set(self.keys.task(job.provider, task), job.id, nx=True)
+        try:
+            await self._call(pipe.execute())
+        except StoreUnavailable as exc:  # the job is saved; a push for it falls back to polls
+            log.warning("task_index_write_failed", error=str(exc)[:200])
+
     async def save(
         self, job: Job, *, expected_version: int, deliveries: Sequence[Delivery] = ()
     ) -> Job:
@@ -385,12 +449,14 @@ class RedisJobStore:
                 ]
             await script(keys=[], args=args, client=pipe)
         results = await self._call(pipe.execute())
-        return [
+        saved: list[Job | LeaseLost] = [
             dataclasses.replace(job, version=expected_version + 1)
             if int(ok) == 1
             else LeaseLost(job.id)
             for (job, expected_version, _), ok in zip(items, results, strict=True)
         ]
+        await self._index_tasks([j for j in saved if isinstance(j, Job)])
+        return saved
 
     async def claim_due(self, owner: str, now: datetime, lease_s: float, limit: int) -> list[Job]:
         rows = await self._script(
@@ -415,7 +481,12 @@ class RedisJobStore:
         return dt(min(scores)) if scores else None
 
     async def delete(self, job_id: str) -> bool:
-        return int(await self._script("delete", job_id)) == 1
+        job = await self.get(job_id)
+        removed = int(await self._script("delete", job_id)) == 1
+        if job is not None and indexed_task_ids(job):
+            keys = [self.keys.task(job.provider, t) for t in indexed_task_ids(job)]
+            await self._call(self.r.delete(*keys))
+        return removed
 
     async def list_jobs(
         self,
@@ -516,6 +587,21 @@ class RedisJobStore:
             _ts(delivery.next_attempt_at) or "0",
             owner or "",
         )
+
+    # --- the provider request budget, shared by every instance (services.SharedBudget) ----
+
+    async def budget_take(self, section: str, rate: float, burst: int = 1) -> float:
+        """Take one request from ``section``'s budget (``rate`` per second, up to ``burst`` at
+        once): 0 when taken, else the seconds to wait before asking again."""
+        step = 1_000_000 / rate
+        waited = await self._script("take", section, repr(step), repr(step * (burst - 1)))
+        return max(0, int(waited)) / 1_000_000
+
+    async def budget_pause(self, section: str, seconds: float) -> float:
+        """Hold every instance's requests for ``section`` for ``seconds`` (0: only look);
+        return the seconds the pause still holds."""
+        micros = max(0, int(seconds * 1_000_000))
+        return max(0, int(await self._script("pause", section, micros))) / 1_000_000
 
     # --- small shared values -----------------------------------------------------------
 

@@ -23,7 +23,7 @@ import aiosqlite
 
 from ..errors import ConfigError, LeaseLost, StoreUnavailable
 from ..interfaces import PluginContext
-from ..model import ACTIVE_STATES, Delivery, Job
+from ..model import ACTIVE_STATES, Delivery, Job, dedupe_key, indexed_task_ids
 from .batching import GroupCommit
 from .codec import (
     delivery_from_dict,
@@ -69,6 +69,11 @@ CREATE TABLE IF NOT EXISTS deliveries (
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(next_attempt_at) WHERE status = 'pending';
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS task_index (
+    provider TEXT NOT NULL, task_id TEXT NOT NULL, job_id TEXT NOT NULL,
+    PRIMARY KEY (provider, task_id)
+);
+CREATE INDEX IF NOT EXISTS task_index_job ON task_index(job_id);
 CREATE TABLE IF NOT EXISTS used_tokens (token TEXT PRIMARY KEY, expires_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS sessions (
     session_id TEXT PRIMARY KEY, data TEXT NOT NULL, updated_at REAL NOT NULL
@@ -229,6 +234,9 @@ class SqliteJobStore:
                 f"SELECT id, dedupe_key FROM jobs WHERE dedupe_key IN ({marks})", keys
             )
             owners = {row["dedupe_key"]: row["id"] for row in await cur.fetchall()}
+            for job in jobs:
+                if owners[job.dedupe_key] == job.id:
+                    await self._index_tasks(db, job)
             taken = {owners[job.dedupe_key] for job in jobs if owners[job.dedupe_key] != job.id}
             known: dict[str, Job] = {}
             for job_id in taken:
@@ -247,6 +255,30 @@ class SqliteJobStore:
         rows = await self._read("SELECT * FROM jobs WHERE id = ?", (job_id,))
         row = rows[0] if rows else None
         return self._job(row) if row else None
+
+    async def find_by_task(self, provider: str, task_id: str) -> Job | None:
+        """The job polling ``task_id`` at adapter ``provider`` (the intake dedupe key)."""
+        cur = await self.db.execute(
+            "SELECT * FROM jobs WHERE dedupe_key = ?", (dedupe_key(provider, task_id),)
+        )
+        row = await cur.fetchone()
+        if row is None:
+            cur = await self.db.execute(
+                "SELECT jobs.* FROM task_index JOIN jobs ON jobs.id = task_index.job_id"
+                " WHERE task_index.provider = ? AND task_index.task_id = ?",
+                (provider, task_id),
+            )
+            row = await cur.fetchone()
+        return self._job(row) if row else None
+
+    @staticmethod
+    async def _index_tasks(db: aiosqlite.Connection, job: Job) -> None:
+        tasks = indexed_task_ids(job)
+        if tasks:
+            await db.executemany(
+                "INSERT OR IGNORE INTO task_index (provider, task_id, job_id) VALUES (?,?,?)",
+                [(job.provider, task, job.id) for task in tasks],
+            )
 
     async def save(
         self, job: Job, *, expected_version: int, deliveries: Sequence[Delivery] = ()
@@ -283,6 +315,7 @@ class SqliteJobStore:
                     continue
                 for delivery in deliveries:
                     await self._insert_delivery(db, delivery)
+                await self._index_tasks(db, new)
                 results.append(new)
         return results
 
@@ -336,6 +369,7 @@ class SqliteJobStore:
         async with self._tx() as db:
             cur = await db.execute("DELETE FROM jobs WHERE id=?", (job_id,))
             await db.execute("DELETE FROM deliveries WHERE job_id=?", (job_id,))
+            await db.execute("DELETE FROM task_index WHERE job_id=?", (job_id,))
         return cur.rowcount == 1
 
     async def list_jobs(

@@ -25,11 +25,14 @@ import smtplib
 import ssl
 from collections.abc import Mapping, Sequence
 from email.message import EmailMessage
-from typing import Any
+from typing import Any, ClassVar
+
+from pydantic import Field, SecretStr
 
 from webhook_poller.config import secret_text
 from webhook_poller.errors import ConfigError, NotifyRejected, NotifyTransient
 from webhook_poller.interfaces import Notification, PluginContext, Receipt
+from webhook_poller.options import NotifierOptions, PluginOptions
 
 SUBJECTS = {
     "video.succeeded": "Your video is ready",
@@ -39,7 +42,22 @@ SUBJECTS = {
 }
 
 
+class EmailOptions(NotifierOptions):
+    """``type: email``: checked when the config is loaded, so a typo is an error."""
+
+    smtp_host: str
+    smtp_port: int | None = Field(default=None, gt=0, le=65535)
+    starttls: bool | None = None
+    username: SecretStr | None = None
+    password: SecretStr | None = None
+    sender: str
+    to: str | list[str] | None = None
+    timeout_s: float | None = Field(default=None, gt=0)
+
+
 class EmailNotifier:
+    Options: ClassVar[type[PluginOptions]] = EmailOptions
+
     def __init__(self, options: Mapping[str, Any], context: PluginContext) -> None:
         self.name = str(options.get("name") or "email")
         self.events = frozenset(options.get("events") or ["video.succeeded", "video.failed"])
