@@ -383,3 +383,18 @@ def test_workers_share_one_request_budget(tmp_path):
         finally:
             svc.kill()
     assert 10 <= rate <= 26, f"{rate:.1f} requests/s against a budget of 20"
+
+
+def test_budget_split_per_worker_on_sqlite_but_whole_on_the_shared_redis_bucket(tmp_path):
+    """N workers on SQLite take 1/N each; on Redis all processes draw from one bucket, so a
+    split would cut the provider's budget to 1/N in total."""
+    from webhook_poller.config import settings_from_mapping
+    from webhook_poller.workers import share_budgets
+
+    cfg = base_config(tmp_path)
+    cfg["providers"]["kie"]["max_requests_per_s"] = 10
+    split = share_budgets(settings_from_mapping(cfg), 2)
+    assert split.providers["kie"]["max_requests_per_s"] == 5
+    cfg["store"] = {"url": "redis://127.0.0.1:1/0"}
+    whole = share_budgets(settings_from_mapping(cfg), 2)
+    assert whole.providers["kie"]["max_requests_per_s"] == 10

@@ -69,8 +69,9 @@ def apply_overrides(settings: Settings, host: str | None, port: int | None) -> S
 
 def share_budgets(settings: Settings, workers: int) -> Settings:
     """Each worker takes 1/N of every provider's request budget (``max_requests_per_s``),
-    so N workers together still send at most what one API key allows."""
-    if workers <= 1:
+    so N workers together still send at most what one API key allows. On the Redis store the
+    budget is already one bucket shared by every process, so it is left whole there."""
+    if workers <= 1 or settings.store.url.split(":", 1)[0].lower() in ("redis", "rediss"):
         return settings
     for options in settings.providers.values():
         rate = options.get("max_requests_per_s")
