@@ -242,9 +242,9 @@ class SqliteJobStore:
             known: dict[str, Job] = {}
             for job_id in taken:
                 cur = await db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,))
-                rows = await cur.fetchall()
-                assert rows
-                known[job_id] = self._job(rows[0])
+                found = list(await cur.fetchall())
+                assert found
+                known[job_id] = self._job(found[0])
         return [
             (job, True)
             if owners[job.dedupe_key] == job.id
@@ -487,7 +487,7 @@ class SqliteJobStore:
                 (name, factory_value),
             )
             cur = await self.wdb.execute("SELECT value FROM meta WHERE name=?", (name,))
-            rows = await cur.fetchall()
+            rows = list(await cur.fetchall())
         assert rows
         return str(rows[0][0])
 
