@@ -248,3 +248,24 @@ def test_lost_generate_answer_is_retried_by_n8n_without_a_second_task(stack: Sta
     assert generated["jobId"] == job["jobId"] == ready["jobId"]
     assert same_link(ready["videoUrl"], job["videoUrls"][0])
     assert len(stack.service.get("/jobs", params={"sessionId": "gen-lost"}).json()["jobs"]) == 1
+
+
+def test_callback_before_the_wait_node_parks_gets_409_and_is_retried(stack: Stack):
+    """n8n is still waiting for /generate's answer when the video is done: our callback gets
+    409 "is running already", is tried again, and resumes the execution once it has parked."""
+    stack.kie.generate_script = lambda base, body: [veo_success([f"{base}/files/race.mp4"])]
+    stack.to_service.hold_paths = {"/generate"}
+    stack.to_service.hold_s = 3.0
+    try:
+        execution_id = stack.trigger({"prompt": "a quick one, generated", "sessionId": "gen-race"})
+        execution = stack.finished(execution_id)
+    finally:
+        stack.to_service.hold_s = 0.0
+    [ready] = node_outputs(execution, "Video ready")
+    job = stack.job_for("gen-race", {"succeeded"})
+    assert same_link(ready["videoUrl"], job["videoUrls"][0])
+    answers = stack.to_n8n.seen(f"/webhook-waiting/{execution_id}")
+    statuses = [a["status"] for a in answers]
+    assert statuses[0] == 409 and "is running already" in answers[0]["text"], answers
+    assert statuses[-1] == 200 and statuses.count(200) == 1, statuses
+    assert len(stack.creates_for("a quick one, generated")) == 1
