@@ -269,3 +269,26 @@ def test_callback_before_the_wait_node_parks_gets_409_and_is_retried(stack: Stac
     assert statuses[0] == 409 and "is running already" in answers[0]["text"], answers
     assert statuses[-1] == 200 and statuses.count(200) == 1, statuses
     assert len(stack.creates_for("a quick one, generated")) == 1
+
+
+def test_manual_run_from_the_editor_uses_the_settings_defaults(stack: Stack):
+    """A run started by hand (the editor's Execute button) uses the Settings node's default
+    prompt, model and session, and is resumed by our callback like a webhook-started one."""
+    stack.kie.generate_script = lambda base, body: [veo_success([f"{base}/files/manual.mp4"])]
+    before = len(stack.kie.creates)
+    rest = stack.n8n.rest
+    workflow = rest.get(f"/rest/workflows/{stack.workflow_id}").json()["data"]
+    resp = rest.post(
+        f"/rest/workflows/{stack.workflow_id}/run",
+        json={"workflowData": workflow, "triggerToStartFrom": {"name": "Start (manual)"}},
+    )
+    assert resp.status_code == 200, resp.text
+    execution_id = str(resp.json()["data"]["executionId"])
+    execution = stack.finished(execution_id)
+    assert execution["mode"] == "manual"
+    [ready] = node_outputs(execution, "Video ready")
+    assert ready["sessionId"] == f"n8n-{execution_id}"
+    [create] = stack.kie.creates[before:]
+    assert create["body"]["prompt"].startswith("A red fox")
+    job = stack.job_for(f"n8n-{execution_id}", {"succeeded"})
+    assert same_link(ready["videoUrl"], job["videoUrls"][0])
