@@ -179,12 +179,27 @@ class Api:
             "sessionId": _required_str(data, "sessionId", "session_id"),
             "taskId": _required_str(data, "taskId", "task_id"),
             "model": _required_str(data, "model"),
+            "provider": self._provider(_pick(data, "provider")),
             "attempt": _attempt(_pick(data, "attempt")),
             "callbackUrl": self._callback(_pick(data, "callbackUrl", "callback_url")),
             "context": _json_object(
                 _pick(data, "context"), "context", self.settings.server.max_context_bytes
             ),
         }
+
+    def _provider(self, value: Any) -> str | None:
+        """The optional adapter name; it must be one this service has built."""
+        if value is None or value == "":
+            return None
+        known = sorted(self.svc.adapters)
+        if not isinstance(value, str) or value.strip() not in self.svc.adapters:
+            shown = value if isinstance(value, str) and value.isprintable() else "?"
+            raise RequestRejected(
+                f"unknown provider {shown[:80]!r}; known providers: {', '.join(known)}",
+                field="provider",
+                extra={"knownProviders": known},
+            )
+        return value.strip()
 
     def _callback(self, value: Any) -> str | None:
         if value is None or value == "":
@@ -211,7 +226,7 @@ class Api:
         self.check_auth(request)
         svc = self.svc
         data = self.validate_intake(await self.read_object(request))
-        adapter = svc.router.adapter_for(data["model"])
+        adapter = data["provider"] or svc.router.adapter_for(data["model"])
         if adapter is None:
             known = svc.router.known()
             raise RequestRejected(

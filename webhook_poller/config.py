@@ -23,6 +23,10 @@ from .errors import ConfigError
 
 DEFAULT_MODELS: dict[str, str] = {
     "demo": "demo",
+    # Gemini API model ids (veo-3.0-generate-001); KIE's are veo3, veo3_fast, veo3_lite.
+    "veo-*-generate*": "gemini",
+    "models/veo*": "gemini",
+    "fal-ai/*": "fal",
     "veo*": "kie-veo",
     "sora*": "kie-market",
     "*seedance*": "kie-market",
@@ -73,6 +77,17 @@ DEFAULT_PROVIDERS: dict[str, dict[str, Any]] = {
         "min_interval_s": 10.0,
         "max_requests_per_s": 5.0,
     },
+    "gemini": {
+        "base_url": "https://generativelanguage.googleapis.com",
+        "min_interval_s": 10.0,
+        "max_requests_per_s": 5.0,
+    },
+    "replicate": {
+        "base_url": "https://api.replicate.com",
+        "min_interval_s": 5.0,
+        "max_requests_per_s": 50.0,
+    },
+    "fal": {"base_url": "https://queue.fal.run", "min_interval_s": 5.0, "max_requests_per_s": 10.0},
     "demo": {
         "min_interval_s": 0.0,
         "max_requests_per_s": 100.0,

@@ -141,11 +141,25 @@ class UnsafeURL(WebhookPollerError):
 
 
 class DownloadError(WebhookPollerError):
-    """A result video could not be fetched; ``transient`` says whether to retry."""
+    """A result video could not be fetched; ``transient`` says whether to retry.
 
-    def __init__(self, message: str, *, transient: bool = False) -> None:
+    ``status`` is the HTTP status the result host answered, when there was one: 403, 404
+    and 410 mean the link expired or was refused, and the pipeline asks the provider once
+    for a fresh link (see :data:`EXPIRED_LINK_STATUSES`).
+    """
+
+    def __init__(self, message: str, *, transient: bool = False, status: int | None = None) -> None:
         super().__init__(message)
         self.transient = transient
+        self.status = status
+
+    @property
+    def link_expired(self) -> bool:
+        return self.status in EXPIRED_LINK_STATUSES
+
+
+#: Download answers that mean "this link is dead", not "this video is bad".
+EXPIRED_LINK_STATUSES = frozenset({403, 404, 410})
 
 
 class StoreError(WebhookPollerError):

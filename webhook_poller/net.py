@@ -333,5 +333,5 @@ def _raise_for_status(response: httpx.Response, url: str) -> None:
         return
     where = redact_url(url)
     if status in (408, 425, 429) or status >= 500:
-        raise DownloadError(f"{where} answered HTTP {status}", transient=True)
-    raise DownloadError(f"{where} answered HTTP {status}", transient=False)
+        raise DownloadError(f"{where} answered HTTP {status}", transient=True, status=status)
+    raise DownloadError(f"{where} answered HTTP {status}", transient=False, status=status)

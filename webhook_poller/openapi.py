@@ -62,6 +62,11 @@ _SCHEMAS: dict[str, Any] = {
             "sessionId": {"type": "string", "minLength": 1, "maxLength": 256},
             "taskId": {"type": "string", "minLength": 1, "maxLength": 256},
             "model": {"type": "string", "minLength": 1, "maxLength": 256},
+            "provider": {
+                "type": "string",
+                "description": "Adapter name (gemini, replicate, kie-market ...); "
+                "default: the first models: pattern that matches the model",
+            },
             "attempt": {"type": "integer", "minimum": 1, "maximum": 10000, "default": 1},
             "callbackUrl": {"type": "string", "format": "uri"},
             "context": {"type": "object", "description": "At most 16 KB of JSON"},

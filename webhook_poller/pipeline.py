@@ -3,6 +3,10 @@
 Both steps are safe to repeat after a crash: a video already recorded on the job is not
 fetched again, blob writes become visible only when complete, and a repeated write of the
 same key replaces the object.
+
+Result custody: provider links do not live long (Replicate 1 h). A download refused with
+403, 404 or 410 means the link expired; the provider is polled once more for a fresh link
+and the download is tried once again before the job fails with ``download_failed``.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from typing import TYPE_CHECKING
 import structlog
 
 from . import media, net
-from .errors import BlobError, DownloadError, UnsafeURL
+from .errors import BlobError, DownloadError, UnsafeURL, WebhookPollerError
+from .interfaces import PollStatus, ProviderTask
 from .model import ErrorCode, Job, JobState, StoredVideo, VideoMetadata, transition
 from .policy import Outcome, PollPolicy, backoff_s
 
@@ -116,11 +121,20 @@ async def download_step(
     """Fetch every result URL not yet stored; move to ``storing`` when all are in."""
     done = {v.index for v in job.videos}
     videos = list(job.videos)
+    refreshed = False
     for index, url in enumerate(job.result_urls):
         if index in done:
             continue
         try:
-            blob = await _store_one(services, adapter, job, index, url)
+            try:
+                blob = await _store_one(services, adapter, job, index, url)
+            except DownloadError as exc:
+                if refreshed or not exc.link_expired or adapter is None:
+                    raise
+                refreshed = True
+                job = await _fresh_links(services, adapter, job, exc)
+                url = job.result_urls[index]
+                blob = await _store_one(services, adapter, job, index, url)
         except UnsafeURL as exc:
             return policy.failed(job, now, ErrorCode.DOWNLOAD_FAILED, f"video URL refused: {exc}")
         except DownloadError as exc:
@@ -142,6 +156,36 @@ async def download_step(
         job = await services.store.save(job, expected_version=job.version)
     moved = transition(job, JobState.STORING, now=now, due_at=now, transient_failures=0)
     return Outcome(moved, [])
+
+
+async def _fresh_links(
+    services: Services, adapter: ProviderAdapter, job: Job, cause: DownloadError
+) -> Job:
+    """Poll the provider once more for the job's result links (the old ones expired).
+
+    Returns the job with the new links recorded; raises the original ``DownloadError``
+    (final) when the provider has no fresh link to give.
+    """
+    log.info("result_link_expired", status=cause.status, provider=job.provider)
+    gate = services.gates.get(job.provider)
+    if gate is not None:
+        await gate.acquire()
+    task = ProviderTask(task_id=job.task_id, model=job.model, provider=job.provider)
+    try:
+        result = await adapter.poll(task, services.provider_http)
+    except WebhookPollerError as exc:
+        log.warning("result_link_refresh_failed", error=str(exc)[:200])
+        raise DownloadError(f"{cause} (link expired; the provider could not refresh it)") from None
+    except Exception:  # an adapter bug must not end the loop
+        log.exception("result_link_refresh_crashed")
+        raise DownloadError(f"{cause} (link expired; the refresh failed)") from None
+    urls = tuple(result.video_urls)
+    if result.status is not PollStatus.SUCCEEDED or len(urls) < len(job.result_urls):
+        raise DownloadError(f"{cause} (link expired; the provider gave no fresh link)")
+    job = dataclasses.replace(job, result_urls=urls)
+    saved = await services.store.save(job, expected_version=job.version)
+    log.info("result_link_refreshed", provider=job.provider)
+    return saved
 
 
 def _retry(

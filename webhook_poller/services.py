@@ -155,11 +155,20 @@ def build_services(settings: Settings) -> Services:
     adapters: dict[str, ProviderAdapter] = {}
     gates: dict[str, ProviderGate] = {}
     section_gates: dict[str, ProviderGate] = {}
-    for adapter_name in dict.fromkeys(settings.models.values()):
-        cls = plugins.load("adapter", adapter_name)
-        section = getattr(cls, "config_section", adapter_name)
-        options = settings.provider_options(section)
-        adapters[adapter_name] = cls(options, context)
+    routed = list(dict.fromkeys(settings.models.values()))
+    # Every installed adapter is built, so intake's ``provider`` field can name one that no
+    # ``models:`` pattern routes to; only the routed ones must load.
+    for adapter_name in [*routed, *(n for n in plugins.available("adapter") if n not in routed)]:
+        try:
+            cls = plugins.load("adapter", adapter_name)
+            section = getattr(cls, "config_section", adapter_name)
+            options = settings.provider_options(section)
+            adapters[adapter_name] = cls(options, context)
+        except Exception as exc:
+            if adapter_name in routed:
+                raise
+            log.warning("adapter_unavailable", adapter=adapter_name, error=str(exc)[:200])
+            continue
         if section not in section_gates:
             section_gates[section] = ProviderGate(section, options, settings.polling)
         gates[adapter_name] = section_gates[section]

@@ -126,6 +126,8 @@ class KieEmulator:
     def __init__(self) -> None:
         self.scripts: dict[str, list[Answer]] = {}
         self.calls: list[dict[str, Any]] = []
+        #: paths of result downloads refused as expired (HTTP 410)
+        self.expired_fetches: list[str] = []
         self.video_bytes = Path(sample_video_path()).read_bytes()
         self._lock = threading.Lock()
         self.app = Starlette(
@@ -133,6 +135,7 @@ class KieEmulator:
                 Route("/api/v1/veo/record-info", self.status),
                 Route("/api/v1/jobs/recordInfo", self.status),
                 Route("/api/v1/runway/record-detail", self.status),
+                Route("/files/expired/{name}.mp4", self.expired),
                 Route("/files/{name}.mp4", self.video),
                 Route("/files/not-video", self.html),
                 Route("/files/redirect", self.redirect),
@@ -177,6 +180,12 @@ class KieEmulator:
 
     async def video(self, request: Request) -> Response:
         return Response(self.video_bytes, media_type="video/mp4")
+
+    async def expired(self, request: Request) -> Response:
+        """A result link past its lifetime, as a CDN answers it."""
+        with self._lock:
+            self.expired_fetches.append(request.url.path)
+        return Response("<Error>Gone</Error>", status_code=410, media_type="application/xml")
 
     async def html(self, request: Request) -> Response:
         return Response("<html>nope</html>", media_type="text/html")

@@ -1,0 +1,152 @@
+"""Replicate predictions: ``GET /v1/predictions/{id}``.
+
+``status`` is starting | processing | succeeded | failed | canceled | aborted (``aborted``:
+the deadline passed before the prediction started; most SDK enums miss it). ``output``
+depends on the model: a URL string, a list, an object (``{"video": url, ...}``) or null.
+``error`` is a string; moderation reads "... flagged as sensitive ... (E005)".
+
+Inputs, outputs and files are deleted one hour after the prediction finishes
+(``data_removed``), so the download starts as soon as the answer says succeeded. Output
+files live on ``replicate.delivery``, another host: they are fetched without the token.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import httpx
+
+from webhook_poller.adapters import _provider_http as ph
+from webhook_poller.adapters.kie import classify_failure, extract_urls
+from webhook_poller.errors import ProviderTaskFailed, UnrecognizedResponse
+from webhook_poller.interfaces import PluginContext, PollResult, PollStatus, ProviderTask
+from webhook_poller.model import ErrorCode
+from webhook_poller.options import ProviderOptions
+
+NAME = "replicate"
+DEFAULT_BASE_URL = "https://api.replicate.com"
+ENV_KEY = "REPLICATE_API_TOKEN"
+
+PENDING = frozenset({"starting", "processing", "queued", "booting"})
+_VIDEO_EXT = re.compile(r"\.(mp4|webm|mov|m4v|mkv|gif)(\?|#|$)", re.I)
+_E005 = re.compile(r"\bE005\b|flagged as sensitive|nsfw|safety", re.I)
+_TIMEOUT = re.compile(r"timed? ?out|deadline", re.I)
+
+
+class ReplicateOptions(ProviderOptions):
+    base_url: str | None = DEFAULT_BASE_URL
+    #: Outputs are deleted after 1 h: look often enough to fetch them in time.
+    min_interval_s: float = 5.0
+    #: Replicate allows 3000 requests per minute on endpoints other than create.
+    max_requests_per_s: float = 50.0
+
+
+def _output_urls(output: Any) -> list[str]:
+    """Every URL in ``output``; the video ones only when some are videos (no thumbnails)."""
+    if isinstance(output, str) and output.strip().startswith(("{", "[")):
+        try:
+            output = json.loads(output)
+        except ValueError:
+            pass
+    urls: list[str] = []
+    if isinstance(output, Mapping):
+        for value in output.values():
+            urls.extend(_output_urls(value))
+    elif isinstance(output, list | tuple):
+        for item in output:
+            urls.extend(_output_urls(item))
+    else:
+        urls.extend(extract_urls(output))
+    urls = list(dict.fromkeys(urls))
+    videos = [u for u in urls if _VIDEO_EXT.search(u)]
+    return videos or urls
+
+
+def classify_error(message: str) -> ErrorCode:
+    if _E005.search(message):
+        return ErrorCode.MODERATION_REJECTED
+    if _TIMEOUT.search(message):
+        return ErrorCode.PROVIDER_TIMEOUT
+    return classify_failure(None, message)
+
+
+def parse_prediction(payload: Any) -> PollResult:
+    """Read one prediction object; raise UnrecognizedResponse when it is not one."""
+    if not isinstance(payload, Mapping):
+        raise UnrecognizedResponse("the body is not a JSON object", provider=NAME)
+    status = payload.get("status")
+    word = status.strip().lower() if isinstance(status, str) else ""
+    error = payload.get("error")
+    message = ph.text_of(
+        error if not isinstance(error, Mapping) else error.get("detail") or error.get("message")
+    )
+    if word == "succeeded":
+        urls = _output_urls(payload.get("output"))
+        if not urls and payload.get("data_removed"):
+            return PollResult(PollStatus.SUCCEEDED, detail="outputs removed (data_removed)")
+        return PollResult(PollStatus.SUCCEEDED, video_urls=tuple(urls), progress=1.0)
+    if word == "failed":
+        return PollResult(
+            PollStatus.FAILED, error_code=classify_error(message), detail=message or "failed"
+        )
+    if word in ("canceled", "cancelled"):
+        return PollResult(
+            PollStatus.FAILED, error_code=ErrorCode.UNKNOWN_PROVIDER_ERROR, detail="canceled"
+        )
+    if word == "aborted":
+        return PollResult(
+            PollStatus.FAILED,
+            error_code=ErrorCode.PROVIDER_TIMEOUT,
+            detail=message or "aborted: the deadline passed before the prediction started",
+        )
+    if word in PENDING:
+        return PollResult(PollStatus.PENDING)
+    raise UnrecognizedResponse(f"unknown prediction status {word[:40]!r}", provider=NAME)
+
+
+class ReplicateAdapter:
+    """Replicate predictions (any model: Veo, Kling, Wan, Hailuo ... hosted there)."""
+
+    name = NAME
+    config_section = "replicate"
+    Options: ClassVar[type[ProviderOptions]] = ReplicateOptions
+    #: "API inputs, outputs, files and logs are removed after 1 hour".
+    result_link_ttl_s: ClassVar[float] = 3600.0
+
+    def __init__(self, options: Mapping[str, Any], context: PluginContext) -> None:
+        self.base_url = ph.base_url_from(options, DEFAULT_BASE_URL)
+        self._api_key = ph.api_key_from(options, ENV_KEY)
+        self.timeout_s = float(options.get("timeout_s") or 20.0)
+
+    async def poll(self, task: ProviderTask, http: httpx.AsyncClient) -> PollResult:
+        ph.require_key(self._api_key, provider=self.name, setting="providers.replicate.api_key")
+        path = ph.quote_task_path(task.task_id, provider=self.name)
+        response = await ph.get(
+            http,
+            f"{self.base_url}/v1/predictions/{path}",
+            provider=self.name,
+            headers={"Authorization": f"Bearer {self._api_key}"},
+            timeout_s=self.timeout_s,
+        )
+        ph.check_http_status(response, provider=self.name)
+        body = ph.read_json(response, provider=self.name)
+        if response.status_code == 404:
+            raise ProviderTaskFailed(
+                ErrorCode.UNKNOWN_PROVIDER_ERROR,
+                provider=self.name,
+                detail="prediction unknown to the provider (HTTP 404)",
+            )
+        if response.status_code >= 400:
+            detail = ph.text_of(body.get("detail") if isinstance(body, Mapping) else body)
+            raise ProviderTaskFailed(
+                classify_failure(response.status_code, detail),
+                provider=self.name,
+                detail=f"HTTP {response.status_code}: {detail}",
+            )
+        return parse_prediction(body)
+
+
+__all__ = ["ReplicateAdapter", "ReplicateOptions", "parse_prediction"]
