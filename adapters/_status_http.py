@@ -142,7 +142,12 @@ class DirectAdapter:
         except ValueError:
             body = None
         if status >= 400 and body is not None:
-            self.error_for_status(status, body)
+            try:
+                self.error_for_status(status, body)
+            except ProviderUnavailable as exc:
+                if exc.retry_after_s is None:  # a body code is read, the header still counts
+                    exc.retry_after_s = retry_after_s(response)
+                raise
         if status == 429:
             raise ProviderUnavailable(
                 "HTTP 429",

@@ -206,7 +206,7 @@ async def test_jwt_from_access_and_secret_key(emulator, monkeypatch):
             json_answer({"code": 1303, "message": "busy"}, 429, {"Retry-After": "9"}),
             ProviderUnavailable,
             True,
-            None,
+            9,
         ),
         ((429, "", {"Retry-After": "4"}), ProviderUnavailable, True, 4),
         (kl.envelope(5000, "Server error", None, 500), ProviderUnavailable, False, None),

@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tests.support.emu_scripted import Answer, ScriptedEmulator, json_answer
+from tests.support.emu_scripted import Answer, ScriptedEmulator, html, json_answer, truncated
 
 ACCESS_KEY = "ak-test-kling"
 SECRET_KEY = "sk-test-kling-0123456789abcdef"
@@ -116,3 +116,25 @@ class KlingEmulator(ScriptedEmulator):
             missing=unknown,
             unauthorized=envelope(1000, "Authentication failed", None, 401),
         )
+
+    def scenarios(self, task_id: str) -> dict[str, list[Answer]]:
+        a, b = self.video(f"{task_id}-a"), self.video(f"{task_id}-b")
+        return {
+            "running": [processing()],
+            "success_one": [succeed([a])],
+            "success_many": [succeed([a, b])],
+            "moderation": [failed("Failure to pass the risk control system")],
+            "failure": [failed("Generation failed, please try again")],
+            "rate_limited": [
+                json_answer(
+                    {"code": 1302, "message": "Rate limit exceeded", "request_id": "r"},
+                    429,
+                    {"Retry-After": "7"},
+                )
+            ],
+            "server_error": [envelope(5000, "Server internal error", None, 500)],
+            "html": [html(502)],
+            "truncated": [truncated('{"code": 0, "message": "SUCCEED", "data": {"task_st')],
+            "success_no_url": [succeed([])],
+            "expired_link": [succeed([self.expired_video(task_id)]), succeed([a])],
+        }

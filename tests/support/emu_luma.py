@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tests.support.emu_scripted import Answer, ScriptedEmulator, json_answer
+from tests.support.emu_scripted import Answer, ScriptedEmulator, html, json_answer, truncated
 
 API_KEY = "luma-test-key-9f3c"
 INPUT_IMAGE = "https://storage.cdn-luma.com/dream_machine/input/frame0.jpg"
@@ -71,3 +71,20 @@ class LumaEmulator(ScriptedEmulator):
             missing=json_answer({"detail": "Generation not found"}, 404),
             unauthorized=json_answer({"detail": "Invalid API key"}, 401),
         )
+
+    def scenarios(self, task_id: str) -> dict[str, list[Answer]]:
+        a = self.video(f"{task_id}-a")
+        return {
+            "running": [dreaming()],
+            "success_one": [completed(a)],
+            "moderation": [failed("400: prompt not allowed because advanced moderation failed")],
+            "failure": [failed("Internal server error")],
+            "rate_limited": [
+                json_answer({"detail": "Too many requests"}, 429, {"Retry-After": "7"})
+            ],
+            "server_error": [json_answer({"detail": "Internal server error"}, 500)],
+            "html": [html(502)],
+            "truncated": [truncated('{"id": "x", "state": "comp')],
+            "success_no_url": [completed(None)],
+            "expired_link": [completed(self.expired_video(task_id)), completed(a)],
+        }

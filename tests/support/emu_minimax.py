@@ -11,15 +11,18 @@ scripted under the key ``file:<file_id>``.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tests.support.emu_scripted import Answer, ScriptedEmulator, json_answer
+from tests.support.emu_scripted import Answer, ScriptedEmulator, html, json_answer, truncated
 
 API_KEY = "minimax-test-key-71d2"
+
+_file_ids = itertools.count()
 
 
 def base_resp(code: int = 0, msg: str = "success") -> dict[str, Any]:
@@ -100,3 +103,29 @@ class MinimaxEmulator(ScriptedEmulator):
             missing=error(2013, "file not found"),
             unauthorized=error(1004, "login fail: Please carry the API secret key"),
         )
+
+    def scenario(self, task_id: str, name: str) -> None:
+        """A query answer for ``task_id`` and, for the successes, the file it points to."""
+        file_id = str(205258526306433 + next(_file_ids))
+        a = self.video(f"{task_id}-a")
+        files = {
+            "success_one": [file(a)],
+            "success_no_url": [file(None)],
+            "expired_link": [file(self.expired_video(task_id)), file(a)],
+        }
+        self.script(f"file:{file_id}", files.get(name, [file(a)]))
+        queries: dict[str, list[Answer]] = {
+            "running": [processing()],
+            "success_one": [success(file_id)],
+            "moderation": [error(1026, "input new_sensitive")],
+            "failure": [fail("video generation failed")],
+            "rate_limited": [
+                json_answer({"base_resp": base_resp(1002, "rate limit")}, 429, {"Retry-After": "7"})
+            ],
+            "server_error": [json_answer({"error": "bad gateway"}, 502)],
+            "html": [html(502)],
+            "truncated": [truncated('{"task_id": "1", "status": "Succ')],
+            "success_no_url": [success(file_id)],
+            "expired_link": [success(file_id)],
+        }
+        self.script(task_id, queries[name])

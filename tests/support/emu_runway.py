@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tests.support.emu_scripted import Answer, ScriptedEmulator, json_answer
+from tests.support.emu_scripted import Answer, ScriptedEmulator, html, json_answer, truncated
 
 API_KEY = "key_" + "0123456789abcdef" * 8  # the documented key_<128 hex> form, test-only
 VERSION = "2024-11-06"
@@ -73,3 +73,21 @@ class RunwayEmulator(ScriptedEmulator):
             missing=json_answer({"error": "Task not found"}, 404),
             unauthorized=json_answer({"error": "Incorrect API key provided"}, 401),
         )
+
+    def scenarios(self, task_id: str) -> dict[str, list[Answer]]:
+        a, b = self.video(f"{task_id}-a"), self.video(f"{task_id}-b")
+        return {
+            "running": [running(0.3)],
+            "success_one": [succeeded([a])],
+            "success_many": [succeeded([a, b])],
+            "moderation": [failed("SAFETY.INPUT.TEXT", "The prompt was flagged.")],
+            "failure": [failed("INTERNAL.BAD_OUTPUT.CODE01")],
+            "rate_limited": [
+                json_answer({"error": "Too many requests"}, 429, {"Retry-After": "7"})
+            ],
+            "server_error": [json_answer({"error": "Service unavailable"}, 503)],
+            "html": [html(502)],
+            "truncated": [truncated()],
+            "success_no_url": [succeeded([])],
+            "expired_link": [succeeded([self.expired_video(task_id)]), succeeded([a])],
+        }

@@ -6,14 +6,20 @@ the next one and the last repeats. An answer is ``(http_status, body, headers)``
 list is sent as JSON, a str as it is (``text/html`` unless a content-type header is given,
 so truncated JSON can be sent as ``application/json``).
 
-Result videos are served under ``/files/{name}.mp4``. :meth:`cdn_video` names them on
+Result videos are served under ``/files/{name}.mp4``, and ``/files/expired/{name}.mp4``
+answers HTTP 410 as a CDN does for a dead link. :meth:`cdn_video` names them on
 ``localhost`` instead of ``127.0.0.1``: the same server, but another host than the API's
 base URL, so a test can check the API key never travels with a download.
+
+Each emulator is also a ``CaseEmulator`` of the contract suite (tests/support/
+provider_cases.py): ``task_id(name)``, ``scenario(task_id, name)`` from the subclass's
+:meth:`scenarios`, ``expired_fetches()``, and ``start()``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -29,6 +35,8 @@ from tests.support.servers import serve_in_thread
 from webhook_poller.adapters.demo import sample_video_path
 
 Answer = tuple[int, Any, dict[str, str]]
+
+_seq = itertools.count()
 
 
 def json_answer(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Answer:
@@ -57,7 +65,13 @@ class ScriptedEmulator:
         self.authorized = authorized
         self.url = ""
         self._lock = threading.Lock()
-        self.app = Starlette(routes=[*routes, Route("/files/{name}.mp4", self.serve_video)])
+        self.app = Starlette(
+            routes=[
+                *routes,
+                Route("/files/expired/{name}.mp4", self.serve_expired),
+                Route("/files/{name}.mp4", self.serve_video),
+            ]
+        )
 
     # --- scripting ---------------------------------------------------------------------
 
@@ -72,6 +86,10 @@ class ScriptedEmulator:
     def video(self, name: str) -> str:
         """A result URL on the API's own host."""
         return f"{self.url}/files/{name}.mp4"
+
+    def expired_video(self, name: str) -> str:
+        """A result URL that answers HTTP 410 (the link expired)."""
+        return f"{self.url}/files/expired/{name}.mp4"
 
     def cdn_video(self, name: str) -> str:
         """A result URL on another host name (same server): a CDN, as far as names go."""
@@ -111,8 +129,38 @@ class ScriptedEmulator:
 
     async def serve_video(self, request: Request) -> Response:
         with self._lock:
-            self.downloads.append({"path": request.url.path, "headers": dict(request.headers)})
+            self.downloads.append(
+                {"path": request.url.path, "headers": dict(request.headers), "expired": False}
+            )
         return Response(self.video_bytes, media_type="video/mp4")
+
+    async def serve_expired(self, request: Request) -> Response:
+        with self._lock:
+            self.downloads.append(
+                {"path": request.url.path, "headers": dict(request.headers), "expired": True}
+            )
+        return Response("<Error>Gone</Error>", status_code=410, media_type="application/xml")
+
+    # --- the contract suite's CaseEmulator -----------------------------------------------
+
+    def task_id(self, name: str) -> str:
+        return f"{name}-{next(_seq)}"
+
+    def scenarios(self, task_id: str) -> dict[str, list[Answer]]:
+        """Scenario name -> answers for ``task_id`` (see provider_cases.SCENARIOS)."""
+        raise NotImplementedError
+
+    def scenario(self, task_id: str, name: str) -> None:
+        self.script(task_id, self.scenarios(task_id)[name])
+
+    def expired_fetches(self) -> int:
+        with self._lock:
+            return sum(1 for d in self.downloads if d["expired"])
+
+    @contextlib.contextmanager
+    def start(self) -> Iterator[ScriptedEmulator]:
+        with self.serving() as emu:
+            yield emu
 
     @contextlib.contextmanager
     def serving(self) -> Iterator[ScriptedEmulator]:
