@@ -6,7 +6,7 @@ capitalised (Preparing | Queueing | Processing | Success | Fail); success carrie
 ``file_id`` (a string here, an int64 in the files API), so a second call fetches
 ``file.download_url``, valid for about 9 hours. ``base_resp.status_code`` 0 is ok, and is
 an error inside HTTP 200 otherwise: 1026 (input sensitive) and 1027 (output sensitive) are
-moderation, 1004 a refused key, 1008 an empty balance, 1002/1039 rate limits. The
+moderation, 1004 a refused key, 1008 an empty balance, 1002/1041 rate limits. The
 deprecated Video Agent answer with ``video_url`` directly is read as well.
 """
 
@@ -31,8 +31,10 @@ SUCCEEDED = frozenset({"success", "succeeded", "completed"})
 FAILED = frozenset({"fail", "failed", "failure", "error"})
 
 MODERATION_CODES = frozenset({1026, 1027})
-RATE_CODES = frozenset({1002, 1039})
-TRANSIENT_CODES = frozenset({1000, 1001, 1013})
+#: MiniMax's error-code table: 1002 rate limit, 1041 connection limit; 1000 unknown,
+#: 1001 timeout, 1024 internal and 1033 downstream errors ask to retry later.
+RATE_CODES = frozenset({1002, 1041})
+TRANSIENT_CODES = frozenset({1000, 1001, 1024, 1033})
 
 
 class MinimaxOptions(ProviderOptions):

@@ -78,8 +78,9 @@ def test_video_agent_answer_with_direct_url():
         (1004, ProviderTaskFailed, ErrorCode.AUTH_FAILED),
         (1008, ProviderTaskFailed, ErrorCode.INSUFFICIENT_CREDITS),
         (1002, ProviderUnavailable, None),
-        (1039, ProviderUnavailable, None),
-        (1013, ProviderUnavailable, None),
+        (1041, ProviderUnavailable, None),
+        (1024, ProviderUnavailable, None),
+        (1033, ProviderUnavailable, None),
         (2013, ProviderTaskFailed, ErrorCode.UNKNOWN_PROVIDER_ERROR),
     ],
 )

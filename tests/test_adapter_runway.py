@@ -51,6 +51,18 @@ B = "https://dnznrvs05pmza.cloudfront.net/b.mp4?_jwt=y"
             ErrorCode.MODERATION_REJECTED,
         ),
         (
+            {"status": "FAILED", "failureCode": "INPUT_PREPROCESSING.SAFETY.THIRD_PARTY"},
+            PollStatus.FAILED,
+            (),
+            ErrorCode.MODERATION_REJECTED,
+        ),
+        (
+            {"status": "FAILED", "failureCode": "THIRD_PARTY.INPUT_VALIDATION"},
+            PollStatus.FAILED,
+            (),
+            ErrorCode.UNKNOWN_PROVIDER_ERROR,
+        ),
+        (
             {"status": "FAILED", "failureCode": "INTERNAL.BAD_OUTPUT.CODE01", "failure": "x"},
             PollStatus.FAILED,
             (),
