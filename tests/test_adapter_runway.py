@@ -13,9 +13,15 @@ from tests.support.emu_scripted import html, json_answer, truncated
 from tests.support.service import CallbackReceiver, base_config, run_service, wait_for, wait_status
 from webhook_poller.adapters.runway import RunwayAdapter, parse_runway_task
 from webhook_poller.config import DEFAULT_PROVIDERS, settings_from_mapping
-from webhook_poller.errors import ProviderTaskFailed, ProviderUnavailable, UnrecognizedResponse
+from webhook_poller.errors import (
+    ConfigError,
+    ProviderTaskFailed,
+    ProviderUnavailable,
+    UnrecognizedResponse,
+)
 from webhook_poller.interfaces import PluginContext, PollStatus, ProviderTask
 from webhook_poller.model import ErrorCode
+from webhook_poller.services import build_services
 
 A = "https://dnznrvs05pmza.cloudfront.net/a.mp4?_jwt=x"
 B = "https://dnznrvs05pmza.cloudfront.net/b.mp4?_jwt=y"
@@ -247,3 +253,14 @@ def test_end_to_end_through_the_service(tmp_path, emulator):
     assert len(emulator.downloads) == 2
     assert all("authorization" not in d["headers"] for d in emulator.downloads)
     assert rw.API_KEY not in json.dumps(job)
+
+
+def test_option_typo_is_one_clear_config_error():
+    """A misspelt key in providers.runway fails at start-up naming the key, not the secret."""
+    settings = settings_from_mapping(
+        {"providers": {"runway": {"api_key": "key_secret-value", "min_intervl_s": 5}}}
+    )
+    with pytest.raises(ConfigError) as err:
+        build_services(settings)
+    assert "providers.runway.min_intervl_s" in str(err.value)
+    assert "secret-value" not in str(err.value)
