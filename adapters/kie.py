@@ -327,6 +327,8 @@ class _KieAdapter:
     path = ""
     #: The pure body parser of this endpoint.
     parse = staticmethod(parse_kie_payload)
+    #: KIE says result URLs "typically expire after 24 hours"; the short end counts.
+    result_link_ttl_s: ClassVar[float] = 86400.0
 
     def __init__(self, options: Mapping[str, Any], context: PluginContext) -> None:
         self.base_url = str(options.get("base_url") or "https://api.kie.ai").rstrip("/")
@@ -434,5 +436,3 @@ class KieRunwayAdapter(_KieAdapter):
     name = "kie-runway"
     path = "/api/v1/runway/record-detail"
     parse = staticmethod(parse_kie_runway_payload)
-    #: KIE says result URLs "typically expire after 24 hours"; the short end counts.
-    result_link_ttl_s: ClassVar[float] = 86400.0

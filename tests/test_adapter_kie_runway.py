@@ -18,7 +18,12 @@ from tests.support.service import (
     wait_for,
     wait_status,
 )
-from webhook_poller.adapters.kie import KieRunwayAdapter, parse_kie_runway_payload
+from webhook_poller.adapters.kie import (
+    KieMarketAdapter,
+    KieRunwayAdapter,
+    KieVeoAdapter,
+    parse_kie_runway_payload,
+)
 from webhook_poller.config import DEFAULT_MODELS, settings_from_mapping
 from webhook_poller.errors import ProviderTaskFailed, ProviderUnavailable, UnrecognizedResponse
 from webhook_poller.interfaces import PluginContext, PollStatus, ProviderTask
@@ -171,3 +176,9 @@ def test_end_to_end_through_the_service(tmp_path, emulator):
     assert job["attempts"] == 3 and job["metadata"][0]["codec"] == "h264"
     assert receiver.events("video.succeeded")[0]["body"]["provider"] == "kie-runway"
     assert all(c["auth"] == f"Bearer {kie.API_KEY}" for c in emulator.calls_for("kr-1"))
+
+
+def test_every_kie_adapter_declares_its_link_lifetime():
+    """KIE result URLs typically expire after 24 hours: kie-veo, kie-market and kie-runway."""
+    for cls in (KieVeoAdapter, KieMarketAdapter, KieRunwayAdapter):
+        assert cls.result_link_ttl_s == 86400
