@@ -62,6 +62,12 @@ def env(data, code=0, message="SUCCEED"):
             None,
         ),
         (
+            env({"task_status": "succeed", "task_result": json.dumps({"videos": [{"url": B}]})}),
+            PollStatus.SUCCEEDED,
+            (B,),
+            None,
+        ),
+        (
             {"task_id": "1", "task_status": "succeed", "task_result": {"videos": [{"url": A}]}},
             PollStatus.SUCCEEDED,
             (A,),
