@@ -141,9 +141,9 @@ class FalAdapter:
     name = NAME
     config_section = "fal"
     Options: ClassVar[type[ProviderOptions]] = FalOptions
-    #: fal keeps media per account settings or the per-request lifecycle header; a week is
-    #: assumed (shorter retention only makes the refresh path matter sooner).
-    result_link_ttl_s: ClassVar[float] = 7 * 86400.0
+    #: fal CDN files do not expire unless the account or the request sets
+    #: ``expiration_duration_seconds`` (the docs' example: 86400); assume that day.
+    result_link_ttl_s: ClassVar[float] = 86400.0
 
     def __init__(self, options: Mapping[str, Any], context: PluginContext) -> None:
         self.base_url = ph.base_url_from(options, DEFAULT_BASE_URL)

@@ -327,7 +327,7 @@ class _KieAdapter:
     path = ""
     #: The pure body parser of this endpoint.
     parse = staticmethod(parse_kie_payload)
-    #: KIE says result URLs "typically expire after 24 hours"; the short end counts.
+    #: The Market page: result URLs "typically expire after 24 hours".
     result_link_ttl_s: ClassVar[float] = 86400.0
 
     def __init__(self, options: Mapping[str, Any], context: PluginContext) -> None:

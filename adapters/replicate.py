@@ -21,7 +21,7 @@ import httpx
 
 from webhook_poller.adapters import _provider_http as ph
 from webhook_poller.adapters.kie import classify_failure, extract_urls
-from webhook_poller.errors import ProviderTaskFailed, UnrecognizedResponse
+from webhook_poller.errors import ProviderTaskFailed, ProviderUnavailable, UnrecognizedResponse
 from webhook_poller.interfaces import PluginContext, PollResult, PollStatus, ProviderTask
 from webhook_poller.model import ErrorCode
 from webhook_poller.options import ProviderOptions
@@ -107,6 +107,20 @@ def parse_prediction(payload: Any) -> PollResult:
     raise UnrecognizedResponse(f"unknown prediction status {word[:40]!r}", provider=NAME)
 
 
+_RESETS_IN = re.compile(r"resets in ~?\s*(\d+(?:\.\d+)?)\s*s", re.I)
+
+
+def _throttled(response: httpx.Response) -> ProviderUnavailable:
+    """Replicate's 429 says when in its body: "Your rate limit resets in ~30s."."""
+    match = _RESETS_IN.search(response.text[:500])
+    return ProviderUnavailable(
+        "HTTP 429",
+        provider=NAME,
+        rate_limited=True,
+        retry_after_s=float(match.group(1)) if match else None,
+    )
+
+
 class ReplicateAdapter:
     """Replicate predictions (any model: Veo, Kling, Wan, Hailuo ... hosted there)."""
 
@@ -131,6 +145,8 @@ class ReplicateAdapter:
             headers={"Authorization": f"Bearer {self._api_key}"},
             timeout_s=self.timeout_s,
         )
+        if response.status_code == 429 and "retry-after" not in response.headers:
+            raise _throttled(response)
         ph.check_http_status(response, provider=self.name)
         body = ph.read_json(response, provider=self.name)
         if response.status_code == 404:

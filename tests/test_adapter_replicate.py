@@ -126,6 +126,11 @@ async def test_http_trouble_is_transient(emulator):
     with pytest.raises(ProviderUnavailable) as limited:
         await poll(emulator.url, "pc")
     assert limited.value.rate_limited and limited.value.retry_after_s == 7
+    throttled = {"detail": "Request was throttled. Your rate limit resets in ~30s."}
+    emulator.script("pc", [(429, throttled, {})])
+    with pytest.raises(ProviderUnavailable) as from_body:
+        await poll(emulator.url, "pc")
+    assert from_body.value.rate_limited and from_body.value.retry_after_s == 30
     emulator.script("pc", [(502, {"detail": "bad gateway"}, {})])
     with pytest.raises(ProviderUnavailable):
         await poll(emulator.url, "pc")

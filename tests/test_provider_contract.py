@@ -14,7 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support import kie_emulator as kie
 from tests.support.provider_cases import CASES, CaseEmulator, ProviderCase, case_ids
+from tests.support.servers import serve_in_thread
 from tests.support.service import CallbackReceiver, base_config, run_service, wait_for
 from webhook_poller import plugins
 from webhook_poller.config import settings_from_mapping
@@ -52,6 +54,13 @@ async def _poll(case: ProviderCase, emu: CaseEmulator, scenario: str) -> PollRes
 
 def _is_video_url(url: str) -> bool:
     return url.startswith(("http://", "https://"))
+
+
+def test_adapter_declares_its_family_and_link_lifetime(running_case):
+    case, _ = running_case
+    cls = plugins.load("adapter", case.adapter)
+    assert cls.name == case.adapter and cls.config_section == case.section
+    assert isinstance(cls.result_link_ttl_s, float) and cls.result_link_ttl_s > 0
 
 
 async def test_running_is_pending(running_case):
@@ -162,3 +171,27 @@ def test_expired_link_is_refreshed_once(tmp_path, running_case):
     assert out["job"]["status"] == "succeeded", out["job"]
     assert emu.expired_fetches() == before + 1
     assert out["callbacks"][0]["body"]["event"] == "video.succeeded"
+
+
+def test_a_link_that_stays_dead_fails_with_download_failed_after_one_refresh(tmp_path):
+    """One more poll and one more download, no loop: then download_failed."""
+    emu = kie.KieEmulator()
+    with serve_in_thread(emu.app) as base:
+        dead = kie.market("success", [f"{base}/files/expired/dead.mp4"])
+        emu.script("dead-1", [dead])
+        config = base_config(tmp_path, providers={"kie": {"base_url": base}})
+        with run_service(config) as url, httpx.Client(base_url=url) as client:
+            resp = client.post(
+                "/poll-video",
+                json={"sessionId": "s", "taskId": "dead-1", "model": "sora-2-text-to-video"},
+            )
+            job_id = resp.json()["jobId"]
+
+            def finished() -> dict[str, Any] | None:
+                body: dict[str, Any] = client.get(f"/jobs/{job_id}").json()
+                return body if body["status"] in ("succeeded", "failed") else None
+
+            body = wait_for(finished, 30)
+    assert body["status"] == "failed" and body["error"]["code"] == "download_failed"
+    assert len(emu.expired_fetches) == 2
+    assert len(emu.calls_for("dead-1")) == 2

@@ -81,6 +81,12 @@ class ProviderAdapter(Protocol):
       guarded HTTP fetcher".
     - ``async submit(request, http) -> str``: start a generation, return the task id.
     - ``parse_callback(payload) -> tuple[str, PollResult] | None``: read a provider push.
+
+    Class attributes the core reads: ``config_section`` (the ``providers.<family>`` block,
+    default the adapter name), ``Options`` (see :mod:`.options`) and
+    ``result_link_ttl_s`` (how long the provider's result links live). A download answered
+    403, 404 or 410 makes the core call ``poll`` once more for fresh links. The API key goes
+    only to the provider's own host: ``download`` may add it for URLs on that host only.
     """
 
     name: str

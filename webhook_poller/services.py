@@ -167,7 +167,7 @@ def build_services(settings: Settings) -> Services:
         except Exception as exc:
             if adapter_name in routed:
                 raise
-            log.warning("adapter_unavailable", adapter=adapter_name, error=str(exc)[:200])
+            log.warning("adapter_skipped", adapter=adapter_name, error=str(exc)[:200])
             continue
         if section not in section_gates:
             section_gates[section] = ProviderGate(section, options, settings.polling)

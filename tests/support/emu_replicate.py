@@ -109,7 +109,11 @@ class ReplicateEmulator(ScriptedEmulator):
             "moderation": [prediction(p, "failed", error=E005)],
             "failure": [prediction(p, "failed", error="CUDA out of memory")],
             "rate_limited": [
-                (429, {"detail": "Request was throttled.", "status": 429}, {"Retry-After": "7"})
+                (
+                    429,
+                    {"detail": "Request was throttled. Your rate limit resets in ~7s."},
+                    {"Retry-After": "7"},
+                )
             ],
             "server_error": [(500, {"detail": "Internal server error", "status": 500}, {})],
             "html": [(200, HTML, {})],
