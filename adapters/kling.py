@@ -201,7 +201,15 @@ class KlingAdapter(DirectAdapter):
             if self._token is None or self._token[1] - now < 300:
                 self._token = (kling_jwt(self._access_key, self._secret_key, now), now + 1800)
             return self._token[0]
-        return self._require_key()
+        if not self._api_key:
+            raise ProviderTaskFailed(
+                ErrorCode.AUTH_FAILED,
+                provider=self.name,
+                detail="no Kling credentials configured (providers.kling.access_key and "
+                "secret_key, KLING_ACCESS_KEY and KLING_SECRET_KEY, or a token in "
+                "providers.kling.api_key / KLING_API_KEY)",
+            )
+        return self._api_key
 
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._bearer()}"}

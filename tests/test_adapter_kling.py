@@ -245,6 +245,16 @@ async def test_unreadable_bodies_are_transient(emulator, answer):
         await poll(make_adapter(emulator), "t")
 
 
+async def test_no_credentials_at_all_is_auth_failed(emulator, monkeypatch):
+    """Without a token or a key pair the poll fails with auth_failed naming the options."""
+    for name in ("KLING_API_KEY", "KLING_ACCESS_KEY", "KLING_SECRET_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ProviderTaskFailed) as err:
+        await poll(make_adapter(emulator, api_key=None), "t")
+    assert err.value.code is ErrorCode.AUTH_FAILED and "access_key" in (err.value.detail or "")
+    assert not emulator.calls
+
+
 async def test_refused_token_hides_it(emulator):
     """A refused token fails with auth_failed and the token is in no error text."""
     emulator.script("t", [kl.submitted()])
