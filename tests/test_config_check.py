@@ -170,7 +170,7 @@ BAD_CONFIGS = {
     "storage url without scheme": ({"storage": {"url": "/tmp/vids"}}, "storage.url"),
     "unknown notifier": ({"notifiers": [{"type": "pager"}]}, "notifiers[0].type"),
     "missing bot_token": ({"notifiers": [{"type": "telegram"}]}, "bot_token"),
-    "bad adapter in models": ({"models": {"veo*": "runway"}}, "models.veo*"),
+    "bad adapter in models": ({"models": {"veo*": "pika"}}, "models.veo*"),
     "loud log level": ({"logging": {"level": "LOUD"}}, "logging.level"),
     "telegram button too long": (
         {
