@@ -94,6 +94,12 @@ class DirectAdapter:
         self._api_key = key or (os.environ.get(self.env_key, "") if self.env_key else "")
         self.timeout_s = float(self.options.timeout_s)
 
+    def missing_credentials(self) -> str | None:
+        """The setting to fill in while no API key is configured, else None."""
+        if self._api_key:
+            return None
+        return f"providers.{self.config_section}.api_key (or {self.env_key})"
+
     # --- to override -------------------------------------------------------------------
 
     def auth_headers(self) -> dict[str, str]:

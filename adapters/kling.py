@@ -195,6 +195,13 @@ class KlingAdapter(DirectAdapter):
         self._token: tuple[str, float] | None = None
         self._kind_of: OrderedDict[str, str] = OrderedDict()
 
+    def missing_credentials(self) -> str | None:
+        if self._api_key or (self._access_key and self._secret_key):
+            return None
+        return (
+            "providers.kling.access_key and secret_key (or providers.kling.api_key / KLING_API_KEY)"
+        )
+
     def _bearer(self) -> str:
         if self._access_key and self._secret_key:
             now = time.time()
