@@ -32,7 +32,14 @@ from .errors import (
     StoreUnavailable,
     SubmissionUncertain,
 )
-from .interfaces import GenerationRequest, PollResult, PollStatus, ProviderTask, Submits
+from .interfaces import (
+    GenerationRequest,
+    PollResult,
+    PollStatus,
+    ProviderTask,
+    SubmitResult,
+    Submits,
+)
 from .model import ErrorCode, Job, JobState, transition, utcnow
 from .policy import Outcome, PollPolicy, backoff_s
 from .services import SharedBudget
@@ -148,6 +155,18 @@ def generation_request(job: Job, index: int) -> GenerationRequest:
     )
 
 
+async def _create(adapter: Any, job: Job, index: int, services: Services) -> SubmitResult:
+    """The paid call of task ``index``: a generation, or a follow-up of a finished task
+    (extend, upscale: :mod:`.followups`) through the adapter's ``follow_up`` hook."""
+    request = generation_request(job, index)
+    if (job.request or {}).get("followUp"):
+        result: SubmitResult = await adapter.follow_up(
+            job.request, job.model, request.callback_url, services.provider_http
+        )
+        return result
+    return await adapter.submit(request, services.provider_http)
+
+
 def _count(job: Job) -> int:
     return int((job.request or {}).get("count") or 1)
 
@@ -229,7 +248,7 @@ async def submit_step(
         # The intent is durable before the paid call goes out.
         job = await _save(services, job, submit_intent=index)
         try:
-            result = await adapter.submit(generation_request(job, index), services.provider_http)
+            result = await _create(adapter, job, index, services)
         except ProviderUnavailable as exc:  # certainly nothing started: try again later
             if exc.rate_limited:
                 gate.pause(exc.retry_after_s or 1.0)
