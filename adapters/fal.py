@@ -24,6 +24,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from webhook_poller.adapters import _provider_http as ph
+from webhook_poller.adapters import _signatures
 from webhook_poller.adapters.kie import classify_failure, extract_urls
 from webhook_poller.errors import (
     ProviderTaskFailed,
@@ -32,6 +33,7 @@ from webhook_poller.errors import (
     UnrecognizedResponse,
 )
 from webhook_poller.interfaces import (
+    CallbackHint,
     GenerationRequest,
     ModelCapabilities,
     PluginContext,
@@ -45,6 +47,8 @@ from webhook_poller.options import ProviderOptions
 
 NAME = "fal"
 DEFAULT_BASE_URL = "https://queue.fal.run"
+#: fal's webhook signing keys (ED25519, JWKS): docs.fal.ai "Verifying Your Webhook".
+DEFAULT_JWKS_URL = "https://rest.alpha.fal.ai/.well-known/jwks.json"
 ENV_KEY = "FAL_KEY"
 
 PENDING = frozenset({"in_queue", "in_progress", "queued", "pending", "running"})
@@ -71,6 +75,8 @@ class FalOptions(ProviderOptions):
     base_url: str | None = DEFAULT_BASE_URL
     min_interval_s: float = 5.0
     max_requests_per_s: float = 10.0
+    #: Where fal publishes the public keys its webhooks are signed with; null: do not verify.
+    jwks_url: str | None = DEFAULT_JWKS_URL
 
 
 def app_path(model: str) -> str:
@@ -220,6 +226,32 @@ class FalAdapter:
         self.base_url = ph.base_url_from(options, DEFAULT_BASE_URL)
         self._api_key = ph.api_key_from(options, ENV_KEY)
         self.timeout_s = float(options.get("timeout_s") or 20.0)
+        jwks_url = options.get("jwks_url", DEFAULT_JWKS_URL)
+        self._keys = _signatures.FalKeys(str(jwks_url)) if jwks_url else None
+
+    def parse_callback(self, headers: Mapping[str, str], body: bytes) -> CallbackHint | None:
+        """``{request_id, gateway_request_id, status: OK | ERROR, payload, error}``."""
+        payload = _signatures.json_object(body)
+        if payload is None:
+            return None
+        task_id = _signatures.task_id_of(payload.get("request_id"))
+        if task_id is None:
+            return None
+        word = str(payload.get("status") or "").strip().upper()
+        status = {"OK": PollStatus.SUCCEEDED, "ERROR": PollStatus.FAILED}.get(word)
+        return CallbackHint(task_id=task_id, status=status)
+
+    async def verify_callback(
+        self,
+        headers: Mapping[str, str],
+        body: bytes,
+        hint: CallbackHint,
+        http: httpx.AsyncClient,
+    ) -> bool:
+        """ED25519 against the keys at ``providers.fal.jwks_url`` (``null`` turns it off)."""
+        if self._keys is None:
+            return True
+        return await self._keys.verify(headers, body, http)
 
     async def _get(self, http: httpx.AsyncClient, url: str) -> httpx.Response:
         return await ph.get(

@@ -30,10 +30,11 @@ from urllib.parse import urljoin
 
 import httpx
 import structlog
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from webhook_poller import net
 from webhook_poller.adapters import _provider_http as ph
+from webhook_poller.adapters import _signatures
 from webhook_poller.adapters.kie import extract_urls
 from webhook_poller.errors import (
     DownloadError,
@@ -43,6 +44,7 @@ from webhook_poller.errors import (
     UnrecognizedResponse,
 )
 from webhook_poller.interfaces import (
+    CallbackHint,
     GenerationRequest,
     ModelCapabilities,
     PluginContext,
@@ -82,6 +84,8 @@ class GeminiOptions(ProviderOptions):
     #: Google's samples poll every 10 s; a Veo operation takes 11 s to 6 min.
     min_interval_s: float = 10.0
     max_requests_per_s: float = 5.0
+    #: Standard Webhooks secret (``whsec_...``) of the pushes to /callbacks/gemini.
+    webhook_secret: SecretStr | None = None
 
 
 def _as_int(value: Any) -> int | None:
@@ -237,6 +241,43 @@ class GeminiAdapter:
         self._api_key = ph.api_key_from(options, ENV_KEY)
         self.timeout_s = float(options.get("timeout_s") or 20.0)
         self._context = context
+        secret = options.get("webhook_secret")
+        getter = getattr(secret, "get_secret_value", None)
+        self._webhook_secret = str(getter() if callable(getter) else secret or "").strip()
+
+    def parse_callback(self, headers: Mapping[str, str], body: bytes) -> CallbackHint | None:
+        """The operation (``{name, done, ...}``), bare or under ``operation`` / ``data``."""
+        payload = _signatures.json_object(body)
+        if payload is None:
+            return None
+        node = payload
+        for key in ("operation", "data", "resource"):
+            inner = _mapping(payload.get(key))
+            if inner is not None and "name" in inner:
+                node = inner
+                break
+        name = _signatures.task_id_of(node.get("name"))
+        if name is None:
+            return None
+        try:
+            status: PollStatus | None = parse_operation(node).status
+        except Exception:  # the poll will tell
+            status = None
+        bare = name.lstrip("/").removeprefix("v1beta/")
+        aliases = tuple(a for a in (bare, f"v1beta/{bare}") if a != name)
+        return CallbackHint(task_id=name, status=status, aliases=aliases)
+
+    async def verify_callback(
+        self,
+        headers: Mapping[str, str],
+        body: bytes,
+        hint: CallbackHint,
+        http: httpx.AsyncClient,
+    ) -> bool:
+        """Standard Webhooks with ``providers.gemini.webhook_secret`` when it is set."""
+        if not self._webhook_secret:
+            return True
+        return _signatures.verify_standard(self._webhook_secret, headers, body)
 
     def _status_url(self, task_id: str) -> str:
         name = task_id.strip()

@@ -25,8 +25,9 @@ from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar, Literal
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from webhook_poller.adapters import _signatures
 from webhook_poller.errors import (
     ProviderTaskFailed,
     ProviderUnavailable,
@@ -34,6 +35,7 @@ from webhook_poller.errors import (
     UnrecognizedResponse,
 )
 from webhook_poller.interfaces import (
+    CallbackHint,
     GenerationRequest,
     ModelCapabilities,
     PluginContext,
@@ -335,6 +337,33 @@ def retry_after_s(response: httpx.Response, now: datetime | None = None) -> floa
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
+def _task_id_in(node: Mapping[str, Any]) -> str | None:
+    for key in ("taskId", "task_id"):
+        value = node.get(key)
+        if isinstance(value, str) and value.strip() and len(value) <= 256:
+            return value.strip()
+    return None
+
+
+def parse_kie_callback(body: bytes) -> CallbackHint | None:
+    """The task id of a KIE callback body and what it claims; ``None`` when it names none."""
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(payload, Mapping):
+        return None
+    data = payload.get("data")
+    task_id = (_task_id_in(data) if isinstance(data, Mapping) else None) or _task_id_in(payload)
+    if task_id is None:
+        return None
+    try:
+        status: PollStatus | None = parse_kie_payload(payload).status
+    except Exception:  # a failure envelope or an odd shape: the poll will tell
+        status = PollStatus.FAILED if _as_int(payload.get("code")) not in (None, 200) else None
+    return CallbackHint(task_id=task_id, status=status)
+
+
 def read_create_answer(response: httpx.Response, provider: str) -> SubmitResult:
     """A create call's answer: the new task id, or which kind of failure it was.
 
@@ -437,10 +466,13 @@ _SORA_ASPECT = {"16:9": "landscape", "9:16": "portrait"}
 class KieOptions(ProviderOptions):
     """``providers.kie``, shared by Veo and Market: the keys every provider family knows
     (``base_url``, ``api_key``, ``min_interval_s``, ``max_requests_per_s``, ``timeout_s``,
-    ``interval_s``, ``first_poll_delay_s``, ``delayed_interval_s``), and
+    ``interval_s``, ``first_poll_delay_s``, ``delayed_interval_s``), the push key, and
     ``upscale_interval_s``: the spacing of 1080p / 4K checks (default 20 s and 30 s, KIE's
     advice)."""
 
+    #: The account's ``webhookHmacKey`` (kie.ai settings): checks ``X-Webhook-Signature`` of
+    #: pushes to /callbacks/kie. Unset: a push is accepted unsigned (it stays a hint).
+    webhook_hmac_key: SecretStr | None = None
     upscale_interval_s: float | None = Field(default=None, gt=0)
 
 
@@ -490,6 +522,27 @@ class _KieAdapter:
         self.timeout_s = float(options.get("timeout_s") or 20.0)
         interval = options.get("upscale_interval_s")
         self.upscale_interval_s = float(interval) if interval else None
+        hmac_key = options.get("webhook_hmac_key")
+        getter = getattr(hmac_key, "get_secret_value", None)
+        self._hmac_key = str(getter() if callable(getter) else hmac_key or "").strip()
+
+    # --- provider push (``callBackUrl`` -> POST /callbacks/kie) -----------------------------
+
+    def parse_callback(self, headers: Mapping[str, str], body: bytes) -> CallbackHint | None:
+        """``{code, msg, data: {taskId | task_id, ...}}`` (Veo, Market, 4K, Runway shapes)."""
+        return parse_kie_callback(body)
+
+    async def verify_callback(
+        self,
+        headers: Mapping[str, str],
+        body: bytes,
+        hint: CallbackHint,
+        http: httpx.AsyncClient,
+    ) -> bool:
+        """``X-Webhook-Signature`` when ``providers.kie.webhook_hmac_key`` is set."""
+        if not self._hmac_key:
+            return True
+        return _signatures.verify_kie(self._hmac_key, hint.task_id, headers)
 
     def missing_credentials(self) -> str | None:
         """The setting to fill in while no API key is configured, else None."""

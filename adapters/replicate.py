@@ -19,9 +19,10 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from webhook_poller.adapters import _provider_http as ph
+from webhook_poller.adapters import _signatures
 from webhook_poller.adapters.kie import classify_failure, extract_urls
 from webhook_poller.errors import (
     ProviderTaskFailed,
@@ -30,6 +31,7 @@ from webhook_poller.errors import (
     UnrecognizedResponse,
 )
 from webhook_poller.interfaces import (
+    CallbackHint,
     GenerationRequest,
     ModelCapabilities,
     PluginContext,
@@ -57,6 +59,13 @@ class ReplicateOptions(ProviderOptions):
     min_interval_s: float = 5.0
     #: Replicate allows 3000 requests per minute on endpoints other than create.
     max_requests_per_s: float = 50.0
+    #: The account's webhook signing secret (``whsec_...``, GET /v1/webhooks/default/secret).
+    webhook_secret: SecretStr | None = None
+
+
+def _secret(value: Any) -> str:
+    getter = getattr(value, "get_secret_value", None)
+    return str(getter() if callable(getter) else value or "").strip()
 
 
 def _output_urls(output: Any) -> list[str]:
@@ -206,6 +215,31 @@ class ReplicateAdapter:
         self.base_url = ph.base_url_from(options, DEFAULT_BASE_URL)
         self._api_key = ph.api_key_from(options, ENV_KEY)
         self.timeout_s = float(options.get("timeout_s") or 20.0)
+        self._webhook_secret = _secret(options.get("webhook_secret"))
+
+    def parse_callback(self, headers: Mapping[str, str], body: bytes) -> CallbackHint | None:
+        """A webhook posts the prediction object itself: its ``id`` is the task id."""
+        payload = _signatures.json_object(body)
+        task_id = _signatures.task_id_of(payload.get("id")) if payload is not None else None
+        if payload is None or task_id is None:
+            return None
+        try:
+            status: PollStatus | None = parse_prediction(payload).status
+        except Exception:  # an odd status word: the poll will tell
+            status = None
+        return CallbackHint(task_id=task_id, status=status)
+
+    async def verify_callback(
+        self,
+        headers: Mapping[str, str],
+        body: bytes,
+        hint: CallbackHint,
+        http: httpx.AsyncClient,
+    ) -> bool:
+        """Standard Webhooks with ``providers.replicate.webhook_secret`` when it is set."""
+        if not self._webhook_secret:
+            return True
+        return _signatures.verify_standard(self._webhook_secret, headers, body)
 
     def missing_credentials(self) -> str | None:
         """The setting to fill in while no API key is configured, else None."""

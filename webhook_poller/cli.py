@@ -1,5 +1,7 @@
 """Command line: ``webhook-poller serve | check-config | init-config`` and ``--version``.
 
+``serve --workers N`` runs N worker processes (default: one per core, ``workers.py``).
+
 Every config error comes out the same way, before anything listens: one line on stderr that
 names the key, exit status 2.
 """
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from . import __version__
 from .app import create_app
@@ -21,24 +24,85 @@ from .config import Settings, check_listen_safety, load_settings
 from .errors import ConfigError
 from .logging import configure
 from .services import Services, build_services
+from .workers import default_workers, serve_workers
 
 EXIT_CONFIG = 2
 EXAMPLE_CONFIG = "config.example.yaml"
 
 
+class HeadTimeoutProtocol(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
+    """uvicorn's HTTP protocol with a deadline for the request head.
+
+    uvicorn bounds only the idle time after a response (``timeout_keep_alive``); a
+    connection that sends nothing, or half a header a byte at a time, stays open for ever.
+    Here a deadline starts when a connection opens, or when the first byte of a new request
+    arrives, and closes the connection unless the head is complete by then. It is not reset
+    by further bytes, so a slow trickle does not keep it alive.
+    """
+
+    head_timeout_s: float = 10.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        self._head_timer: asyncio.TimerHandle | None = None
+        super().connection_made(transport)
+        self._arm_head_timer()
+
+    def _arm_head_timer(self) -> None:
+        if self._head_timer is None:
+            self._head_timer = asyncio.get_running_loop().call_later(
+                self.head_timeout_s, self._head_timed_out
+            )
+
+    def _disarm_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        before = self.cycle
+        if before is None or before.response_complete:
+            self._arm_head_timer()
+        super().data_received(data)
+        # a new request cycle means its head was read completely
+        if self.cycle is not before and self.cycle is not None:
+            self._disarm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_head_timer()
+        super().connection_lost(exc)
+
+
+def http_protocol(head_timeout_s: float) -> type[asyncio.Protocol]:
+    """The protocol class for one server, with its head deadline."""
+    return type("HeadTimeoutProtocol", (HeadTimeoutProtocol,), {"head_timeout_s": head_timeout_s})
+
+
 def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
     """How the service is served; bench/ serves its bare-Starlette baseline the same way."""
-    return uvicorn.Config(
-        app,
-        host=settings.server.host,
-        port=settings.server.port,
-        lifespan="on",
+    return uvicorn.Config(app, **uvicorn_options(settings))
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """``uvicorn.Config``'s keywords but the app (``serve --workers`` uses them too)."""
+    server = settings.server
+    return {
+        "host": server.host,
+        "port": server.port,
+        "lifespan": "on",
+        "http": http_protocol(server.header_timeout_s),
+        "timeout_keep_alive": server.keep_alive_timeout_s,
+        "limit_concurrency": server.max_connections,
         # Access logs would print signed video links; our own logs are redacted.
-        access_log=False,
-        log_level=settings.logging.level.lower(),
-        timeout_graceful_shutdown=int(settings.server.shutdown_grace_s) + 5,
-        proxy_headers=True,
-    )
+        "access_log": False,
+        "log_level": settings.logging.level.lower(),
+        "timeout_graceful_shutdown": int(settings.server.shutdown_grace_s) + 5,
+        "proxy_headers": True,
+    }
 
 
 def _fail(message: object) -> int:
@@ -78,6 +142,10 @@ def serve(args: argparse.Namespace) -> int:
         settings, services = _prepare(args)
     except ConfigError as exc:
         return _fail(_one_line(exc))
+    workers = default_workers() if args.workers is None else args.workers
+    if workers > 1:
+        asyncio.run(_discard(services))  # checked here; each worker builds its own
+        return serve_workers(settings, args.config, workers, uvicorn_options(settings))
     app = create_app(settings, services_factory=lambda _settings: services)
     config = uvicorn_config(app, settings)
     server = uvicorn.Server(config)
@@ -157,6 +225,13 @@ def init_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="webhook-poller",
@@ -169,6 +244,11 @@ def main(argv: list[str] | None = None) -> int:
     p_serve.add_argument("--config", help=config_help)
     p_serve.add_argument("--host", help="override server.host")
     p_serve.add_argument("--port", type=int, help="override server.port")
+    p_serve.add_argument(
+        "--workers",
+        type=_positive,
+        help="processes, each serving HTTP and running the poll loop (default: one per core)",
+    )
     p_serve.set_defaults(func=serve)
     p_check = sub.add_parser("check-config", help="check the config and exit (2 when invalid)")
     p_check.add_argument("--config", help=config_help)

@@ -81,7 +81,8 @@ class ProviderAdapter(Protocol):
       guarded HTTP fetcher".
     - ``async submit(request, http) -> SubmitResult``: start a generation (see
       :class:`Submits`, which also names the class attributes a submitting adapter declares).
-    - ``parse_callback(payload) -> tuple[str, PollResult] | None``: read a provider push.
+    - ``parse_callback`` / ``verify_callback``: receive a provider push (see
+      :class:`ReceivesCallbacks`).
     - ``missing_credentials() -> str | None``: the setting still to fill in (for example
       ``"providers.kie.api_key (or KIE_API_KEY)"``) when the adapter cannot poll without it;
       the service warns at start-up and refuses such jobs at intake with a 422.
@@ -96,6 +97,45 @@ class ProviderAdapter(Protocol):
     name: str
 
     async def poll(self, task: ProviderTask, http: httpx.AsyncClient) -> PollResult: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackHint:
+    """What a provider push says: which task it is about, and what it claims.
+
+    ``status`` is the provider's claim, for logs only: a push is never trusted with a result.
+    The core re-reads the task from the status endpoint (a poll now) before any result URL
+    is used, because some signatures cover only the task id (KIE) and some pushes are not
+    signed at all (Luma, MiniMax).
+    """
+
+    task_id: str
+    status: PollStatus | None = None
+    #: Other spellings of the same task id a caller may have posted (Gemini's ``v1beta/``).
+    aliases: tuple[str, ...] = ()
+
+
+@runtime_checkable
+class ReceivesCallbacks(Protocol):
+    """An adapter whose provider can push to ``POST /callbacks/{provider}``.
+
+    ``parse_callback`` reads the raw push (headers lower-cased) and returns the provider task
+    id, or ``None`` when the body names no task; it never raises on what a provider sends.
+    ``verify_callback`` answers whether the push may be acted on: ``True`` when its signature
+    checks out, or when nothing is configured to check it with (the push stays a hint);
+    ``False`` when a secret or key set is configured and the signature is missing or wrong.
+    It may fetch public key material (fal's JWKS) with ``http``; it never raises either.
+    """
+
+    def parse_callback(self, headers: Mapping[str, str], body: bytes) -> CallbackHint | None: ...
+
+    async def verify_callback(
+        self,
+        headers: Mapping[str, str],
+        body: bytes,
+        hint: CallbackHint,
+        http: httpx.AsyncClient,
+    ) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +285,10 @@ class JobStore(Protocol):
 
     async def get(self, job_id: str) -> Job | None: ...
 
+    async def find_by_task(self, provider: str, task_id: str) -> Job | None:
+        """The job of ``task_id`` at adapter ``provider`` (its dedupe key), for pushes."""
+        ...
+
     async def save(
         self,
         job: Job,
@@ -378,6 +422,7 @@ class PluginContext:
 
 __all__ = [
     "BlobStorage",
+    "CallbackHint",
     "GenerationRequest",
     "JobStore",
     "ModelCapabilities",
@@ -389,6 +434,7 @@ __all__ = [
     "ProviderAdapter",
     "ProviderTask",
     "Receipt",
+    "ReceivesCallbacks",
     "StoredBlob",
     "SubmitResult",
     "Submits",

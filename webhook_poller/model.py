@@ -232,6 +232,9 @@ class Job:
     run: int = 0
     #: How often the job was taken over after its worker's lease ran out.
     reclaims: int = 0
+    #: The provider is expected to push the result to /callbacks/{provider}: polling slows
+    #: to ``polling.push_fallback_interval_s`` but never stops.
+    expect_push: bool = False
     version: int = 0
     lease_owner: str | None = None
     lease_expires_at: datetime | None = None
@@ -282,6 +285,16 @@ class Job:
     def elapsed_s(self, now: datetime | None = None) -> float:
         end = self.finished_at or now or utcnow()
         return max(0.0, (end - self.created_at).total_seconds())
+
+
+def indexed_task_ids(job: Job) -> tuple[str, ...]:
+    """Provider task ids of ``job`` that stores index for pushes besides its dedupe key.
+
+    A job polled for one posted task is found by its dedupe key, so this is empty for it.
+    A job that started several tasks itself (``POST /generate``: ``task_ids``) is unique by
+    its Idempotency-Key instead, so each of its tasks needs an index entry to be found.
+    """
+    return tuple(t for t in getattr(job, "task_ids", ()) or () if t)
 
 
 def dedupe_key(provider: str, task_id: str) -> str:

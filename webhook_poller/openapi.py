@@ -70,6 +70,12 @@ _SCHEMAS: dict[str, Any] = {
             "attempt": {"type": "integer", "minimum": 1, "maximum": 10000, "default": 1},
             "callbackUrl": {"type": "string", "format": "uri"},
             "context": {"type": "object", "description": "At most 16 KB of JSON"},
+            "expectPush": {
+                "type": "boolean",
+                "default": False,
+                "description": "The provider pushes to /callbacks/{provider}: poll only every"
+                " polling.push_fallback_interval_s as a safety net",
+            },
         },
     },
     "GenerateRequest": {
@@ -213,6 +219,7 @@ _SCHEMAS: dict[str, Any] = {
             "message": {"type": "string"},
             "attempts": {"type": "integer"},
             "elapsedSeconds": {"type": "number"},
+            "expectPush": {"type": "boolean"},
             "error": _ref("JobError"),
             "videoUrls": {"type": "array", "items": {"type": "string"}},
             "metadata": {"type": "array", "items": _ref("VideoMetadata")},
@@ -415,6 +422,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 "parameters": [
                     _query("expires", "Signed link expiry", {"type": "string"}),
                     _query("sig", "Signed link signature", {"type": "string"}),
+                    _query("once", "Single-use nonce", {"type": "string"}),
                 ],
                 "responses": {
                     "200": {
@@ -424,7 +432,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                         },
                     },
                     "302": {"description": "Redirect to a presigned storage URL"},
-                    **_errors(401, 404, 503),
+                    **_errors(401, 404, 410, 503),
                 },
             },
         },
@@ -447,6 +455,41 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 "responses": {
                     "200": _json({"type": "object"}, "Stored"),
                     **_errors(400, 401, 413, 422, 503),
+                },
+            },
+        },
+        "/callbacks/{provider}": {
+            "parameters": [
+                {
+                    "name": "provider",
+                    "in": "path",
+                    "required": True,
+                    "description": "Provider family (kie, replicate, gemini, fal ...) or adapter",
+                    "schema": {"type": "string"},
+                }
+            ],
+            "post": {
+                "operationId": "providerPush",
+                "summary": "A provider's push (KIE callBackUrl, Replicate/Gemini webhook, fal"
+                " fal_webhook): a hint that makes the job's status be read again now",
+                "security": [],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                },
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "ok": {"const": True},
+                                "challenge": {"type": "string"},
+                            },
+                        },
+                        "Accepted (also for a task we do not know; no job data), or"
+                        " MiniMax's URL check echoed",
+                    ),
+                    **_errors(400, 401, 404, 413, 503),
                 },
             },
         },

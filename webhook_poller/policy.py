@@ -70,11 +70,20 @@ class PollPolicy:
     """Turns poll answers into the job's next state and due time."""
 
     def __init__(
-        self, polling: PollingSettings, *, min_interval_s: float, rng: random.Random | None = None
+        self,
+        polling: PollingSettings,
+        *,
+        min_interval_s: float,
+        rng: random.Random | None = None,
+        push_interval_s: float | None = None,
     ) -> None:
         self.polling = polling
         self.min_interval_s = min_interval_s
         self.rng = rng or random.Random()
+        #: Spacing of a job that expects a push (``expect_push``): the safety-net poll.
+        self.push_interval_s = (
+            polling.push_fallback_interval_s if push_interval_s is None else push_interval_s
+        )
 
     def _past_deadline(self, job: Job, now: datetime) -> bool:
         return (now - job.created_at).total_seconds() >= self.polling.give_up_after_s
@@ -139,11 +148,15 @@ class PollPolicy:
             return self._moved(
                 job, JobState.DELAYED, now, delayed_at=now, due_at=self._due(now, delay)
             )
-        base = (
-            self.polling.delayed_interval_s
-            if job.state is JobState.DELAYED
-            else self.polling.interval_s
-        )
+        if job.state is JobState.DELAYED:
+            base = self.polling.delayed_interval_s
+            if job.expect_push:  # delayed never polls a push job faster than before
+                base = max(base, self.push_interval_s)
+        elif job.expect_push:
+            # The push is the fast path; this poll is the net for a missed one.
+            base = self.push_interval_s
+        else:
+            base = self.polling.interval_s
         delay = jittered(base, self.polling.jitter, self.rng)
         return self._moved(job, job.state, now, due_at=self._due(now, delay))
 

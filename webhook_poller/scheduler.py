@@ -65,6 +65,7 @@ class Scheduler:
                 services.gate_for(name).polling,
                 min_interval_s=services.gate_for(name).min_interval_s,
                 rng=self.rng,
+                push_interval_s=services.gate_for(name).push_interval_s,
             )
             for name in services.adapters
         }

@@ -104,6 +104,14 @@ class ProviderGate:
         if user_interval and options.get("min_interval_s") == builtin_min:
             min_interval = min(min_interval, self.polling.interval_s)
         self.min_interval_s = min_interval
+        # Jobs that expect a push poll at push_fallback_interval_s; an interval_s the user
+        # set rules over its default, as it does over the built-in spacing above.
+        user_fallback = "push_fallback_interval_s" in polling.model_fields_set
+        self.push_interval_s = (
+            self.polling.interval_s
+            if user_interval and not user_fallback
+            else polling.push_fallback_interval_s
+        )
         self.paused_until = 0.0
         self.shared = shared
         self._shared_down = False
@@ -225,7 +233,11 @@ class Services:
 
 def build_services(settings: Settings) -> Services:
     """Construct (not open) every plug-in; unknown names fail here, naming the known ones."""
-    http = net.build_client(allow_private=settings.security.allow_private_urls, timeout_s=30.0)
+    http = net.build_client(
+        allow_private=settings.security.allow_private_urls,
+        timeout_s=30.0,
+        allowed=settings.security.allowlist(),
+    )
     provider_http = httpx.AsyncClient(
         timeout=httpx.Timeout(30.0, connect=10.0),
         # httpcore checks every pooled connection on each request (a select() per idle

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from ..logging import scrub_optional
 from ..model import (
     Delivery,
     DeliveryStatus,
@@ -48,13 +49,14 @@ def job_to_dict(job: Job) -> dict[str, Any]:
         "extra_callback_urls": list(job.extra_callback_urls),
         "context": dict(job.context) if job.context is not None else None,
         "error_code": job.error_code.value if job.error_code else None,
-        "error_detail": job.error_detail,
+        "error_detail": scrub_optional(job.error_detail),
         "result_urls": list(job.result_urls),
         "videos": [v.to_dict() for v in job.videos],
         "delayed_at": ts(job.delayed_at),
         "finished_at": ts(job.finished_at),
         "run": job.run,
         "reclaims": job.reclaims,
+        "expect_push": job.expect_push,
         "version": job.version,
         "lease_owner": job.lease_owner,
         "lease_expires_at": ts(job.lease_expires_at),
@@ -97,6 +99,7 @@ def job_from_dict(data: Mapping[str, Any]) -> Job:
         finished_at=dt(data.get("finished_at")),
         run=int(data.get("run") or 0),
         reclaims=int(data.get("reclaims") or 0),
+        expect_push=bool(data.get("expect_push") or False),
         version=int(data.get("version") or 0),
         lease_owner=data.get("lease_owner") or None,
         lease_expires_at=dt(data.get("lease_expires_at")),
@@ -122,7 +125,7 @@ def delivery_to_dict(delivery: Delivery) -> dict[str, Any]:
         "status": delivery.status.value,
         "attempts": delivery.attempts,
         "next_attempt_at": ts(delivery.next_attempt_at),
-        "last_error": delivery.last_error,
+        "last_error": scrub_optional(delivery.last_error),
         "created_at": ts(delivery.created_at),
         "sent_at": ts(delivery.sent_at),
     }

@@ -84,6 +84,10 @@ class Keys:
     def dl_owner(self) -> str:
         return f"{self.prefix}dl:owner"
 
+    def task(self, provider: str, task_id: str) -> str:
+        """Provider task -> job id, for tasks a job's dedupe key does not name (pushes)."""
+        return f"{self.prefix}task:{provider}:{task_id}"
+
     @property
     def meta(self) -> str:
         return f"{self.prefix}meta"

@@ -23,16 +23,19 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import LeaseLost, StoreUnavailable
 from ..interfaces import PluginContext
-from ..model import ACTIVE_STATES, Delivery, Job, JobState
+from ..model import ACTIVE_STATES, Delivery, Job, JobState, dedupe_key, indexed_task_ids
 from .batching import GroupCommit
 from .codec import delivery_from_dict, delivery_to_dict, dt, dumps, job_from_dict, job_to_dict
 from .keys import Keys
+
+log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
@@ -351,6 +354,7 @@ class RedisJobStore:
     async def create(self, job: Job) -> tuple[Job, bool]:
         created, job_id = await self._creates.submit(job)
         if int(created) == 1:
+            await self._index_tasks([job])
             return job, True
         existing = await self.get(job_id)
         if existing is None:  # deleted between the two calls: try once more
@@ -388,6 +392,29 @@ class RedisJobStore:
         fields = await self._call(self.r.hgetall(self.keys.job(job_id)))
         return self._job(fields) if fields else None
 
+    async def find_by_task(self, provider: str, task_id: str) -> Job | None:
+        """The job polling ``task_id`` at adapter ``provider`` (the intake dedupe key)."""
+        job_id = await self._call(self.r.get(self.keys.dedupe(dedupe_key(provider, task_id))))
+        if not job_id:
+            job_id = await self._call(self.r.get(self.keys.task(provider, task_id)))
+        if not job_id:
+            return None
+        job = await self.get(str(job_id))
+        return job if job is not None and job.provider == provider else None
+
+    async def _index_tasks(self, jobs: Sequence[Job]) -> None:
+        """Index the tasks a dedupe key does not name (an index: written after the job)."""
+        pairs = [(job, task) for job in jobs for task in indexed_task_ids(job)]
+        if not pairs:
+            return
+        pipe = self.r.pipeline(transaction=False)
+        for job, task in pairs:
+            pipe.set(self.keys.task(job.provider, task), job.id, nx=True)
+        try:
+            await self._call(pipe.execute())
+        except StoreUnavailable as exc:  # the job is saved; a push for it falls back to polls
+            log.warning("task_index_write_failed", error=str(exc)[:200])
+
     async def save(
         self, job: Job, *, expected_version: int, deliveries: Sequence[Delivery] = ()
     ) -> Job:
@@ -422,12 +449,14 @@ class RedisJobStore:
                 ]
             await script(keys=[], args=args, client=pipe)
         results = await self._call(pipe.execute())
-        return [
+        saved: list[Job | LeaseLost] = [
             dataclasses.replace(job, version=expected_version + 1)
             if int(ok) == 1
             else LeaseLost(job.id)
             for (job, expected_version, _), ok in zip(items, results, strict=True)
         ]
+        await self._index_tasks([j for j in saved if isinstance(j, Job)])
+        return saved
 
     async def claim_due(self, owner: str, now: datetime, lease_s: float, limit: int) -> list[Job]:
         rows = await self._script(
@@ -452,7 +481,12 @@ class RedisJobStore:
         return dt(min(scores)) if scores else None
 
     async def delete(self, job_id: str) -> bool:
-        return int(await self._script("delete", job_id)) == 1
+        job = await self.get(job_id)
+        removed = int(await self._script("delete", job_id)) == 1
+        if job is not None and indexed_task_ids(job):
+            keys = [self.keys.task(job.provider, t) for t in indexed_task_ids(job)]
+            await self._call(self.r.delete(*keys))
+        return removed
 
     async def list_jobs(
         self,
