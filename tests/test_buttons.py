@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -28,7 +30,6 @@ from tests.support.service import (
     run_service,
     wait_for,
 )
-from webhook_poller.cli import main as cli_main
 
 SECRET = "tg-hook_secret-42"
 CHAT = 4242
@@ -258,7 +259,7 @@ def test_extend_and_upscale_endpoints(tmp_path, emulator):
             assert 400 <= pending.status_code < 500
 
 
-def test_set_webhook_cli_registers_url_and_secret(tmp_path, telegram, capsys):
+def test_set_webhook_cli_registers_url_and_secret(tmp_path, telegram):
     cfg = base_config(
         tmp_path,
         server={"public_url": "https://poller.example.com"},
@@ -273,8 +274,39 @@ def test_set_webhook_cli_registers_url_and_secret(tmp_path, telegram, capsys):
     )
     path = tmp_path / "config.yaml"
     path.write_text(json.dumps(cfg))
-    assert cli_main(["telegram", "set-webhook", "--config", str(path)]) == 0
+    run = subprocess.run(
+        [sys.executable, "-m", "webhook_poller", "telegram", "set-webhook", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
     call = telegram.sent("setWebhook")[0]["fields"]
     assert call["url"] == "https://poller.example.com/telegram/webhook"
     assert call["secret_token"] == SECRET
-    assert SECRET not in capsys.readouterr().out
+    assert SECRET not in run.stdout + run.stderr and "/telegram/webhook" in run.stdout
+
+
+def test_submitted_jobs_carry_our_push_url(tmp_path, emulator):
+    """With server.public_url set, a generation and its extension send KIE our
+    /callbacks/kie-veo as callBackUrl and expect the push (polling is the safety net); an
+    upscale, which has no task of its own, does not."""
+    public = "https://poller.example.com"
+    cfg = config(tmp_path, emulator, upscale_interval_s=0.1)
+    cfg["server"]["public_url"] = public
+    cfg["polling"]["push_fallback_interval_s"] = 0.05
+    with run_service(cfg) as url, httpx.Client(base_url=url) as c:
+        resp = c.post("/generate", json=VEO)
+        assert resp.status_code == 200, resp.text
+        parent = finished(c, resp.json()["jobId"])
+        assert parent["status"] == "succeeded" and parent["expectPush"] is True
+        create = next(x for x in emulator.creates if x["path"].endswith("/generate"))
+        assert create["body"]["callBackUrl"] == f"{public}/callbacks/kie-veo"
+
+        ext = c.post(f"/jobs/{parent['jobId']}/extend", json={"prompt": "on and on"}).json()
+        up = c.post(f"/jobs/{parent['jobId']}/upscale", json={"resolution": "1080p"}).json()
+        assert finished(c, ext["jobId"])["expectPush"] is True
+        assert finished(c, up["jobId"])["expectPush"] is False
+        extend = next(x for x in emulator.creates if x["path"].endswith("/extend"))
+        assert extend["body"]["callBackUrl"] == f"{public}/callbacks/kie-veo"
