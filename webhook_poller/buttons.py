@@ -103,7 +103,7 @@ async def handle_update(
         return "repeated"
     await _answer(bot, query_id, ACTIONS[action], alert=False)
     try:
-        await _act(services, action, job_id)
+        await _act(services, action, job_id, chat_id)
     except RequestRejected as exc:  # our own words: safe to show in the chat
         log.info("telegram_button_failed", action=action, reason=str(exc)[:200])
         try:
@@ -117,13 +117,13 @@ async def handle_update(
     return action
 
 
-async def _act(services: Services, action: str, job_id: str) -> None:
+async def _act(services: Services, action: str, job_id: str, chat_id: Any) -> None:
     from . import followups, generate
 
     if action == "extend":
         parent = await services.store.get(job_id)
         prompt = followups.extend_prompt(parent) if parent is not None else ""
-        await followups.extend(services, job_id, {"prompt": prompt})
+        await followups.extend(services, job_id, {"prompt": prompt}, chat_id=chat_id)
     elif action == "regen":
         await generate.retry(services, job_id)
     else:

@@ -73,14 +73,20 @@ def _index(data: Mapping[str, Any], job: Job) -> int:
     return value
 
 
-async def _create(services: Services, parent: Job, request: dict[str, Any], key: str | None) -> Job:
+async def _create(
+    services: Services,
+    parent: Job,
+    request: dict[str, Any],
+    key: str | None,
+    context: Mapping[str, Any] | None = None,
+) -> Job:
     job = new_job(
         session_id=parent.session_id,
         model=parent.model,
         provider=parent.provider,
         request={**request, "count": 1},
         callback_url=parent.callback_url,
-        context=parent.context,
+        context=context if context is not None else parent.context,
         idempotency_key=key,
         now=utcnow(),
     )
@@ -100,9 +106,16 @@ async def _create(services: Services, parent: Job, request: dict[str, Any], key:
 
 
 async def extend(
-    services: Services, job_id: str, data: Mapping[str, Any], key: str | None = None
+    services: Services,
+    job_id: str,
+    data: Mapping[str, Any],
+    key: str | None = None,
+    *,
+    chat_id: Any = None,
 ) -> Job:
-    """A new job extending video ``index`` of a finished job with ``prompt``."""
+    """A new job extending video ``index`` of a finished job with ``prompt``. ``chat_id``
+    (a Telegram press) is added to the context when it names no chat, so the extended
+    video reaches the chat that asked even once the session is gone."""
     parent, _adapter = await _parent(services, job_id, "extend")
     prompt = data.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
@@ -118,7 +131,10 @@ async def extend(
         "index": index,
         "parentTaskId": parent.all_task_ids[index],
     }
-    return await _create(services, parent, request, key)
+    context = parent.context
+    if chat_id is not None and not any((context or {}).get(k) for k in ("chatId", "chat_id")):
+        context = {**(context or {}), "chatId": chat_id}
+    return await _create(services, parent, request, key, context)
 
 
 async def upscale(
