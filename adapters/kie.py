@@ -669,7 +669,9 @@ class KieVeoAdapter(_KieAdapter):
         each poll asks ``get-1080p-video`` / ``get-4k-video`` (which also start it)."""
         self._need_key()
         parent = str(request.get("parentTaskId") or "")
-        index = int(request.get("index") or 0)
+        # ``index`` picks the job's video, hence its task (video i is task i's only video);
+        # within that task KIE counts from 0.
+        index = 0
         if request.get("followUp") == "upscale":
             resolution = str(request.get("resolution") or "")
             if resolution not in UPSCALE_INTERVAL_S:

@@ -310,3 +310,24 @@ def test_submitted_jobs_carry_our_push_url(tmp_path, emulator):
         assert finished(c, up["jobId"])["expectPush"] is False
         extend = next(x for x in emulator.creates if x["path"].endswith("/extend"))
         assert extend["body"]["callBackUrl"] == f"{public}/callbacks/kie-veo"
+
+
+def test_follow_up_of_the_second_video_and_of_a_provider_without_them(tmp_path, emulator):
+    """``index`` picks the job's video, hence its task: KIE is asked for that task's only
+    video (its index 0). A provider without follow-ups is a 422 naming the ones with them."""
+    cfg = config(tmp_path, emulator, upscale_interval_s=0.05)
+    with run_service(cfg) as url, httpx.Client(base_url=url) as c:
+        parent = generated(c, count=2)
+        assert len(parent["taskIds"]) == 2
+        resp = c.post(f"/jobs/{parent['jobId']}/upscale", json={"resolution": "4k", "index": 1})
+        assert resp.status_code == 200, resp.text
+        assert finished(c, resp.json()["jobId"])["status"] == "succeeded"
+        assert {(u["task_id"], u["index"]) for u in emulator.upscales} == {
+            (parent["taskIds"][1], 0)
+        }
+
+        demo = c.post("/poll-video", json={"sessionId": "s", "taskId": "t1", "model": "demo"})
+        demo_job = finished(c, demo.json()["jobId"])
+        bad = c.post(f"/jobs/{demo_job['jobId']}/extend", json={"prompt": "more"})
+        assert bad.status_code == 422, bad.text
+        assert "kie-veo" in bad.json()["error"]["allowed"]

@@ -42,14 +42,12 @@ async def _parent(services: Services, job_id: str, kind: str) -> tuple[Job, Any]
     adapter = services.adapters.get(job.provider)
     offered = getattr(adapter, "follow_ups", frozenset())
     if kind not in offered or not callable(getattr(adapter, "follow_up", None)):
+        offering = [n for n, a in services.adapters.items() if kind in getattr(a, "follow_ups", ())]
         raise RequestRejected(
-            f"{kind} is not offered for provider {job.provider!r}",
+            f"{kind} is not offered for provider {job.provider!r}; providers that offer it: "
+            f"{', '.join(sorted(offering)) or 'none'}",
             field="jobId",
-            extra={
-                "allowed": sorted(
-                    a for a, x in services.adapters.items() if kind in getattr(x, "follow_ups", ())
-                )
-            },
+            extra={"allowed": sorted(offering)},
         )
     if job.state is not JobState.SUCCEEDED:
         raise Conflict(
