@@ -741,12 +741,14 @@ class KieVeoAdapter(_KieAdapter):
         starts, 422 "4k is processing" while it runs, then the URLs (flat or in ``info``);
         500 "The 4K version of this video is unavailable" is final."""
         status = response.status_code
+        if status == 429 or status >= 500 or status in (401, 402, 403, 408, 425):
+            return self._read(response)  # HTTP-level trouble: the usual handling
         try:
             body = response.json()
         except ValueError:
             body = None
         if not isinstance(body, Mapping) or "code" not in body:
-            return self._read(response)  # HTTP-level trouble: the usual handling
+            return self._read(response)
         code = _as_int(body.get("code"))
         message = _text(body.get("msg"), body.get("message"))[:300]
         data = body.get("data")
@@ -766,7 +768,9 @@ class KieVeoAdapter(_KieAdapter):
             return PollResult(
                 PollStatus.FAILED, error_code=ErrorCode.UNKNOWN_PROVIDER_ERROR, detail=message
             )
-        _raise_for_envelope(code if code is not None else status, message)
+        if code is None:
+            raise UnrecognizedResponse("an upscale answer without a code", provider=self.name)
+        _raise_for_envelope(code, message)
         raise UnrecognizedResponse("an upscale answer we cannot read", provider=self.name)
 
     def create_body(self, request: GenerationRequest) -> dict[str, Any]:
