@@ -331,3 +331,24 @@ def test_follow_up_of_the_second_video_and_of_a_provider_without_them(tmp_path, 
         bad = c.post(f"/jobs/{demo_job['jobId']}/extend", json={"prompt": "more"})
         assert bad.status_code == 422, bad.text
         assert "kie-veo" in bad.json()["error"]["allowed"]
+
+
+def test_upscale_survives_garbage_and_fails_clearly_when_4k_is_unavailable(tmp_path, emulator):
+    """Unreadable upscale answers are polled again; KIE's final "4K version unavailable"
+    fails the follow-up (the parent stays succeeded)."""
+    cfg = config(tmp_path, emulator, upscale_interval_s=0.05)
+    with run_service(cfg) as url, httpx.Client(base_url=url) as c:
+        parent = generated(c)
+        emulator.upscale_answers = [
+            (200, "<html>maintenance</html>", {}),
+            (200, {"code": "n/a", "data": [1, 2]}, {}),
+            (200, {"code": 200, "data": {"resultUrls": {"nested": True}}}, {}),
+            (503, {"code": 503, "msg": "busy"}, {}),
+            (200, {"code": 500, "msg": "The 4K version of this video is unavailable."}, {}),
+        ]
+        resp = c.post(f"/jobs/{parent['jobId']}/upscale", json={"resolution": "4k"})
+        done = finished(c, resp.json()["jobId"])
+        assert done["status"] == "failed", done
+        assert done["error"]["code"] == "unknown_provider_error"
+        assert len(emulator.upscales) == 5
+        assert c.get(f"/jobs/{parent['jobId']}").json()["status"] == "succeeded"

@@ -130,6 +130,8 @@ class KieEmulator:
         self.upscales: list[dict[str, Any]] = []
         #: how many upscale calls per (resolution, task, index) answer "processing" first
         self.upscale_processing_calls = 2
+        #: scripted answers to the next upscale calls, in turn, before the default ones
+        self.upscale_answers: list[Answer] = []
         self.app = Starlette(
             routes=[
                 Route("/api/v1/veo/generate", self.create, methods=["POST"]),
@@ -243,7 +245,8 @@ class KieEmulator:
     async def upscale(self, request: Request) -> Response:
         """``GET get-1080p-video?taskId=&index=`` and ``POST get-4k-video {taskId, index}``:
         "processing" answers (1080p: code 400; 4K: 200 with null URLs at first, then 422)
-        for ``upscale_processing_calls`` calls, then the URL; an unknown task is 422."""
+        for ``upscale_processing_calls`` calls, then the URL; an unknown task is 422.
+        ``upscale_answers`` go first."""
         four_k = request.method == "POST"
         if four_k:
             try:
@@ -273,6 +276,12 @@ class KieEmulator:
                 if (u["resolution"], u["task_id"], u["index"]) == (resolution, task_id, int(index))
             )
             known = task_id in self.scripts
+            scripted = self.upscale_answers.pop(0) if self.upscale_answers else None
+        if scripted is not None:
+            status, out, headers = scripted
+            if isinstance(out, str):
+                return Response(out, status_code=status, headers=headers, media_type="text/html")
+            return JSONResponse(out, status_code=status, headers=headers)
         if auth != f"Bearer {API_KEY}":
             return JSONResponse({"code": 401, "msg": "You do not have access permissions"})
         if not known:
