@@ -352,3 +352,38 @@ def test_upscale_survives_garbage_and_fails_clearly_when_4k_is_unavailable(tmp_p
         assert done["error"]["code"] == "unknown_provider_error"
         assert len(emulator.upscales) == 5
         assert c.get(f"/jobs/{parent['jobId']}").json()["status"] == "succeeded"
+
+
+ODD_UPDATES: list[Any] = [
+    [],
+    "text",
+    {},
+    {"update_id": 1, "message": {"text": "hi"}},
+    {"callback_query": None},
+    {"callback_query": {"id": 5, "data": "extend:x:y"}},
+    {"callback_query": {"id": "q", "data": None, "message": {"chat": {"id": CHAT}}}},
+    {"callback_query": {"id": "q", "data": ["extend"], "message": {"chat": {"id": CHAT}}}},
+    {"callback_query": {"id": "q", "data": "extend:" + "j" * 80 + ":t", "message": {}}},
+    {"callback_query": {"id": "q", "data": "extend:a:b", "message": {"chat": "nope"}}},
+    {"callback_query": {"id": "q", "data": "extend:a:b", "message": {"chat": {"id": [1]}}}},
+    {"callback_query": {"id": "q", "data": "publish:a:b:c", "message": {"chat": {"id": 1}}}},
+]
+
+
+def test_odd_updates_answer_2xx_or_4xx_and_do_nothing(tmp_path, emulator, telegram):
+    with (
+        run_service(config(tmp_path, emulator, telegram)) as url,
+        httpx.Client(base_url=url) as c,
+    ):
+        generated(c)
+        for update in ODD_UPDATES:
+            resp = c.post(
+                "/telegram/webhook",
+                content=json.dumps(update),
+                headers={"X-Telegram-Bot-Api-Secret-Token": SECRET},
+            )
+            assert resp.status_code < 500, (update, resp.text)
+            if resp.status_code == 200:
+                assert resp.json()["result"] in ("ignored", "unknown", "refused"), update
+        assert len(jobs(c)) == 1 and not emulator.upscales
+        assert not [x for x in emulator.creates if x["path"].endswith("/extend")]
