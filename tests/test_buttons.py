@@ -120,14 +120,19 @@ def jobs(client: httpx.Client) -> list[dict[str, Any]]:
     return client.get("/jobs").json()["jobs"]
 
 
-def test_extend_press_ends_in_the_extended_video_in_the_same_chat(tmp_path, emulator, telegram):
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+def test_extend_press_ends_in_the_extended_video_in_the_same_chat(
+    tmp_path, emulator, telegram, backend, request
+):
     """The video's buttons carry short signed callback_data; an Extend press is answered at
     once, extends the parent's Veo task at KIE and the new video arrives in the same chat
-    (parentJobId links it); pressing again does nothing twice."""
-    with (
-        run_service(config(tmp_path, emulator, telegram)) as url,
-        httpx.Client(base_url=url) as c,
-    ):
+    (parentJobId links it); pressing again does nothing twice (on either store)."""
+    cfg = config(tmp_path, emulator, telegram)
+    if backend == "redis":
+        server = request.getfixturevalue("redis_server")
+        server.flush()
+        cfg["store"] = {"url": server.url, "lease_s": 5}
+    with run_service(cfg) as url, httpx.Client(base_url=url) as c:
         parent = generated(c)
         data = buttons_of(telegram)
         assert set(data) == {"Publish", "Extend", "Regenerate"}
