@@ -223,7 +223,10 @@ class TelegramNotifier:
                 value = actions.callback_data(self.webhook_secret, action, job_id, chat_id)
             else:
                 value = button[kind].replace("{jobId}", job_id)
-            row.append(InlineKeyboardButton(button["text"], **{kind: value}))
+            if kind == "url":
+                row.append(InlineKeyboardButton(button["text"], url=value))
+            else:
+                row.append(InlineKeyboardButton(button["text"], callback_data=value))
         return InlineKeyboardMarkup([row]) if row else None
 
     # --- the bot -----------------------------------------------------------------------

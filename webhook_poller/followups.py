@@ -40,7 +40,7 @@ async def _parent(services: Services, job_id: str, kind: str) -> tuple[Job, Any]
     if job is None:
         raise NotFound("no such job")
     adapter = services.adapters.get(job.provider)
-    offered = getattr(adapter, "follow_ups", frozenset())
+    offered: frozenset[str] = getattr(adapter, "follow_ups", frozenset())
     if kind not in offered or not callable(getattr(adapter, "follow_up", None)):
         offering = [n for n, a in services.adapters.items() if kind in getattr(a, "follow_ups", ())]
         raise RequestRejected(

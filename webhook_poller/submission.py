@@ -169,12 +169,13 @@ def generation_request(job: Job, index: int, callback_url: str | None = None) ->
     )
 
 
-async def _create(adapter: Any, job: Job, index: int, services: Services) -> SubmitResult:
+async def _create(adapter: Submits, job: Job, index: int, services: Services) -> SubmitResult:
     """The paid call of task ``index``: a generation, or a follow-up of a finished task
     (extend, upscale: :mod:`.followups`) through the adapter's ``follow_up`` hook."""
     request = generation_request(job, index, push_url(services, job))
     if (job.request or {}).get("followUp"):
-        result: SubmitResult = await adapter.follow_up(
+        follow_up = adapter.follow_up  # type: ignore[attr-defined]  # an optional hook
+        result: SubmitResult = await follow_up(
             job.request, job.model, request.callback_url, services.provider_http
         )
         return result
