@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import sqlite3
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -110,10 +111,29 @@ class SqliteJobStore:
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         wdb = await self._connect()
-        await wdb.execute("PRAGMA journal_mode=WAL")
-        await wdb.executescript(_SCHEMA)
+        try:
+            await self._enable_wal(wdb)
+            await wdb.executescript(_SCHEMA)
+        except BaseException:
+            await wdb.close()
+            raise
         self._wdb = wdb
         self._db = await self._connect()
+
+    @staticmethod
+    async def _enable_wal(db: aiosqlite.Connection, wait_s: float = 10.0) -> None:
+        """Switch a new file to WAL. The switch needs the file to itself and SQLite answers
+        "database is locked" at once, without the busy timeout, while another process opens
+        the same new file; once one of them has switched, the pragma is a no-op for the rest."""
+        deadline = asyncio.get_running_loop().time() + wait_s
+        while True:
+            try:
+                await db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(0.02)
 
     async def _connect(self) -> aiosqlite.Connection:
         db = await aiosqlite.connect(self.path, isolation_level=None)
