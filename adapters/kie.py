@@ -466,11 +466,37 @@ _SORA_ASPECT = {"16:9": "landscape", "9:16": "portrait"}
 class KieOptions(ProviderOptions):
     """``providers.kie``, shared by Veo and Market: the keys every provider family knows
     (``base_url``, ``api_key``, ``min_interval_s``, ``max_requests_per_s``, ``timeout_s``,
-    ``interval_s``, ``first_poll_delay_s``, ``delayed_interval_s``), and the push key."""
+    ``interval_s``, ``first_poll_delay_s``, ``delayed_interval_s``), the push key, and
+    ``upscale_interval_s``: the spacing of 1080p / 4K checks (default 20 s and 30 s, KIE's
+    advice)."""
 
     #: The account's ``webhookHmacKey`` (kie.ai settings): checks ``X-Webhook-Signature`` of
     #: pushes to /callbacks/kie. Unset: a push is accepted unsigned (it stays a hint).
     webhook_hmac_key: SecretStr | None = None
+    upscale_interval_s: float | None = Field(default=None, gt=0)
+
+
+#: KIE's advice for checking an upscale: 1080p every 20-30 s, 4K every 30 s or more.
+UPSCALE_INTERVAL_S = {"1080p": 20.0, "4k": 30.0}
+#: Veo ``/extend`` names the model family, not the model.
+_EXTEND_MODEL = {"veo3": "quality", "veo3_fast": "fast", "veo3_lite": "lite"}
+_PROCESSING = re.compile(r"processing|not ready|in progress|generating|check back", re.I)
+
+
+def upscale_task_id(resolution: str, index: int, parent_task_id: str) -> str:
+    """The task id an upscale job polls: the parent's Veo task, the video index, the size."""
+    return f"{resolution}:{index}:{parent_task_id}"
+
+
+def parse_upscale_task_id(task_id: str) -> tuple[str, int, str] | None:
+    """``(resolution, index, parent task id)`` of an upscale task id, else None."""
+    resolution, _, rest = task_id.partition(":")
+    if resolution not in UPSCALE_INTERVAL_S:
+        return None
+    index, _, parent = rest.partition(":")
+    if not index.isdigit() or not parent:
+        return None
+    return resolution, int(index), parent
 
 
 class _KieAdapter:
@@ -496,6 +522,8 @@ class _KieAdapter:
         getter = getattr(key, "get_secret_value", None)
         self._api_key = str(getter() if callable(getter) else key or "")
         self.timeout_s = float(options.get("timeout_s") or 20.0)
+        interval = options.get("upscale_interval_s")
+        self.upscale_interval_s = float(interval) if interval else None
         hmac_key = options.get("webhook_hmac_key")
         getter = getattr(hmac_key, "get_secret_value", None)
         self._hmac_key = str(getter() if callable(getter) else hmac_key or "").strip()
@@ -616,6 +644,136 @@ class KieVeoAdapter(_KieAdapter):
         "veo3_lite": _VEO,
     }
     GenerateOptions: ClassVar[type[BaseModel]] = VeoOptions
+    #: Follow-ups ``POST /jobs/{id}/extend`` and ``/upscale`` can ask for.
+    follow_ups: ClassVar[frozenset[str]] = frozenset({"extend", "upscale"})
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"}
+
+    def _need_key(self) -> None:
+        if not self._api_key:
+            raise ProviderTaskFailed(
+                ErrorCode.AUTH_FAILED,
+                provider=self.name,
+                detail="no KIE API key configured (providers.kie.api_key)",
+            )
+
+    async def follow_up(
+        self,
+        request: Mapping[str, Any],
+        model: str,
+        callback_url: str | None,
+        http: httpx.AsyncClient,
+    ) -> SubmitResult:
+        """Start a follow-up of a finished Veo task (``request`` as recorded by
+        :mod:`webhook_poller.followups`). Extend creates a new task (``/api/v1/veo/extend``);
+        an upscale has no task of its own: its id names the parent task and the video, and
+        each poll asks ``get-1080p-video`` / ``get-4k-video`` (which also start it)."""
+        self._need_key()
+        parent = str(request.get("parentTaskId") or "")
+        # ``index`` picks the job's video, hence its task (video i is task i's only video);
+        # within that task KIE counts from 0.
+        index = 0
+        if request.get("followUp") == "upscale":
+            resolution = str(request.get("resolution") or "")
+            if resolution not in UPSCALE_INTERVAL_S:
+                raise ProviderTaskFailed(ErrorCode.VALIDATION_FAILED, provider=self.name)
+            return SubmitResult(task_id=upscale_task_id(resolution, index, parent))
+        body: dict[str, Any] = {"taskId": parent, "prompt": str(request.get("prompt") or "")}
+        if model in _EXTEND_MODEL:
+            body["model"] = _EXTEND_MODEL[model]
+        if callback_url:
+            body["callBackUrl"] = callback_url
+        try:
+            response = await http.post(
+                f"{self.base_url}/api/v1/veo/extend",
+                json=body,
+                headers=self._headers(),
+                timeout=self.timeout_s,
+            )
+        except (httpx.ConnectError, httpx.ConnectTimeout):
+            raise ProviderUnavailable(
+                "extend request could not connect", provider=self.name
+            ) from None
+        except httpx.TransportError as exc:
+            raise SubmissionUncertain(
+                f"extend request failed: {type(exc).__name__}", provider=self.name
+            ) from None
+        return read_create_answer(response, self.name)
+
+    def poll_interval_s(self, task_id: str) -> float | None:
+        """The own cadence of an upscale task (None: the usual polling interval)."""
+        parsed = parse_upscale_task_id(task_id)
+        if parsed is None:
+            return None
+        return self.upscale_interval_s or UPSCALE_INTERVAL_S[parsed[0]]
+
+    async def poll(self, task: ProviderTask, http: httpx.AsyncClient) -> PollResult:
+        parsed = parse_upscale_task_id(task.task_id)
+        if parsed is None:
+            return await super().poll(task, http)
+        self._need_key()
+        resolution, index, parent = parsed
+        try:
+            if resolution == "1080p":
+                response = await http.get(
+                    f"{self.base_url}/api/v1/veo/get-1080p-video",
+                    params={"taskId": parent, "index": index},
+                    headers=self._headers(),
+                    timeout=self.timeout_s,
+                )
+            else:
+                response = await http.post(
+                    f"{self.base_url}/api/v1/veo/get-4k-video",
+                    json={"taskId": parent, "index": index},
+                    headers=self._headers(),
+                    timeout=self.timeout_s,
+                )
+        except httpx.TimeoutException:
+            raise ProviderUnavailable("upscale request timed out", provider=self.name) from None
+        except httpx.TransportError as exc:
+            raise ProviderUnavailable(
+                f"upscale request failed: {type(exc).__name__}", provider=self.name
+            ) from None
+        return self._read_upscale(response)
+
+    def _read_upscale(self, response: httpx.Response) -> PollResult:
+        """``get-1080p-video`` answers ``data.resultUrl`` when ready and code 400 "1080P is
+        processing" before; ``get-4k-video`` answers 200 with ``resultUrls: null`` when it
+        starts, 422 "4k is processing" while it runs, then the URLs (flat or in ``info``);
+        500 "The 4K version of this video is unavailable" is final."""
+        status = response.status_code
+        if status == 429 or status >= 500 or status in (401, 402, 403, 408, 425):
+            return self._read(response)  # HTTP-level trouble: the usual handling
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, Mapping) or "code" not in body:
+            return self._read(response)
+        code = _as_int(body.get("code"))
+        message = _text(body.get("msg"), body.get("message"))[:300]
+        data = body.get("data")
+        if code == 200:
+            urls: list[str] = []
+            if isinstance(data, Mapping):
+                for node in (data, data.get("info")):
+                    if isinstance(node, Mapping):
+                        for key in ("resultUrl", "resultUrls", "result_urls"):
+                            urls.extend(extract_urls(node.get(key)))
+            if urls:
+                return PollResult(PollStatus.SUCCEEDED, video_urls=_dedupe(urls), progress=1.0)
+            return PollResult(PollStatus.PENDING, detail=message or "upscale started")
+        if code in (400, 422) and (_PROCESSING.search(message) or not message):
+            return PollResult(PollStatus.PENDING, detail=message)
+        if code == 500 and re.search(r"unavailable", message, re.I):
+            return PollResult(
+                PollStatus.FAILED, error_code=ErrorCode.UNKNOWN_PROVIDER_ERROR, detail=message
+            )
+        if code is None:
+            raise UnrecognizedResponse("an upscale answer without a code", provider=self.name)
+        _raise_for_envelope(code, message)
+        raise UnrecognizedResponse("an upscale answer we cannot read", provider=self.name)
 
     def create_body(self, request: GenerationRequest) -> dict[str, Any]:
         options = dict(request.options)

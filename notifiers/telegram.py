@@ -13,7 +13,11 @@ comes from the restored session, then the request's ``context``, then the notifi
 
 Config: ``{type: telegram, bot_token, base_url, chat_id, parse_mode (HTML | MarkdownV2 |
 none), buttons: [{text, callback_data} | {text, url}], events, templates, local_mode,
-max_upload_bytes}``. ``callback_data`` and ``url`` may use ``{jobId}``.
+max_upload_bytes, webhook_secret}``. ``callback_data`` and ``url`` may use ``{jobId}``.
+With ``webhook_secret`` (the ``X-Telegram-Bot-Api-Secret-Token`` of ``POST
+/telegram/webhook``) the video gets Publish / Extend / Regenerate buttons that work (see
+:mod:`webhook_poller.buttons`); a configured ``callback_data`` of ``publish:{jobId}``,
+``extend:{jobId}`` or ``regen:{jobId}`` becomes such a button.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from telegram.error import (
 )
 from telegram.request import HTTPXRequest
 
+from webhook_poller import buttons as actions
 from webhook_poller.blobs.local import LocalBlobStorage
 from webhook_poller.config import secret_text
 from webhook_poller.errors import ConfigError, NotifyRejected, NotifyTransient
@@ -69,6 +74,14 @@ CLOUD_BASE_URL = "https://api.telegram.org/bot"
 #: A job id as long as ours get, to check callback_data against the 64-byte limit.
 _LONGEST_JOB_ID = "job_" + "f" * 24
 MAX_CALLBACK_BYTES = 64
+#: The buttons a notifier with ``webhook_secret`` shows when it configures none.
+DEFAULT_BUTTONS = [
+    {"text": "Publish", "callback_data": "publish:{jobId}"},
+    {"text": "Extend", "callback_data": "extend:{jobId}"},
+    {"text": "Regenerate", "callback_data": "regen:{jobId}"},
+]
+_ACTION_DATA = re.compile(r"^([a-z]+):\{jobId\}$")
+_SECRET_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 
 _ESCAPES = {
     "HTML": escape_telegram_html,
@@ -111,6 +124,7 @@ class TelegramOptions(NotifierOptions):
     templates: dict[str, str] | None = None
     local_mode: bool = False
     max_upload_bytes: int | None = Field(default=None, gt=0)
+    webhook_secret: SecretStr | None = None
 
 
 class TelegramNotifier:
@@ -135,7 +149,16 @@ class TelegramNotifier:
             options.get("templates"),
             where=f"notifiers.{self.name}.templates",
         )
-        self.buttons = self._check_buttons(options.get("buttons") or [])
+        self.webhook_secret = secret_text(options.get("webhook_secret")) or None
+        if self.webhook_secret and not _SECRET_TOKEN.match(self.webhook_secret):
+            raise ConfigError(
+                f"notifiers.{self.name}.webhook_secret must be 1-256 characters of A-Z, a-z,"
+                " 0-9, _ and - (Telegram's secret_token)"
+            )
+        configured = options.get("buttons")
+        if configured is None and self.webhook_secret:
+            configured = DEFAULT_BUTTONS
+        self.buttons = self._check_buttons(configured or [])
         # Only a server started with `telegram-bot-api --local` lifts the limits and reads
         # file:// paths; the cloud (and a local server without --local) has neither.
         self.local_mode = bool(options.get("local_mode"))
@@ -170,6 +193,9 @@ class TelegramNotifier:
             value = str(button[kinds[0]])
             if kinds[0] == "callback_data":
                 longest = value.replace("{jobId}", _LONGEST_JOB_ID)
+                action = self._action(value)
+                if action is not None:
+                    longest = actions.callback_data("x", action, _LONGEST_JOB_ID, -(10**13))
                 if "{" in longest or len(longest.encode()) > MAX_CALLBACK_BYTES:
                     raise ConfigError(
                         f"{where}[{i}].callback_data must be at most {MAX_CALLBACK_BYTES} bytes"
@@ -178,17 +204,29 @@ class TelegramNotifier:
             checked.append({"text": str(button["text"]), kinds[0]: value})
         return checked
 
+    def _action(self, callback_data: str) -> str | None:
+        """The working action a configured ``callback_data`` stands for (with a secret)."""
+        match = _ACTION_DATA.match(callback_data)
+        if not self.webhook_secret or match is None:
+            return None
+        return actions.ALIASES.get(match.group(1))
+
     def keyboard(
-        self, job_id: str, extra: list[InlineKeyboardButton] | None = None
+        self, job_id: str, extra: list[InlineKeyboardButton] | None = None, chat_id: Any = None
     ) -> InlineKeyboardMarkup | None:
         row = list(extra or [])
         for button in self.buttons:
             if "url" in button:
                 url = button["url"].replace("{jobId}", job_id)
                 row.append(InlineKeyboardButton(button["text"], url=url))
+                continue
+            action = self._action(button["callback_data"])
+            if action is not None and self.webhook_secret:
+                # Signed for the chat it goes to: a press counts only from there.
+                data = actions.callback_data(self.webhook_secret, action, job_id, chat_id)
             else:
                 data = button["callback_data"].replace("{jobId}", job_id)
-                row.append(InlineKeyboardButton(button["text"], callback_data=data))
+            row.append(InlineKeyboardButton(button["text"], callback_data=data))
         return InlineKeyboardMarkup([row]) if row else None
 
     # --- the bot -----------------------------------------------------------------------
@@ -221,6 +259,20 @@ class TelegramNotifier:
 
     def _scrub(self, text: str) -> str:
         return text.replace(self.token, "<bot-token>") if self.token else text
+
+    async def set_webhook(self, url: str) -> bool:
+        """Register ``url`` (our ``/telegram/webhook``) with the Bot API, with the secret."""
+        if not self.webhook_secret:
+            raise ConfigError(f"notifiers.{self.name}.webhook_secret is not set")
+        bot = await self.bot()
+        try:
+            return bool(
+                await bot.set_webhook(
+                    url, secret_token=self.webhook_secret, allowed_updates=["callback_query"]
+                )
+            )
+        except TelegramError as exc:
+            raise ConfigError(f"Telegram refused setWebhook: {self._scrub(str(exc))}") from None
 
     # --- sending -----------------------------------------------------------------------
 
@@ -287,7 +339,7 @@ class TelegramNotifier:
             "width": meta.width,
             "height": meta.height,
             "duration": round(meta.duration_s) if meta.duration_s else None,
-            "reply_markup": self.keyboard(note.job.id),
+            "reply_markup": self.keyboard(note.job.id, chat_id=chat_id),
         }
         if self.local_mode and isinstance(self.blobs, LocalBlobStorage):
             # PTB turns a Path into a file:// URI in local mode: the Bot API server reads
@@ -324,7 +376,7 @@ class TelegramNotifier:
             chat_id,
             _fit(text, MessageLimit.MAX_TEXT_LENGTH) or "Your video is ready.",
             parse_mode=mode,
-            reply_markup=self.keyboard(note.job.id, [download]),
+            reply_markup=self.keyboard(note.job.id, [download], chat_id=chat_id),
         )
 
 

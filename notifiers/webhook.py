@@ -26,7 +26,12 @@ from webhook_poller.interfaces import Notification, PluginContext, Receipt
 from webhook_poller.net import redact_url
 from webhook_poller.options import NotifierOptions, PluginOptions
 
-DEFAULT_EVENTS = ("video.succeeded", "video.failed", "video.delayed")
+DEFAULT_EVENTS = (
+    "video.succeeded",
+    "video.failed",
+    "video.delayed",
+    "video.publish_requested",
+)
 _FINISHED = re.compile(r"(has )?finished( already)?|already finished", re.I)
 
 

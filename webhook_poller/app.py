@@ -34,7 +34,18 @@ from starlette.responses import (
 )
 from starlette.routing import Match, Mount, Route
 
-from . import downloads, generate, guard, inputs, lifecycle, live, net, push
+from . import (
+    buttons,
+    downloads,
+    followups,
+    generate,
+    guard,
+    inputs,
+    lifecycle,
+    live,
+    net,
+    push,
+)
 from . import metrics as metrics_mod
 from .config import Settings
 from .errors import (
@@ -583,6 +594,37 @@ class Api:
         )
         return JSONResponse({"ok": True, "action": action, **body})
 
+    async def extend_job(self, request: Request) -> Response:
+        """A new job extending a finished video (KIE Veo extend), linked by parentJobId."""
+        return await self._follow_up(request, followups.extend)
+
+    async def upscale_job(self, request: Request) -> Response:
+        """A new job fetching a finished video at 1080p or 4K, linked by parentJobId."""
+        return await self._follow_up(request, followups.upscale)
+
+    async def _follow_up(self, request: Request, make: Any) -> Response:
+        self.check_auth(request)
+        job = await self.get_job(request.path_params["job_id"])
+        key = generate.idempotency_hash(request.headers.get("idempotency-key"))
+        data = await self.read_object(request)
+        new = await self._store_call(make(self.svc, job.id, data, key))
+        if self.scheduler is not None:
+            self.scheduler.poke()
+        self.svc.changes.notify()
+        body = job_json(new, [], self.settings.server.base_url())
+        return JSONResponse({"ok": True, **body})
+
+    async def telegram_webhook(self, request: Request) -> Response:
+        """Button presses from Telegram, verified by X-Telegram-Bot-Api-Secret-Token."""
+        token = request.headers.get("x-telegram-bot-api-secret-token", "")
+        notifier = buttons.webhook_notifier(self.svc, token) if token else None
+        if notifier is None:
+            raise Unauthorized("missing or wrong X-Telegram-Bot-Api-Secret-Token")
+        update = await self.read_object(request)
+        poke = self.scheduler.poke if self.scheduler is not None else (lambda: None)
+        done = await self._store_call(buttons.handle_update(self.svc, notifier, update, poke))
+        return JSONResponse({"ok": True, "result": done})
+
     async def _act(self, request: Request, action: lifecycle.Action) -> Response:
         self.check_auth(request)
         job_id = request.path_params["job_id"]
@@ -986,6 +1028,9 @@ def create_app(
         Route("/jobs/{job_id}", api.delete_job, methods=["DELETE"]),
         Route("/jobs/{job_id}/cancel", api.cancel_job, methods=["POST"]),
         Route("/jobs/{job_id}/retry", api.retry_job, methods=["POST"]),
+        Route("/jobs/{job_id}/extend", api.extend_job, methods=["POST"]),
+        Route("/jobs/{job_id}/upscale", api.upscale_job, methods=["POST"]),
+        Route("/telegram/webhook", api.telegram_webhook, methods=["POST"]),
         Route("/jobs/{job_id}/download.zip", api.download_zip, methods=["GET"]),
         Route("/jobs/{job_id}/links", api.make_links, methods=["POST"]),
         Route("/jobs/{job_id}/events", api.job_events, methods=["GET"]),

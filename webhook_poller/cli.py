@@ -167,6 +167,49 @@ def check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _set_webhook(services: Services, url: str, name: str | None) -> list[str]:
+    try:
+        targets = [
+            n
+            for n in services.notifiers
+            if callable(getattr(n, "set_webhook", None))
+            and getattr(n, "webhook_secret", None)
+            and (name is None or n.name == name)
+        ]
+        if not targets:
+            raise ConfigError(
+                "no telegram notifier with webhook_secret"
+                + (f" named {name!r}" if name else "")
+                + " in the config"
+            )
+        done = []
+        for notifier in targets:
+            await notifier.set_webhook(url)  # type: ignore[attr-defined]
+            done.append(notifier.name)
+        return done
+    finally:
+        await _discard(services)
+
+
+def telegram_set_webhook(args: argparse.Namespace) -> int:
+    """Register ``<server.public_url>/telegram/webhook`` (or ``--url``) with the Bot API,
+    with the notifier's ``webhook_secret`` as ``secret_token``."""
+    try:
+        settings, services = _prepare(args)
+        base = args.url or settings.server.public_url
+        if not base:
+            asyncio.run(_discard(services))
+            return _fail("set server.public_url (the HTTPS address Telegram can reach) or --url")
+        url = base.rstrip("/")
+        if not url.endswith("/telegram/webhook"):
+            url += "/telegram/webhook"
+        names = asyncio.run(_set_webhook(services, url, args.notifier))
+    except ConfigError as exc:
+        return _fail(_one_line(exc))
+    print(f"webhook-poller: Telegram now posts button presses of {', '.join(names)} to {url}")  # noqa: T201
+    return 0
+
+
 def example_config_text() -> str:
     """The documented config.example.yaml, as shipped inside the package."""
     return resources.files("webhook_poller").joinpath(EXAMPLE_CONFIG).read_text(encoding="utf-8")
@@ -217,6 +260,15 @@ def main(argv: list[str] | None = None) -> int:
     p_init.add_argument("path", nargs="?", default="config.yaml", help="default: config.yaml")
     p_init.add_argument("--force", action="store_true", help="overwrite an existing file")
     p_init.set_defaults(func=init_config)
+    p_tg = sub.add_parser("telegram", help="Telegram bot set-up")
+    tg_sub = p_tg.add_subparsers(dest="telegram_command", required=True)
+    p_hook = tg_sub.add_parser(
+        "set-webhook", help="register POST /telegram/webhook with the Bot API (setWebhook)"
+    )
+    p_hook.add_argument("--config", help=config_help)
+    p_hook.add_argument("--url", help="public base URL (default: server.public_url)")
+    p_hook.add_argument("--notifier", help="the telegram notifier's name (default: all)")
+    p_hook.set_defaults(func=telegram_set_webhook)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

@@ -83,6 +83,11 @@ class ProviderAdapter(Protocol):
       :class:`Submits`, which also names the class attributes a submitting adapter declares).
     - ``parse_callback`` / ``verify_callback``: receive a provider push (see
       :class:`ReceivesCallbacks`).
+    - ``async follow_up(request, model, callback_url, http) -> SubmitResult`` with the class
+      attribute ``follow_ups`` (``{"extend", "upscale"}``): start a follow-up of a finished
+      task (``POST /jobs/{id}/extend`` / ``upscale``, see :mod:`.followups`).
+    - ``poll_interval_s(task_id) -> float | None``: a task polled at a cadence of its own
+      (KIE upscales); ``None`` keeps the usual interval.
     - ``missing_credentials() -> str | None``: the setting still to fill in (for example
       ``"providers.kie.api_key (or KIE_API_KEY)"``) when the adapter cannot poll without it;
       the service warns at start-up and refuses such jobs at intake with a 422.

@@ -137,6 +137,8 @@ class Event(StrEnum):
     FAILED = "video.failed"
     DELAYED = "video.delayed"
     TIMED_OUT = "video.timed_out"
+    #: A Telegram Publish press on a finished video: the workflow behind the webhook publishes.
+    PUBLISH_REQUESTED = "video.publish_requested"
 
 
 class DeliveryStatus(StrEnum):
@@ -248,6 +250,8 @@ class Job:
     submit_intent: int | None = None
     retry_of: str | None = None
     attempt_number: int = 1
+    #: A follow-up (extend, upscale) names the finished job it continues.
+    parent_job_id: str | None = None
 
     @property
     def submitted(self) -> bool:

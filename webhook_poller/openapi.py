@@ -192,6 +192,7 @@ _SCHEMAS: dict[str, Any] = {
             "taskId": {"type": ["string", "null"]},
             "taskIds": {"type": "array", "items": {"type": "string"}},
             "retryOf": {"type": ["string", "null"]},
+            "parentJobId": {"type": ["string", "null"]},
             "attemptNumber": {"type": "integer"},
             "model": {"type": "string"},
             "provider": {"type": "string"},
@@ -226,6 +227,7 @@ _SCHEMAS: dict[str, Any] = {
             "queuePosition": {"type": "integer"},
             "taskIds": {"type": "array", "items": {"type": "string"}},
             "retryOf": {"type": ["string", "null"]},
+            "parentJobId": {"type": ["string", "null"]},
             "attemptNumber": {"type": "integer"},
             "action": {
                 "enum": ["resubmitted", "requeued"],
@@ -316,6 +318,50 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             "A finished job we submitted is generated again as a new job (retryOf, "
             "attemptNumber); a failed or cancelled poll-only job goes back to queued",
         ),
+        "/jobs/{jobId}/extend": _follow_up(
+            "extendJob",
+            "A new job extending a succeeded KIE Veo video (parentJobId), delivered to the "
+            "parent's session, context and callbacks",
+            {
+                "prompt": {"type": "string", "minLength": 1, "maxLength": 5000},
+                "index": {"type": "integer", "minimum": 0},
+            },
+            ["prompt"],
+        ),
+        "/jobs/{jobId}/upscale": _follow_up(
+            "upscaleJob",
+            "A new job fetching a succeeded KIE Veo video at 1080p or 4K (parentJobId), "
+            "polled at its own cadence",
+            {
+                "resolution": {"type": "string", "enum": ["1080p", "4k"]},
+                "index": {"type": "integer", "minimum": 0},
+            },
+            ["resolution"],
+        ),
+        "/telegram/webhook": {
+            "post": {
+                "operationId": "telegramWebhook",
+                "summary": "Telegram button presses (Bot API updates), verified by "
+                "X-Telegram-Bot-Api-Secret-Token = the telegram notifier's webhook_secret",
+                "security": [],
+                "parameters": [
+                    {
+                        "name": "X-Telegram-Bot-Api-Secret-Token",
+                        "in": "header",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    }
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                },
+                "responses": {
+                    "200": _json({"type": "object"}, "Taken (or ignored)"),
+                    **_errors(400, 401, 413, 503),
+                },
+            },
+        },
         "/jobs/{jobId}/links": {
             "parameters": [_JOB_ID],
             "post": {
@@ -575,6 +621,42 @@ def _generate_op() -> dict[str, Any]:
         "responses": {
             "200": _json(_ref("GenerateResponse"), "Stored as submitting (or already known)"),
             **_errors(400, 401, 409, 413, 422, 503),
+        },
+    }
+
+
+def _follow_up(
+    operation_id: str, summary: str, properties: dict[str, Any], required: list[str]
+) -> dict[str, Any]:
+    return {
+        "parameters": [_JOB_ID],
+        "post": {
+            "operationId": operation_id,
+            "summary": summary,
+            "parameters": [
+                {
+                    "name": "Idempotency-Key",
+                    "in": "header",
+                    "required": False,
+                    "schema": {"type": "string", "maxLength": 256},
+                }
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "properties": properties,
+                            "required": required,
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "200": _json(_ref("Job"), "The new, linked job (status submitting)"),
+                **_errors(400, 401, 404, 409, 413, 422, 503),
+            },
         },
     }
 

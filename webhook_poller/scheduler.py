@@ -333,7 +333,7 @@ class Scheduler:
                 code=(result.error_code or ErrorCode.UNKNOWN_PROVIDER_ERROR).value,
                 detail=(result.detail or "")[:300],
             )
-        return policy.after_answer(job, result, utcnow())
+        return _own_cadence(adapter, policy.after_answer(job, result, utcnow()))
 
     async def _notifying(self, job: Job, now: datetime) -> Outcome:
         rows = [
@@ -425,3 +425,18 @@ class Scheduler:
             await self.dispatcher.attempt(delivery)
         except Exception:
             log.exception("delivery_crashed", target=delivery.target, job_id=delivery.job_id)
+
+
+def _own_cadence(adapter: Any, outcome: Outcome) -> Outcome:
+    """A task with a cadence of its own (a KIE upscale: ``poll_interval_s``) is checked at
+    that spacing while it is pending, whatever the usual interval."""
+    job = outcome.job
+    interval = getattr(adapter, "poll_interval_s", None)
+    if not callable(interval) or job.state not in POLLING_STATES:
+        return outcome
+    seconds = interval(job.task_id)
+    if seconds is None:
+        return outcome
+    return Outcome(
+        dataclasses.replace(job, due_at=utcnow() + timedelta(seconds=seconds)), outcome.events
+    )

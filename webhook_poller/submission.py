@@ -26,13 +26,21 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from . import push
 from .errors import (
     ProviderTaskFailed,
     ProviderUnavailable,
     StoreUnavailable,
     SubmissionUncertain,
 )
-from .interfaces import GenerationRequest, PollResult, PollStatus, ProviderTask, Submits
+from .interfaces import (
+    GenerationRequest,
+    PollResult,
+    PollStatus,
+    ProviderTask,
+    SubmitResult,
+    Submits,
+)
 from .model import ErrorCode, Job, JobState, transition, utcnow
 from .policy import Outcome, PollPolicy, backoff_s
 from .services import SharedBudget
@@ -131,7 +139,20 @@ def submit_gate(services: Services, adapter_name: str) -> SubmitGate:
     return gate
 
 
-def generation_request(job: Job, index: int) -> GenerationRequest:
+def push_url(services: Services, job: Job) -> str | None:
+    """Where the provider may push the job's result: our ``/callbacks/{provider}`` when
+    ``server.public_url`` is set and the provider pushes to us; None (poll only) otherwise.
+    An upscale has no task of its own to push about."""
+    if not services.settings.server.public_url:
+        return None
+    if (job.request or {}).get("followUp") == "upscale":
+        return None
+    if not push.receivers_for(services, job.provider):
+        return None
+    return push.push_callback_url(services.settings, job.provider)
+
+
+def generation_request(job: Job, index: int, callback_url: str | None = None) -> GenerationRequest:
     """Task ``index`` of a submitted job, from the request it recorded."""
     data: Mapping[str, Any] = job.request or {}
     duration = data.get("durationSeconds")
@@ -144,8 +165,21 @@ def generation_request(job: Job, index: int) -> GenerationRequest:
         resolution=data.get("resolution"),
         options=dict(data.get("options") or {}),
         index=index,
-        callback_url=None,
+        callback_url=callback_url,
     )
+
+
+async def _create(adapter: Submits, job: Job, index: int, services: Services) -> SubmitResult:
+    """The paid call of task ``index``: a generation, or a follow-up of a finished task
+    (extend, upscale: :mod:`.followups`) through the adapter's ``follow_up`` hook."""
+    request = generation_request(job, index, push_url(services, job))
+    if (job.request or {}).get("followUp"):
+        follow_up = adapter.follow_up  # type: ignore[attr-defined]  # an optional hook
+        result: SubmitResult = await follow_up(
+            job.request, job.model, request.callback_url, services.provider_http
+        )
+        return result
+    return await adapter.submit(request, services.provider_http)
 
 
 def _count(job: Job) -> int:
@@ -158,7 +192,8 @@ async def _find(adapter: Any, job: Job, index: int, services: Services) -> str |
     if finder is None:
         return None
     try:
-        found = await finder(generation_request(job, index), services.provider_http)
+        request = generation_request(job, index, push_url(services, job))
+        found = await finder(request, services.provider_http)
     except Exception as exc:  # a lookup that fails tells us nothing: do not guess
         log.warning("submission_lookup_failed", error=str(exc)[:200])
         return None
@@ -229,7 +264,7 @@ async def submit_step(
         # The intent is durable before the paid call goes out.
         job = await _save(services, job, submit_intent=index)
         try:
-            result = await adapter.submit(generation_request(job, index), services.provider_http)
+            result = await _create(adapter, job, index, services)
         except ProviderUnavailable as exc:  # certainly nothing started: try again later
             if exc.rate_limited:
                 gate.pause(exc.retry_after_s or 1.0)
@@ -284,6 +319,8 @@ async def submit_step(
         task_id=job.task_ids[0],
         due_at=now + timedelta(seconds=delay),
         transient_failures=0,
+        # The provider pushes to us: polling slows to the safety net.
+        expect_push=push_url(services, job) is not None,
     )
     return Outcome(moved, [])
 

@@ -19,6 +19,7 @@ EVENT_STATUS = {
     Event.FAILED: "failed",
     Event.TIMED_OUT: "failed",
     Event.DELAYED: "delayed",
+    Event.PUBLISH_REQUESTED: "succeeded",
 }
 
 
@@ -116,6 +117,7 @@ def job_summary(job: Job, base_url: str, queue_position: int | None = None) -> d
                 "taskIds": list(job.task_ids),
                 "retryOf": job.retry_of,
                 "attemptNumber": job.attempt_number,
+                "parentJobId": job.parent_job_id,
             }
         )
     return data

@@ -1,12 +1,12 @@
 """Local stand-ins for chat services, over real HTTP.
 
-``TelegramEmulator`` answers the Bot API methods we use (getMe, sendVideo, sendMessage) the
-way api.telegram.org does, parsing the real form or multipart requests python-telegram-bot
-sends. With ``local_mode=True`` it is a server started with ``telegram-bot-api --local``: a
-``file://`` URI in place of an upload is read from disk, as that server does; without it, such
-a URI is refused as the cloud refuses it. ``ChatWebhook`` is a Slack- or Discord-style
-incoming webhook. Both record every call and can be scripted to answer errors (429 with
-retry_after, 400, 500) in turn.
+``TelegramEmulator`` answers the Bot API methods we use (getMe, sendVideo, sendMessage,
+answerCallbackQuery, setWebhook) the way api.telegram.org does, parsing the real form or
+multipart requests python-telegram-bot sends. With ``local_mode=True`` it is a server started
+with ``telegram-bot-api --local``: a ``file://`` URI in place of an upload is read from disk,
+as that server does; without it, such a URI is refused as the cloud refuses it.
+``ChatWebhook`` is a Slack- or Discord-style incoming webhook. Both record every call and can
+be scripted to answer errors (429 with retry_after, 400, 500) in turn.
 """
 
 from __future__ import annotations
@@ -106,6 +106,8 @@ class TelegramEmulator:
                     },
                 }
             )
+        if method in ("answerCallbackQuery", "setWebhook", "deleteWebhook"):
+            return JSONResponse({"ok": True, "result": True})
         chat = {"id": int(fields.get("chat_id", 0)), "type": "private"}
         result: dict[str, Any] = {"message_id": message_id, "date": int(time.time()), "chat": chat}
         if method == "sendVideo":

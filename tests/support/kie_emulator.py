@@ -153,10 +153,19 @@ class KieEmulator:
         self.base_url = ""
         #: task id -> its status answers; default one pending poll, then success
         self.task_script: Callable[[str, str], list[Answer]] | None = None
+        #: calls to get-1080p-video / get-4k-video: time, resolution, task id, index, auth
+        self.upscales: list[dict[str, Any]] = []
+        #: how many upscale calls per (resolution, task, index) answer "processing" first
+        self.upscale_processing_calls = 2
+        #: scripted answers to the next upscale calls, in turn, before the default ones
+        self.upscale_answers: list[Answer] = []
         self.app = Starlette(
             routes=[
                 Route("/api/v1/veo/generate", self.create, methods=["POST"]),
                 Route("/api/v1/jobs/createTask", self.create, methods=["POST"]),
+                Route("/api/v1/veo/extend", self.create, methods=["POST"]),
+                Route("/api/v1/veo/get-1080p-video", self.upscale, methods=["GET"]),
+                Route("/api/v1/veo/get-4k-video", self.upscale, methods=["POST"]),
                 Route("/api/v1/veo/record-info", self.status),
                 Route("/api/v1/jobs/recordInfo", self.status),
                 Route("/api/v1/runway/record-detail", self.status),
@@ -260,6 +269,70 @@ class KieEmulator:
             await asyncio.sleep(delay)
         status, out, headers = answer
         return JSONResponse(out, status_code=status, headers=headers)
+
+    async def upscale(self, request: Request) -> Response:
+        """``GET get-1080p-video?taskId=&index=`` and ``POST get-4k-video {taskId, index}``:
+        "processing" answers (1080p: code 400; 4K: 200 with null URLs at first, then 422)
+        for ``upscale_processing_calls`` calls, then the URL; an unknown task is 422.
+        ``upscale_answers`` go first."""
+        four_k = request.method == "POST"
+        if four_k:
+            try:
+                body = json.loads(await request.body())
+            except ValueError:
+                body = {}
+            task_id, index = str(body.get("taskId", "")), body.get("index", 0)
+        else:
+            task_id = request.query_params.get("taskId", "")
+            index = request.query_params.get("index", "0")
+        auth = request.headers.get("authorization", "")
+        base = self.base_url or str(request.base_url).rstrip("/")
+        resolution = "4k" if four_k else "1080p"
+        with self._lock:
+            self.upscales.append(
+                {
+                    "time": time.monotonic(),
+                    "resolution": resolution,
+                    "task_id": task_id,
+                    "index": int(index),
+                    "auth": auth,
+                }
+            )
+            seen = sum(
+                1
+                for u in self.upscales
+                if (u["resolution"], u["task_id"], u["index"]) == (resolution, task_id, int(index))
+            )
+            known = task_id in self.scripts
+            scripted = self.upscale_answers.pop(0) if self.upscale_answers else None
+        if scripted is not None:
+            status, out, headers = scripted
+            if isinstance(out, str):
+                return Response(out, status_code=status, headers=headers, media_type="text/html")
+            return JSONResponse(out, status_code=status, headers=headers)
+        if auth != f"Bearer {API_KEY}":
+            return JSONResponse({"code": 401, "msg": "You do not have access permissions"})
+        if not known:
+            return JSONResponse({"code": 422, "msg": "record is null"})
+        url = f"{base}/files/{task_id}-{resolution}-{index}.mp4"
+        if seen <= self.upscale_processing_calls:
+            if not four_k:
+                return JSONResponse({"code": 400, "msg": "1080P is processing"})
+            if seen == 1:
+                nulls = {"taskId": task_id, "resultUrls": None, "imageUrls": None}
+                return JSONResponse({"code": 200, "msg": "success", "data": nulls})
+            return JSONResponse(
+                {
+                    "code": 422,
+                    "msg": "4k is processing. It should be ready in 5-10 minutes.",
+                    "data": {"taskId": task_id, "resultUrls": None, "imageUrls": None},
+                }
+            )
+        if not four_k:
+            return JSONResponse({"code": 200, "msg": "success", "data": {"resultUrl": url}})
+        return JSONResponse(
+            {"code": 200, "msg": "success", "data": {"taskId": task_id, "resultUrls": [url]}}
+        )
 
     async def video(self, request: Request) -> Response:
         return Response(self.video_bytes, media_type="video/mp4")

@@ -67,6 +67,7 @@ def job_to_dict(job: Job) -> dict[str, Any]:
         "submit_intent": job.submit_intent,
         "retry_of": job.retry_of,
         "attempt_number": job.attempt_number,
+        "parent_job_id": job.parent_job_id,
     }
 
 
@@ -109,6 +110,7 @@ def job_from_dict(data: Mapping[str, Any]) -> Job:
         submit_intent=data.get("submit_intent"),
         retry_of=data.get("retry_of"),
         attempt_number=int(data.get("attempt_number") or 1),
+        parent_job_id=data.get("parent_job_id"),
     )
 
 
