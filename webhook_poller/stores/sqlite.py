@@ -11,30 +11,24 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import aiosqlite
 
 from ..errors import ConfigError, LeaseLost, StoreUnavailable
 from ..interfaces import PluginContext
-from ..model import ACTIVE_STATES, Delivery, Job, dedupe_key, indexed_task_ids
-from .batching import GroupCommit
-from .codec import (
-    delivery_from_dict,
-    delivery_to_dict,
-    dt,
-    dumps,
-    job_from_dict,
-    job_to_dict,
-    ts,
-)
+from ..model import Delivery, Job, dedupe_key, indexed_task_ids
+from .base import BaseJobStore, SaveItem
+from .codec import dt, ts
 
-_SCHEMA = """
+#: Schema version 1: the layout of the releases before versions were recorded. Every
+#: statement is IF NOT EXISTS, so on such a database (user_version 0) it only adds the
+#: version stamp. Never edit a released migration: append a new one to MIGRATIONS.
+_V1 = """
 CREATE TABLE IF NOT EXISTS jobs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,
@@ -79,7 +73,12 @@ CREATE TABLE IF NOT EXISTS sessions (
 );
 """
 
-_ACTIVE = tuple(sorted(s.value for s in ACTIVE_STATES))
+#: A migration: SQL run as one script, or a function given the connection; each runs in the
+#: transaction that also sets ``PRAGMA user_version`` to its (1-based) position.
+Migration = str | Callable[[aiosqlite.Connection], Awaitable[None]]
+
+#: Every schema version in order; the store's version is how many of them it has applied.
+MIGRATIONS: tuple[Migration, ...] = (_V1,)
 
 
 def sqlite_path(url: str) -> Path:
@@ -93,26 +92,27 @@ def sqlite_path(url: str) -> Path:
     return Path(rest)
 
 
-class SqliteJobStore:
+class SqliteJobStore(BaseJobStore):
     """Job store on one SQLite file. Options: ``url`` (sqlite:///path)."""
 
+    backend: ClassVar[str] = "SQLite"
+    migrations: ClassVar[tuple[Migration, ...]] = MIGRATIONS
+
     def __init__(self, options: Mapping[str, Any], context: PluginContext | None = None) -> None:
+        super().__init__()
         self.path = sqlite_path(str(options["url"]))
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
-        self._creates = GroupCommit(self._create_batch)
-        self._saves = GroupCommit(self._save_batch)
 
-    # --- lifecycle -------------------------------------------------------------------
+    # --- lifecycle and schema ---------------------------------------------------------
 
-    async def open(self) -> None:
+    async def _connect(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         db = await aiosqlite.connect(self.path, isolation_level=None)
         db.row_factory = aiosqlite.Row
         await db.execute("PRAGMA journal_mode=WAL")
         await db.execute("PRAGMA synchronous=NORMAL")
         await db.execute("PRAGMA busy_timeout=10000")
-        await db.executescript(_SCHEMA)
         self._db = db
 
     async def close(self) -> None:
@@ -120,12 +120,37 @@ class SqliteJobStore:
             await self._db.close()
             self._db = None
 
-    async def ping(self) -> bool:
+    async def _ping(self) -> bool:
         try:
             await self.db.execute("SELECT 1")
         except Exception:
             return False
         return True
+
+    def _where(self) -> str:
+        return str(self.path)
+
+    def _migration_count(self) -> int:
+        return len(self.migrations)
+
+    async def _read_schema_version(self) -> int:
+        cur = await self.db.execute("PRAGMA user_version")
+        row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def _migrate_to(self, version: int) -> None:
+        async with self._tx() as db:
+            cur = await db.execute("PRAGMA user_version")  # another process may be first
+            row = await cur.fetchone()
+            if row is not None and int(row[0]) >= version:
+                return
+            step = self.migrations[version - 1]
+            if isinstance(step, str):
+                for statement in _statements(step):  # executescript would COMMIT for us
+                    await db.execute(statement)
+            else:
+                await step(db)
+            await db.execute(f"PRAGMA user_version = {int(version)}")
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -147,32 +172,29 @@ class SqliteJobStore:
 
     # --- jobs ------------------------------------------------------------------------
 
-    @staticmethod
-    def _row_values(job: Job) -> tuple[Any, ...]:
+    @classmethod
+    def _row_values(cls, job: Job) -> tuple[Any, ...]:
         return (
             job.state.value,
-            1 if job.state.value in _ACTIVE else 0,
+            1 if cls._is_active(job) else 0,
             ts(job.due_at),
             job.lease_owner,
             ts(job.lease_expires_at),
-            dumps(job_to_dict(job)),
+            cls._encode_job(job),
         )
 
-    @staticmethod
-    def _job(row: Mapping[str, Any]) -> Job:
-        data = json.loads(row["body"])
-        # The indexed columns are the truth for what claims and renewals change.
-        data["version"] = row["version"]
-        data["lease_owner"] = row["lease_owner"]
-        data["lease_expires_at"] = row["lease_expires_at"]
-        data["due_at"] = row["due_at"]
-        data["reclaims"] = row["reclaims"]
-        return job_from_dict(data)
+    @classmethod
+    def _job(cls, row: Mapping[str, Any]) -> Job:
+        return cls._decode_job(
+            row["body"],
+            version=row["version"],
+            lease_owner=row["lease_owner"],
+            lease_expires_at=row["lease_expires_at"],
+            due_at=row["due_at"],
+            reclaims=row["reclaims"],
+        )
 
-    async def create(self, job: Job) -> tuple[Job, bool]:
-        return await self._creates.submit(job)
-
-    async def _create_batch(self, jobs: list[Job]) -> list[tuple[Job, bool]]:
+    async def _create_batch(self, jobs: list[Job]) -> list[tuple[Job | None, bool]]:
         """Insert a batch in one transaction; a dedupe key already taken keeps its job."""
         rows = []
         for job in jobs:
@@ -216,12 +238,13 @@ class SqliteJobStore:
                 row = await cur.fetchone()
                 assert row is not None
                 known[job_id] = self._job(row)
-        return [
+        found: list[tuple[Job | None, bool]] = [
             (job, True)
             if owners[job.dedupe_key] == job.id
             else (known[owners[job.dedupe_key]], False)
             for job in jobs
         ]
+        return found
 
     async def get(self, job_id: str) -> Job | None:
         cur = await self.db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,))
@@ -252,14 +275,7 @@ class SqliteJobStore:
                 [(job.provider, task, job.id) for task in tasks],
             )
 
-    async def save(
-        self, job: Job, *, expected_version: int, deliveries: Sequence[Delivery] = ()
-    ) -> Job:
-        return await self._saves.submit((job, expected_version, tuple(deliveries)))
-
-    async def _save_batch(
-        self, items: list[tuple[Job, int, tuple[Delivery, ...]]]
-    ) -> list[Job | LeaseLost]:
+    async def _save_batch(self, items: list[SaveItem]) -> list[Job | LeaseLost]:
         """Every compare-and-set of the batch in one transaction; a lost lease fails alone."""
         results: list[Job | LeaseLost] = []
         async with self._tx() as db:
@@ -396,8 +412,8 @@ class SqliteJobStore:
 
     # --- deliveries --------------------------------------------------------------------
 
-    @staticmethod
-    async def _insert_delivery(db: aiosqlite.Connection, delivery: Delivery) -> None:
+    @classmethod
+    async def _insert_delivery(cls, db: aiosqlite.Connection, delivery: Delivery) -> None:
         await db.execute(
             "INSERT INTO deliveries (job_id, run, event, target, status, next_attempt_at, body)"
             " VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
@@ -408,7 +424,7 @@ class SqliteJobStore:
                 delivery.target,
                 delivery.status.value,
                 ts(delivery.next_attempt_at),
-                dumps(delivery_to_dict(delivery)),
+                cls._encode_delivery(delivery),
             ),
         )
 
@@ -416,7 +432,7 @@ class SqliteJobStore:
         cur = await self.db.execute(
             "SELECT body FROM deliveries WHERE job_id=? ORDER BY rowid", (job_id,)
         )
-        return [delivery_from_dict(json.loads(r[0])) for r in await cur.fetchall()]
+        return [self._decode_delivery(r[0]) for r in await cur.fetchall()]
 
     async def claim_deliveries(
         self, owner: str, now: datetime, lease_s: float, limit: int
@@ -431,7 +447,7 @@ class SqliteJobStore:
                 (owner, now_ts + lease_s, now_ts, now_ts, limit),
             )
             rows = await cur.fetchall()
-        return [delivery_from_dict(json.loads(r[0])) for r in rows]
+        return [self._decode_delivery(r[0]) for r in rows]
 
     async def update_delivery(self, delivery: Delivery, *, owner: str | None) -> None:
         async with self._lock:
@@ -442,7 +458,7 @@ class SqliteJobStore:
                 (
                     delivery.status.value,
                     ts(delivery.next_attempt_at),
-                    dumps(delivery_to_dict(delivery)),
+                    self._encode_delivery(delivery),
                     delivery.job_id,
                     delivery.run,
                     delivery.event.value,
@@ -452,18 +468,19 @@ class SqliteJobStore:
                 ),
             )
 
-    # --- small shared values -----------------------------------------------------------
+    # --- small shared values (the shared logic is in BaseJobStore) ---------------------
 
-    async def get_or_create_secret(self, name: str, factory_value: str) -> str:
+    async def _meta_insert(self, name: str, value: str) -> None:
         async with self._lock:
             await self.db.execute(
                 "INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT(name) DO NOTHING",
-                (name, factory_value),
+                (name, value),
             )
-            cur = await self.db.execute("SELECT value FROM meta WHERE name=?", (name,))
-            row = await cur.fetchone()
-        assert row is not None
-        return str(row[0])
+
+    async def _meta_get(self, name: str) -> str | None:
+        cur = await self.db.execute("SELECT value FROM meta WHERE name=?", (name,))
+        row = await cur.fetchone()
+        return str(row[0]) if row else None
 
     async def use_once(self, token: str, expires_at: datetime) -> bool:
         async with self._lock:
@@ -475,20 +492,25 @@ class SqliteJobStore:
             )
         return cur.rowcount == 1
 
-    async def put_session(self, session_id: str, data: Mapping[str, Any]) -> None:
+    async def _write_session(self, session_id: str, text: str) -> None:
         async with self._lock:
             await self.db.execute(
                 "INSERT INTO sessions (session_id, data, updated_at) VALUES (?,?,unixepoch())"
                 " ON CONFLICT(session_id) DO UPDATE SET data=excluded.data,"
                 " updated_at=excluded.updated_at",
-                (session_id, dumps(dict(data))),
+                (session_id, text),
             )
 
-    async def get_session(self, session_id: str) -> Mapping[str, Any] | None:
+    async def _read_session(self, session_id: str) -> str | None:
         cur = await self.db.execute("SELECT data FROM sessions WHERE session_id=?", (session_id,))
         row = await cur.fetchone()
-        return json.loads(row[0]) if row else None
+        return str(row[0]) if row else None
 
     async def delete_session(self, session_id: str) -> None:
         async with self._lock:
             await self.db.execute("DELETE FROM sessions WHERE session_id=?", (session_id,))
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration script into statements (none of ours holds a ';' in a literal)."""
+    return [part.strip() for part in script.split(";") if part.strip()]
