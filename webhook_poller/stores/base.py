@@ -59,7 +59,7 @@ class BaseJobStore(ABC):
             await self.check_schema()
         except StoreUnavailable as exc:
             log.warning("store_schema_check_deferred", backend=self.backend, error=str(exc))
-        except StoreSchemaError:
+        except BaseException:  # a newer schema or a failed migration: nothing stays open
             await self.close()
             raise
 

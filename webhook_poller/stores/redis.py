@@ -57,7 +57,9 @@ SCRIPTS = (
 
 
 def script_source(name: str) -> str:
-    return (resources.files("webhook_poller.stores") / "lua" / f"{name}.lua").read_text(encoding="utf-8")
+    return (resources.files("webhook_poller.stores") / "lua" / f"{name}.lua").read_text(
+        encoding="utf-8"
+    )
 
 
 async def _adopt_release_layout(store: RedisJobStore) -> None:
