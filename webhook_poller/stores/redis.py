@@ -57,9 +57,9 @@ SCRIPTS = (
 
 
 def script_source(name: str) -> str:
-    return (resources.files("webhook_poller.stores") / "lua" / f"{name}.lua").read_text(
-        encoding="utf-8"
-    )
+    """The Lua source of script ``name`` (a package file, ``stores/lua/{name}.lua``)."""
+    path = resources.files("webhook_poller.stores") / "lua" / f"{name}.lua"
+    return path.read_text(encoding="utf-8")
 
 
 async def _adopt_release_layout(store: RedisJobStore) -> None:
