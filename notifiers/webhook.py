@@ -16,7 +16,6 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
 
 import httpx
 from pydantic import Field, SecretStr
@@ -24,6 +23,7 @@ from standardwebhooks import Webhook
 
 from webhook_poller.errors import ConfigError, NotifyRejected, NotifyTransient, UnsafeURL
 from webhook_poller.interfaces import Notification, PluginContext, Receipt
+from webhook_poller.net import redact_url
 from webhook_poller.options import NotifierOptions, PluginOptions
 
 DEFAULT_EVENTS = ("video.succeeded", "video.failed", "video.delayed")
@@ -34,11 +34,6 @@ class NotifyConflict(NotifyTransient):
     """HTTP 409 that may clear soon (n8n: the execution has not parked on its Wait node yet)."""
 
     conflict = True
-
-
-def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname or ''}{parts.path}"
 
 
 def _signer(secret: Any) -> Webhook | None:
@@ -151,13 +146,17 @@ class WebhookNotifier(OutboundClient):
         body = json.dumps(notification.payload, separators=(",", ":"), ensure_ascii=False)
         now = datetime.now(UTC).replace(microsecond=0)
         headers = self.headers_for(notification.delivery.webhook_id, body, now)
-        where = _redact(self.url)
+        where = redact_url(self.url)  # keeps the port: http://n8n:5678/webhook/...
         try:
             response = await self.client.post(
                 self.url, content=body.encode(), headers=headers, timeout=self.timeout_s
             )
         except UnsafeURL as exc:
             raise NotifyRejected(f"callback URL refused: {exc}") from None
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError, UnicodeError) as exc:
+            # a URL httpx cannot send never will be: final, not transient
+            reason = type(exc).__name__
+            raise NotifyRejected(f"{where}: the URL cannot be sent ({reason})") from None
         except httpx.TransportError as exc:
             context = exc.__context__ or exc.__cause__
             if context is not None and type(context).__name__ == "_Refused":

@@ -32,9 +32,9 @@ from starlette.responses import (
     Response,
     StreamingResponse,
 )
-from starlette.routing import Mount, Route
+from starlette.routing import Match, Mount, Route
 
-from . import downloads, inputs, lifecycle, live, net, push
+from . import downloads, guard, inputs, lifecycle, live, net, push
 from . import metrics as metrics_mod
 from .config import Settings
 from .errors import (
@@ -46,6 +46,7 @@ from .errors import (
     Unauthorized,
     UnsafeURL,
 )
+from .logging import configured_secrets, register_secrets
 from .model import Job, JobState, new_job_id, utcnow
 from .openapi import openapi_document
 from .scheduler import Scheduler
@@ -75,13 +76,27 @@ async def _rejected(request: Request, exc: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = _allowed_methods(request)
     return error_response(
         RequestRejected(
             exc.detail or "request refused",
             status_code=exc.status_code,
             code=codes.get(exc.status_code, "bad_request"),
+            headers=headers or None,
         )
     )
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path: Starlette names only the first route's."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
 
 
 async def _crashed(request: Request, exc: Exception) -> Response:
@@ -180,6 +195,16 @@ class Api:
                 "the job store is unreachable; retry shortly", headers={"Retry-After": "5"}
             ) from None
 
+    async def _use_once(self, key: str, expires: str) -> None:
+        """Record the first use of a single-use link; refuse every later one (410)."""
+        until = datetime.fromtimestamp(int(expires), UTC)
+        if not await self._store_call(self.svc.store.use_once(key, until)):
+            raise RequestRejected(
+                "this single-use download link was used already",
+                status_code=410,
+                code="link_used",
+            )
+
     # --- intake ------------------------------------------------------------------------
 
     def validate_intake(self, data: Mapping[str, Any]) -> dict[str, Any]:
@@ -217,7 +242,10 @@ class Api:
         if not isinstance(value, str):
             raise RequestRejected("callbackUrl must be a string", field="callbackUrl")
         try:
-            net.check_url(value, allow_private=self.settings.security.allow_private_urls)
+            security = self.settings.security
+            net.check_url(
+                value, allow_private=security.allow_private_urls, allowed=security.allowlist()
+            )
         except UnsafeURL as exc:
             raise RequestRejected(str(exc), field="callbackUrl") from None
         return value
@@ -371,9 +399,12 @@ class Api:
             raise NotFound("no such video for this job") from None
         svc = self.svc
         assert svc.links is not None
-        if not svc.links.verify(
-            job_id, index, request.query_params.get("expires"), request.query_params.get("sig")
-        ):
+        q = request.query_params
+        nonce = q.get("once")
+        if svc.links.verify(job_id, index, q.get("expires"), q.get("sig"), nonce=nonce):
+            if nonce and request.method != "HEAD":
+                await self._use_once(f"video:{nonce}", str(q.get("expires")))
+        else:
             self.check_auth(request)
         job = await self.get_job(job_id)
         video = next((v for v in job.videos if v.index == index), None)
@@ -517,13 +548,7 @@ class Api:
                 raise Unauthorized("the download link is invalid or has expired")
             nonce = q.get("once")
             if nonce:
-                until = datetime.fromtimestamp(int(q["expires"]), UTC)
-                if not await self._store_call(svc.store.use_once(f"zip:{nonce}", until)):
-                    raise RequestRejected(
-                        "this single-use download link was used already",
-                        status_code=410,
-                        code="link_used",
-                    )
+                await self._use_once(f"zip:{nonce}", q["expires"])
         else:
             self.check_auth(request)
         job = await self.get_job(job_id)
@@ -539,7 +564,8 @@ class Api:
         """Expiring (optionally single-use) links to a job's ZIP and videos."""
         self.check_auth(request)
         job = await self.get_job(request.path_params["job_id"])
-        data = await self.read_object(request) if await request.body() else {}
+        # the body is optional here; when there is one it is read with the limit, never whole
+        data = await self.read_object(request) if _has_body(request) else {}
         expires_s = _int_param(
             data.get("expiresIn"),
             "expiresIn",
@@ -558,7 +584,10 @@ class Api:
                 "ok": True,
                 "jobId": job.id,
                 "zipUrl": svc.links.path_url(path, expires_s, single_use=single_use),
-                "videoUrls": [svc.links.video_url(job.id, v.index, expires_s) for v in job.videos],
+                "videoUrls": [
+                    svc.links.video_url(job.id, v.index, expires_s, single_use=single_use)
+                    for v in job.videos
+                ],
                 "expiresIn": expires_s,
                 "singleUse": single_use,
             }
@@ -615,7 +644,11 @@ class Api:
         svc = self.svc
         base = self.settings.server.base_url()
         out: dict[str, dict[str, Any]] = {}
-        for name, members in GROUPS.items():
+        # Groups are read in the order jobs move through them (queued, processing, history):
+        # a job that moves on between two reads is then seen in one of them, instead of
+        # being missed by both.
+        for name in ("queued", "processing", "history"):
+            members = GROUPS[name]
             jobs, _ = await svc.store.list_jobs(states=members, limit=LIVE_WINDOW)
             if name == "queued":
                 jobs.sort(key=lambda j: (j.created_at, j.id))
@@ -640,10 +673,11 @@ class Api:
         return JSONResponse(openapi_document(self.settings))
 
     async def dashboard(self, request: Request) -> Response:
+        page = STATIC / "dashboard.html"
         return FileResponse(
-            STATIC / "dashboard.html",
+            page,
             media_type="text/html; charset=utf-8",
-            headers={"Cache-Control": "no-cache"},
+            headers={"Cache-Control": "no-cache", **guard.page_headers(page)},
         )
 
     # --- health ------------------------------------------------------------------------
@@ -726,6 +760,13 @@ async def _multipart_fields(headers: Headers, body: bytes) -> dict[str, Any]:
             raise RequestRejected("file parts are not accepted", status_code=400)
         fields[key] = value
     return fields
+
+
+def _has_body(request: Request) -> bool:
+    length = request.headers.get("content-length")
+    if length is not None:
+        return length.strip() not in ("", "0")
+    return "transfer-encoding" in request.headers
 
 
 def _states_param(value: str | None) -> list[str] | None:
@@ -819,6 +860,7 @@ def create_app(
 ) -> Starlette:
     """Build the app; the lifespan opens the plug-ins and runs the scheduler."""
     api = Api(settings)
+    register_secrets(configured_secrets(settings.model_dump()))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -834,6 +876,14 @@ def create_app(
         log.info(
             "service_started", instance=services.instance_id, base_url=settings.server.base_url()
         )
+        if not settings.server.is_loopback() and not settings.server.public_url:
+            log.warning(
+                "public_url_missing",
+                host=settings.server.host,
+                base_url=settings.server.base_url(),
+                hint="links and statusUrl point at this base URL; set server.public_url to "
+                "the address callers reach the service at",
+            )
         try:
             yield
         finally:
@@ -873,6 +923,7 @@ def create_app(
             Exception: _crashed,
         },
     )
+    app.add_middleware(guard.RequestGuard, server=settings.server)
     app.state.api = api
     return app
 

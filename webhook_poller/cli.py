@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from . import __version__
 from .app import create_app
@@ -26,13 +27,69 @@ EXIT_CONFIG = 2
 EXAMPLE_CONFIG = "config.example.yaml"
 
 
+class HeadTimeoutProtocol(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
+    """uvicorn's HTTP protocol with a deadline for the request head.
+
+    uvicorn bounds only the idle time after a response (``timeout_keep_alive``); a
+    connection that sends nothing, or half a header a byte at a time, stays open for ever.
+    Here a deadline starts when a connection opens, or when the first byte of a new request
+    arrives, and closes the connection unless the head is complete by then. It is not reset
+    by further bytes, so a slow trickle does not keep it alive.
+    """
+
+    head_timeout_s: float = 10.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        self._head_timer: asyncio.TimerHandle | None = None
+        super().connection_made(transport)
+        self._arm_head_timer()
+
+    def _arm_head_timer(self) -> None:
+        if self._head_timer is None:
+            self._head_timer = asyncio.get_running_loop().call_later(
+                self.head_timeout_s, self._head_timed_out
+            )
+
+    def _disarm_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        before = self.cycle
+        if before is None or before.response_complete:
+            self._arm_head_timer()
+        super().data_received(data)
+        # a new request cycle means its head was read completely
+        if self.cycle is not before and self.cycle is not None:
+            self._disarm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_head_timer()
+        super().connection_lost(exc)
+
+
+def http_protocol(head_timeout_s: float) -> type[asyncio.Protocol]:
+    """The protocol class for one server, with its head deadline."""
+    return type("HeadTimeoutProtocol", (HeadTimeoutProtocol,), {"head_timeout_s": head_timeout_s})
+
+
 def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
     """How the service is served; bench/ serves its bare-Starlette baseline the same way."""
+    server = settings.server
     return uvicorn.Config(
         app,
-        host=settings.server.host,
-        port=settings.server.port,
+        host=server.host,
+        port=server.port,
         lifespan="on",
+        http=http_protocol(server.header_timeout_s),
+        timeout_keep_alive=server.keep_alive_timeout_s,
+        limit_concurrency=server.max_connections,
         # Access logs would print signed video links; our own logs are redacted.
         access_log=False,
         log_level=settings.logging.level.lower(),

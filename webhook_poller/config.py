@@ -15,11 +15,13 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from .errors import ConfigError
+from .net import HostAllowlist
 from .plugin_check import check_plugins
 
 DEFAULT_MODELS: dict[str, str] = {
@@ -69,6 +71,13 @@ DEFAULT_PROVIDERS: dict[str, dict[str, Any]] = {
 PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "secret", "replace-me", "xxx"})
 
 
+def _comma_list(value: Any) -> Any:
+    """``"n8n, localhost:5678"`` (an environment variable) as a list; lists pass through."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
@@ -85,6 +94,32 @@ class ServerSettings(_Section):
     max_body_bytes: int = Field(64 * 1024, gt=0)
     max_context_bytes: int = Field(16 * 1024, gt=0)
     shutdown_grace_s: float = Field(10.0, ge=0)
+    #: Host header values accepted besides loopback names and the public_url host
+    #: (``poller``, ``*.example.com``; ``*`` accepts any).
+    trusted_hosts: list[str] = Field(default_factory=list)
+    #: A connection must finish sending its request head within this many seconds.
+    header_timeout_s: float = Field(10.0, gt=0)
+    #: An idle keep-alive connection is closed after this many seconds.
+    keep_alive_timeout_s: int = Field(5, ge=1)
+    #: Connections (and requests) served at once; past it new ones get 503.
+    max_connections: int = Field(1000, ge=1)
+
+    @field_validator("trusted_hosts", mode="before")
+    @classmethod
+    def _trusted_list(cls, value: Any) -> Any:
+        return _comma_list(value)
+
+    @field_validator("public_url")
+    @classmethod
+    def _absolute_http_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an absolute http:// or https:// URL")
+        if parts.query or parts.fragment or parts.username or parts.password:
+            raise ValueError("must not carry user-info, a query or a fragment")
+        return value.strip()
 
     def base_url(self) -> str:
         if self.public_url:
@@ -170,6 +205,26 @@ class PollingSettings(_Section):
 
 class SecuritySettings(_Section):
     allow_private_urls: bool = False
+    #: Private hosts outgoing URLs may reach anyway: names, host:port, CIDR ranges.
+    allowed_hosts: list[str] = Field(default_factory=list)
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _allowed_list(cls, value: Any) -> Any:
+        return _comma_list(value)
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _parseable_hosts(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                HostAllowlist([entry])
+            except ValueError as exc:
+                raise ValueError(f"{entry!r} is not a host, host:port or CIDR: {exc}") from None
+        return value
+
+    def allowlist(self) -> HostAllowlist:
+        return HostAllowlist(self.allowed_hosts)
 
 
 class SessionSettings(_Section):

@@ -16,10 +16,12 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+import httpx
 import structlog
 
-from .errors import NotifyRejected, NotifyTransient, StoreUnavailable
+from .errors import BlobError, NotifyRejected, NotifyTransient, StoreUnavailable
 from .interfaces import Notification, Notifier, VideoRef
+from .logging import scrub
 from .model import (
     Delivery,
     DeliveryStatus,
@@ -60,7 +62,7 @@ def callback_targets(job: Job) -> dict[str, str]:
 
 
 def _error_text(exc: BaseException) -> str:
-    text = str(exc) or exc.__class__.__name__
+    text = scrub(str(exc)) or exc.__class__.__name__
     return text[:300]
 
 
@@ -210,15 +212,38 @@ class Dispatcher:
         except NotifyTransient as exc:
             # the target's pause (Retry-After) counts from its answer, not from when we began
             return self._later(delivery, attempt_no, utcnow(), _error_text(exc), exc)
-        except Exception as exc:  # a broken plug-in must not kill the loop
-            log.exception("notifier_crashed", target=delivery.target)
+        except (OSError, TimeoutError, httpx.TransportError, StoreUnavailable) as exc:
+            # transport trouble a plug-in did not classify: try again later
+            log.warning("notifier_unreachable", target=delivery.target, error=_error_text(exc))
             return self._later(delivery, attempt_no, now, _error_text(exc), None)
+        except BlobError as exc:
+            if not exc.transient:
+                return self._final(
+                    delivery, attempt_no, f"the video cannot be read: {_error_text(exc)}"
+                )
+            return self._later(delivery, attempt_no, now, _error_text(exc), None)
+        except Exception as exc:
+            # A broken plug-in must not kill the loop. An error that is neither "try later"
+            # nor "give up" is a bug or a target that can never work: retrying it for
+            # callbacks.max_age_s only repeats the traceback, so it is final, logged once.
+            log.exception("notifier_crashed", target=delivery.target)
+            return self._final(delivery, attempt_no, f"the notifier failed: {_error_text(exc)}")
         return dataclasses.replace(
             delivery,
             status=DeliveryStatus.SENT,
             attempts=attempt_no,
             sent_at=utcnow(),
             last_error=None,
+            next_attempt_at=None,
+        )
+
+    @staticmethod
+    def _final(delivery: Delivery, attempt_no: int, error: str) -> Delivery:
+        return dataclasses.replace(
+            delivery,
+            status=DeliveryStatus.FAILED,
+            attempts=attempt_no,
+            last_error=error[:300],
             next_attempt_at=None,
         )
 

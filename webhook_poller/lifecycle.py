@@ -166,6 +166,9 @@ async def sweep_retention(
     for key in await services.blobs.keys_older_than(cutoff):
         await services.blobs.delete(key)
         removed += 1
+    remove_parts = getattr(services.blobs, "remove_stale_parts", None)
+    if remove_parts is not None:  # half-written files a kill left behind (local disk)
+        removed += await remove_parts()
     if removed:
         log.info("retention_swept", removed=removed, retention_days=days)
     return removed

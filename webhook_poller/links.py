@@ -16,14 +16,30 @@ class LinkSigner:
         self._key = secret.encode()
         self.base_url = base_url.rstrip("/")
 
-    def _sig(self, job_id: str, index: int, expires: int) -> str:
-        msg = f"{job_id}\n{index}\n{expires}".encode()
-        return hmac.new(self._key, msg, hashlib.sha256).hexdigest()[:32]
+    def _sig(self, job_id: str, index: int, expires: int, nonce: str = "") -> str:
+        # links without a nonce keep the original message, so links already handed out stay valid
+        msg = f"{job_id}\n{index}\n{expires}" + (f"\n{nonce}" if nonce else "")
+        return hmac.new(self._key, msg.encode(), hashlib.sha256).hexdigest()[:32]
 
-    def video_url(self, job_id: str, index: int, expires_s: int, now: float | None = None) -> str:
+    def video_url(
+        self,
+        job_id: str,
+        index: int,
+        expires_s: int,
+        now: float | None = None,
+        *,
+        single_use: bool = False,
+    ) -> str:
+        """A signed link to one video; ``single_use`` adds a nonce recorded on first use."""
         expires = int((now if now is not None else time.time()) + expires_s)
-        query = urlencode({"expires": expires, "sig": self._sig(job_id, index, expires)})
-        return f"{self.base_url}/jobs/{quote(job_id)}/videos/{index}?{query}"
+        nonce = secrets.token_urlsafe(12) if single_use else ""
+        query: dict[str, str | int] = {
+            "expires": expires,
+            "sig": self._sig(job_id, index, expires, nonce),
+        }
+        if nonce:
+            query["once"] = nonce
+        return f"{self.base_url}/jobs/{quote(job_id)}/videos/{index}?{urlencode(query)}"
 
     def _path_sig(self, path: str, expires: int, nonce: str) -> str:
         msg = f"path\n{path}\n{expires}\n{nonce}".encode()
@@ -51,7 +67,7 @@ class LinkSigner:
     ) -> bool:
         if not _checkable(expires, sig, now):
             return False
-        return hmac.compare_digest(self._path_sig(path, int(str(expires)), nonce or ""), sig)
+        return hmac.compare_digest(self._path_sig(path, int(str(expires)), nonce or ""), str(sig))
 
     def verify(
         self,
@@ -60,10 +76,12 @@ class LinkSigner:
         expires: str | None,
         sig: str | None,
         now: float | None = None,
+        nonce: str | None = None,
     ) -> bool:
-        if not _checkable(expires, sig, now):
+        if not _checkable(expires, sig, now) or (nonce is not None and not nonce.isascii()):
             return False
-        return hmac.compare_digest(self._sig(job_id, index, int(str(expires))), sig)
+        expected = self._sig(job_id, index, int(str(expires)), nonce or "")
+        return hmac.compare_digest(expected, str(sig))
 
 
 def _checkable(expires: str | None, sig: str | None, now: float | None) -> bool:

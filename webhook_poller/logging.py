@@ -1,8 +1,11 @@
 """structlog set-up: JSON when stdout is not a terminal, console output in a terminal.
 
 A redaction processor runs last before rendering: values under token-like keys are replaced,
-and query strings and user-info are cut from anything that looks like a URL, so signed
-links, resume-URL signatures and API keys never reach the log.
+query strings and user-info are cut from anything that looks like a URL, and every secret
+the configuration holds is cut from all free text, whatever its letter case (a provider may
+echo its key in an error, python-telegram-bot lower-cases Bot API errors), so signed links,
+resume-URL signatures and API keys never reach the log. :func:`scrub` is the same cut for
+text that is stored (a delivery's ``lastError``, a job's error detail).
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
 
 import structlog
@@ -19,6 +22,49 @@ _SECRET_KEY = re.compile(
     r"(token|secret|password|passwd|api[_-]?key|authorization|signature|credential)", re.I
 )
 _URL = re.compile(r"(https?://)([^/\s?#@]*@)?([^\s?#]*)(\?[^\s#]*)?(#\S*)?", re.I)
+
+
+#: Shorter values are not scrubbed: they would cut ordinary words out of every message.
+MIN_SECRET_LENGTH = 6
+_secrets: set[str] = set()
+_secret_pattern: re.Pattern[str] | None = None
+
+
+def register_secrets(values: Iterable[str]) -> None:
+    """Add configured secrets to the set :func:`scrub` removes (process-wide, like logging)."""
+    global _secret_pattern
+    new = {v for v in values if isinstance(v, str) and len(v.strip()) >= MIN_SECRET_LENGTH}
+    if not new - _secrets:
+        return
+    _secrets.update(new)
+    ordered = sorted(_secrets, key=len, reverse=True)  # longest first: no partial leftovers
+    _secret_pattern = re.compile("|".join(re.escape(v) for v in ordered), re.IGNORECASE)
+
+
+def configured_secrets(tree: Any, key: str = "") -> list[str]:
+    """Every secret in a settings tree: SecretStr values and values under secret-like keys
+    (``api_key``, ``bot_token``, ``secret_access_key``, a Slack or Discord ``webhook_url``)."""
+    getter = getattr(tree, "get_secret_value", None)
+    if callable(getter):
+        return [str(getter())]
+    if isinstance(tree, Mapping):
+        return [v for k, item in tree.items() for v in configured_secrets(item, str(k))]
+    if isinstance(tree, list | tuple):
+        return [v for item in tree for v in configured_secrets(item, key)]
+    if isinstance(tree, str) and (_SECRET_KEY.search(key) or key.endswith("webhook_url")):
+        return [tree]
+    return []
+
+
+def scrub(text: str) -> str:
+    """``text`` with every registered secret replaced by ``[redacted]``, any letter case."""
+    if _secret_pattern is None or not text:
+        return text
+    return _secret_pattern.sub("[redacted]", text)
+
+
+def scrub_optional(text: str | None) -> str | None:
+    return None if text is None else scrub(text)
 
 
 def redact_text(text: str) -> str:
@@ -34,7 +80,13 @@ def _redact_value(key: str, value: Any) -> Any:
     if _SECRET_KEY.search(key) and value not in (None, "", False):
         return "[redacted]"
     if isinstance(value, str):
-        return redact_text(value)
+        return redact_text(scrub(value))
+    if isinstance(value, Mapping):
+        return {k: _redact_value(str(k), v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact_value(key, v) for v in value]
+    if isinstance(value, BaseException):
+        return redact_text(scrub(str(value)))
     return value
 
 

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import socket
+import unicodedata
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -39,6 +41,68 @@ _METADATA = {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00
 _LOCAL_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback")
 _LOCAL_SUFFIXES = (".localhost", ".local", ".internal", ".localdomain")
 MAX_URL_LENGTH = 2048
+#: The config key that lets named private hosts through; every refusal names it.
+ALLOW_KEY = "security.allowed_hosts"
+_NUMERIC_LABEL = re.compile(r"(0x[0-9a-f]*|[0-9]+)", re.I)
+
+
+class HostAllowlist:
+    """``security.allowed_hosts``: private targets the operator named (self-hosted n8n).
+
+    Entries are host names (``n8n``, any port), ``host:port`` (``localhost:5678``, that
+    port only) or CIDR ranges (``10.0.0.0/8``, any port). A name entry lets that name
+    resolve to a private address; a CIDR entry lets any resolved address inside it through.
+    Cloud-metadata addresses stay refused whatever is listed.
+    """
+
+    def __init__(self, entries: Iterable[str] = ()) -> None:
+        self.names: dict[str, int | None] = {}
+        self.pairs: set[tuple[str, int]] = set()
+        self.networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        for raw in entries:
+            self._add(str(raw).strip().lower())
+
+    def _add(self, entry: str) -> None:
+        if not entry:
+            raise ValueError("an empty entry")
+        if "/" in entry:
+            self.networks.append(ipaddress.ip_network(entry, strict=False))
+            return
+        host, port = entry, None
+        if entry.startswith("["):  # [::1]:8080 or [::1]
+            host, _, rest = entry[1:].partition("]")
+            port = int(rest[1:]) if rest.startswith(":") else None
+        elif entry.count(":") == 1:
+            host, _, text = entry.partition(":")
+            port = int(text)
+        host = host.rstrip(".")
+        if port is not None and not 0 < port < 65536:
+            raise ValueError(f"port {port} is out of range")
+        if port is None:
+            self.names[host] = None
+        else:
+            self.pairs.add((host, port))
+
+    def __bool__(self) -> bool:
+        return bool(self.names or self.pairs or self.networks)
+
+    def permits(self, host: str, port: int, ip: IPAddress | None = None) -> bool:
+        """Whether ``host:port`` (resolved to ``ip``, when known) was named by the operator."""
+        if ip is not None and _unwrap(ip) in _METADATA:
+            return False
+        name = host.rstrip(".").lower().strip("[]")
+        if name in self.names or (name, port) in self.pairs:
+            return True
+        if ip is None:
+            try:
+                ip = ipaddress.ip_address(name)
+            except ValueError:
+                return False
+        return any(_unwrap(ip) in net or ip in net for net in self.networks)
+
+
+def _default_port(scheme: str) -> int:
+    return 443 if scheme == "https" else 80
 
 
 def _unwrap(ip: IPAddress) -> IPAddress:
@@ -97,14 +161,41 @@ def _safe_port(parts: Any) -> int | None:
         return None
 
 
-def check_url(url: str, *, allow_private: bool) -> None:
-    """Refuse URLs we will never call; raises UnsafeURL naming the host, never the query."""
+def _check_numeric_host(host: str) -> None:
+    """Refuse IPv4 spellings other than the canonical dotted quad (``0177.0.0.1``,
+    ``127.000.000.001``, ``①②⑦.0.0.1``, ``0x7f.1``): resolvers and URL parsers disagree on
+    them, so they are refused rather than guessed. A host "is numeric" when its last label
+    is a number, as in the WHATWG URL standard (no DNS top-level name is one)."""
+    folded = unicodedata.normalize("NFKC", host).lower()
+    last = folded.rstrip(".").rsplit(".", 1)[-1]
+    if not _NUMERIC_LABEL.fullmatch(last):
+        return
+    try:
+        canonical = str(ipaddress.IPv4Address(folded))
+    except ValueError:
+        canonical = ""
+    if canonical != host:
+        raise UnsafeURL(f"{host!r} is not a canonical IP address; write it as a dotted quad")
+
+
+def check_url(url: str, *, allow_private: bool, allowed: HostAllowlist | None = None) -> None:
+    """Refuse URLs we will never call; raises UnsafeURL naming the host, never the query.
+
+    Also refuses what httpx cannot send (an invalid host, a non-canonical IP), so such a URL
+    is turned away at intake instead of failing every delivery attempt later.
+    """
     if len(url) > MAX_URL_LENGTH:
         raise UnsafeURL(f"the URL is longer than {MAX_URL_LENGTH} characters")
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises on a bad port
     except ValueError:
+        raise UnsafeURL("the URL cannot be parsed") from None
+    if parts.hostname and ":" not in parts.hostname:
+        _check_numeric_host(parts.hostname.rstrip(".").lower())
+    try:
+        httpx.URL(url)
+    except (httpx.InvalidURL, ValueError, UnicodeError):
         raise UnsafeURL("the URL cannot be parsed") from None
     if parts.scheme not in ("http", "https"):
         raise UnsafeURL(f"only http and https URLs are allowed, not {parts.scheme or 'none'!r}")
@@ -115,15 +206,23 @@ def check_url(url: str, *, allow_private: bool) -> None:
         raise UnsafeURL(f"the URL for {host} carries credentials; they are not allowed")
     if allow_private:
         return
+    port = _safe_port(parts) or _default_port(parts.scheme)
+    if allowed is not None and allowed.permits(host, port):
+        return
     if host in _LOCAL_NAMES or host.endswith(_LOCAL_SUFFIXES):
-        raise UnsafeURL(f"{host} is a local name")
+        raise UnsafeURL(f"{host} is a local name; {_allow_hint(host, port)}")
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
         return
     reason = is_forbidden_address(ip)
     if reason:
-        raise UnsafeURL(f"{host} is a {reason} address")
+        raise UnsafeURL(f"{host} is a {reason} address; {_allow_hint(host, port)}")
+
+
+def _allow_hint(host: str, port: int) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"to call it anyway, add {shown}:{port} to {ALLOW_KEY}"
 
 
 class _Refused(httpcore.ConnectError):
@@ -133,8 +232,9 @@ class _Refused(httpcore.ConnectError):
 class GuardedBackend(httpcore.AsyncNetworkBackend):
     """Resolve, check every address, connect to the checked one."""
 
-    def __init__(self, allow_private: bool) -> None:
+    def __init__(self, allow_private: bool, allowed: HostAllowlist | None = None) -> None:
         self.allow_private = allow_private
+        self.allowed = allowed or HostAllowlist()
         self._inner = httpcore.AnyIOBackend()
 
     async def connect_tcp(
@@ -163,13 +263,13 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
             )
         except socket.gaierror as exc:
             raise httpcore.ConnectError(f"cannot resolve {host}: {exc.strerror}") from exc
-        addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+        addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
         # Refuse when ANY answer is forbidden: a name that also points inward is not one we
         # want to half-trust, and it keeps the rule independent of address order.
         for ip in addresses:
             reason = is_forbidden_address(ip)
-            if reason:
-                raise _Refused(f"{host} resolves to a {reason} address")
+            if reason and not self.allowed.permits(host, port, ip):
+                raise _Refused(f"{host} resolves to a {reason} address; {_allow_hint(host, port)}")
         if not addresses:
             raise httpcore.ConnectError(f"cannot resolve {host}")
         return str(addresses[0])
@@ -189,7 +289,14 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
 class GuardedTransport(httpx.AsyncHTTPTransport):
     """httpx's transport with its connection pool built on :class:`GuardedBackend`."""
 
-    def __init__(self, *, allow_private: bool, limits: httpx.Limits, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        allow_private: bool,
+        limits: httpx.Limits,
+        allowed: HostAllowlist | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(limits=limits, **kwargs)
         old = self._pool
         # Same TLS context and limits as httpx would use; only the network backend differs.
@@ -200,17 +307,21 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
             keepalive_expiry=limits.keepalive_expiry,
             http1=True,
             http2=False,
-            network_backend=GuardedBackend(allow_private),
+            network_backend=GuardedBackend(allow_private, allowed),
         )
 
 
 def build_client(
-    *, allow_private: bool, timeout_s: float = 30.0, user_agent: str = "webhook-poller"
+    *,
+    allow_private: bool,
+    timeout_s: float = 30.0,
+    user_agent: str = "webhook-poller",
+    allowed: HostAllowlist | None = None,
 ) -> httpx.AsyncClient:
     """The shared client for outside URLs: guarded, redirects not followed automatically."""
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
     return httpx.AsyncClient(
-        transport=GuardedTransport(allow_private=allow_private, limits=limits),
+        transport=GuardedTransport(allow_private=allow_private, limits=limits, allowed=allowed),
         timeout=httpx.Timeout(timeout_s, connect=10.0),
         follow_redirects=False,
         headers={"User-Agent": user_agent},
@@ -271,6 +382,7 @@ async def open_stream(
     max_redirects: int = 5,
     headers: Mapping[str, str] | None = None,
     accept: Callable[[str | None], bool] | None = None,
+    allowed: HostAllowlist | None = None,
 ) -> AsyncIterator[Download]:
     """GET ``url`` with every hop checked; yield a :class:`Download` to stream from.
 
@@ -283,7 +395,7 @@ async def open_stream(
         async with asyncio.timeout(deadline_s):
             current = url
             for _hop in range(max_redirects + 1):
-                check_url(current, allow_private=allow_private)
+                check_url(current, allow_private=allow_private, allowed=allowed)
                 request = client.build_request("GET", current, headers=dict(headers or {}))
                 try:
                     response = await client.send(request, stream=True)

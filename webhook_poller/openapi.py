@@ -313,6 +313,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 "parameters": [
                     _query("expires", "Signed link expiry", {"type": "string"}),
                     _query("sig", "Signed link signature", {"type": "string"}),
+                    _query("once", "Single-use nonce", {"type": "string"}),
                 ],
                 "responses": {
                     "200": {
@@ -322,7 +323,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                         },
                     },
                     "302": {"description": "Redirect to a presigned storage URL"},
-                    **_errors(401, 404, 503),
+                    **_errors(401, 404, 410, 503),
                 },
             },
         },

@@ -36,16 +36,25 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def safe_part(value: str, limit: int = 80) -> str:
-    """One path segment from outside input: no separators, no dot-dot, bounded length."""
-    cleaned = _UNSAFE.sub("_", value).strip("._") or "x"
-    if len(cleaned) > limit or cleaned != value:
-        digest = hashlib.sha256(value.encode()).hexdigest()[:10]
-        cleaned = f"{cleaned[: limit - 11]}-{digest}"
-    return cleaned
+    """One path segment from outside input: no separators, no dot-dot, bounded length.
+
+    The hash of the raw value is always appended, so two different values never give the
+    same segment, even when one is spelled like the other's escaped form (``T/x`` against
+    ``T_x-<hash of "T/x">``).
+    """
+    digest = hashlib.sha256(value.encode()).hexdigest()[:16]
+    cleaned = (_UNSAFE.sub("_", value).strip("._") or "x")[: limit - len(digest) - 1]
+    return f"{cleaned}-{digest}"
 
 
 def video_key(job: Job, index: int) -> str:
-    return f"{safe_part(job.session_id)}/{safe_part(job.task_id)}/{index}.mp4"
+    """Where a job's video goes: one folder per (provider, session, task), so the key is
+    injective in all four. Keys are recorded on the job when stored and read from there, so
+    videos stored under the older ``session/task/index`` layout stay readable."""
+    return (
+        f"v2/{safe_part(job.provider)}/{safe_part(job.session_id)}/"
+        f"{safe_part(job.task_id)}/{index}.mp4"
+    )
 
 
 async def _sniffed(
@@ -103,6 +112,7 @@ async def _store_one(
         max_bytes=limit,
         deadline_s=settings.storage.download_timeout_s,
         allow_private=settings.security.allow_private_urls,
+        allowed=settings.security.allowlist(),
         accept=net.is_video_content_type,
     ) as stream:
         content_type, chunks = await _sniffed(stream.iter_bytes(), stream.content_type, limit)

@@ -231,7 +231,11 @@ class Services:
 
 def build_services(settings: Settings) -> Services:
     """Construct (not open) every plug-in; unknown names fail here, naming the known ones."""
-    http = net.build_client(allow_private=settings.security.allow_private_urls, timeout_s=30.0)
+    http = net.build_client(
+        allow_private=settings.security.allow_private_urls,
+        timeout_s=30.0,
+        allowed=settings.security.allowlist(),
+    )
     provider_http = httpx.AsyncClient(
         timeout=httpx.Timeout(30.0, connect=10.0),
         # httpcore checks every pooled connection on each request (a select() per idle

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from .interfaces import VideoRef
+from .logging import scrub
 from .model import Delivery, Event, Job, iso, user_message
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ def error_json(job: Job) -> dict[str, Any] | None:
     }
     if job.error_detail:
         # Our own explanation (never a provider's raw text): why a URL was refused, etc.
-        data["reason"] = job.error_detail
+        data["reason"] = scrub(job.error_detail)  # also in the event it goes out in
     return data
 
 

@@ -1,16 +1,21 @@
 """Local-disk blob storage, the embedded default (``storage.url: file://./data/videos``).
 
 Writes go to a unique ``.part`` file beside the target and become visible with one
-``os.replace`` after an fsync, so nothing half-written is ever served. Keys are checked so a
-key can never point outside the root. The service serves these files itself through signed
-links, so :meth:`url_for` returns ``None``.
+``os.replace`` after an fsync, so nothing half-written is ever served. A ``.part`` left by a
+kill is removed once stale (untouched for ``stale_part_s``, default
+``storage.download_timeout_s``, the longest a download may run): at start, in the
+retention sweep and when a key in its folder is deleted; folders left empty go too. Keys are
+checked so a key can never point outside the root. The service serves these files itself
+through signed links, so :meth:`url_for` returns ``None``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
@@ -36,9 +41,48 @@ class LocalBlobStorage:
 
     def __init__(self, options: Mapping[str, Any], context: PluginContext | None = None) -> None:
         self.root = file_root(str(options["url"])).absolute()
+        stale = options.get("stale_part_s") or options.get("download_timeout_s") or 600.0
+        self.stale_part_s = float(stale)
 
     async def open(self) -> None:
         await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
+        await self.remove_stale_parts()
+
+    def _is_stale_part(self, path: Path, now: float) -> bool:
+        try:
+            return (
+                path.name.startswith(".")
+                and path.name.endswith(".part")
+                and path.is_file()
+                and path.stat().st_mtime < now - self.stale_part_s
+            )
+        except OSError:
+            return False
+
+    async def remove_stale_parts(self) -> int:
+        """Remove every stale ``.part`` under the root and the folders that leaves empty."""
+
+        def sweep() -> int:
+            now = time.time()
+            removed = 0
+            for path in list(self.root.rglob(".*.part")):
+                if self._is_stale_part(path, now):
+                    path.unlink(missing_ok=True)
+                    removed += 1
+                    self._prune_empty(path.parent)
+            return removed
+
+        return await asyncio.to_thread(sweep)
+
+    def _prune_empty(self, folder: Path) -> None:
+        root = self.root.resolve()
+        folder = folder.resolve()
+        while folder != root and folder.is_relative_to(root):
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+            folder = folder.parent
 
     async def close(self) -> None:
         return None
@@ -129,14 +173,12 @@ class LocalBlobStorage:
 
     def _delete_sync(self, path: Path) -> None:
         path.unlink(missing_ok=True)
-        parent = path.parent
-        root = self.root.resolve()
-        while parent != root and parent.is_relative_to(root):
-            try:
-                parent.rmdir()
-            except OSError:
-                break
-            parent = parent.parent
+        now = time.time()
+        with contextlib.suppress(OSError):
+            for sibling in path.parent.glob(".*.part"):
+                if self._is_stale_part(sibling, now):
+                    sibling.unlink(missing_ok=True)
+        self._prune_empty(path.parent)
 
     async def probe_metadata(self, key: str) -> VideoMetadata:
         return await probe_path(self.local_path(key))

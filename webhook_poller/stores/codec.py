@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from ..logging import scrub_optional
 from ..model import (
     Delivery,
     DeliveryStatus,
@@ -48,7 +49,7 @@ def job_to_dict(job: Job) -> dict[str, Any]:
         "extra_callback_urls": list(job.extra_callback_urls),
         "context": dict(job.context) if job.context is not None else None,
         "error_code": job.error_code.value if job.error_code else None,
-        "error_detail": job.error_detail,
+        "error_detail": scrub_optional(job.error_detail),
         "result_urls": list(job.result_urls),
         "videos": [v.to_dict() for v in job.videos],
         "delayed_at": ts(job.delayed_at),
@@ -108,7 +109,7 @@ def delivery_to_dict(delivery: Delivery) -> dict[str, Any]:
         "status": delivery.status.value,
         "attempts": delivery.attempts,
         "next_attempt_at": ts(delivery.next_attempt_at),
-        "last_error": delivery.last_error,
+        "last_error": scrub_optional(delivery.last_error),
         "created_at": ts(delivery.created_at),
         "sent_at": ts(delivery.sent_at),
     }
