@@ -40,6 +40,9 @@ class BaseJobStore(ABC):
 
     #: Names the backend in errors and logs ("SQLite", "Redis").
     backend: ClassVar[str]
+    #: The backend's migrations in order (each backend says what one is); migration ``n``
+    #: brings a store from version ``n - 1`` to ``n``.
+    migrations: ClassVar[Sequence[object]]
 
     def __init__(self) -> None:
         self._creates: GroupCommit[Job, tuple[Job | None, bool]] = GroupCommit(self._create_batch)
@@ -66,7 +69,7 @@ class BaseJobStore(ABC):
     @property
     def schema_version(self) -> int:
         """The version this code writes: the number of migrations it knows."""
-        return self._migration_count()
+        return len(self.migrations)
 
     async def check_schema(self) -> None:
         """Refuse a newer schema; bring an older one up to :attr:`schema_version`."""
@@ -107,7 +110,10 @@ class BaseJobStore(ABC):
     async def save(
         self, job: Job, *, expected_version: int, deliveries: Sequence[Delivery] = ()
     ) -> Job:
-        return await self._saves.submit((job, expected_version, tuple(deliveries)))
+        saved = await self._saves.submit((job, expected_version, tuple(deliveries)))
+        if isinstance(saved, LeaseLost):  # GroupCommit raises these itself; this is for types
+            raise saved
+        return saved
 
     # --- codec -----------------------------------------------------------------------------
 
@@ -144,7 +150,7 @@ class BaseJobStore(ABC):
         return dumps(delivery_to_dict(delivery))
 
     @staticmethod
-    def _decode_delivery(body: str) -> Delivery:
+    def _decode_delivery(body: str | bytes) -> Delivery:
         return delivery_from_dict(json.loads(body))
 
     # --- small shared values -----------------------------------------------------------------
@@ -185,9 +191,6 @@ class BaseJobStore(ABC):
     @abstractmethod
     def _where(self) -> str:
         """Where the store lives, for errors (no credentials)."""
-
-    @abstractmethod
-    def _migration_count(self) -> int: ...
 
     @abstractmethod
     async def _read_schema_version(self) -> int: ...

@@ -156,9 +156,6 @@ class RedisJobStore(BaseJobStore):
         host = self.url.split("//", 1)[-1].rsplit("@", 1)[-1]  # never the credentials
         return f"redis://{host} (key prefix {self.keys.prefix!r})"
 
-    def _migration_count(self) -> int:
-        return len(self.migrations)
-
     async def _read_schema_version(self) -> int:
         raw = await self._call(self.r.get(self.keys.schema))
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -130,9 +131,6 @@ class SqliteJobStore(BaseJobStore):
     def _where(self) -> str:
         return str(self.path)
 
-    def _migration_count(self) -> int:
-        return len(self.migrations)
-
     async def _read_schema_version(self) -> int:
         cur = await self.db.execute("PRAGMA user_version")
         row = await cur.fetchone()
@@ -184,7 +182,7 @@ class SqliteJobStore(BaseJobStore):
         )
 
     @classmethod
-    def _job(cls, row: Mapping[str, Any]) -> Job:
+    def _job(cls, row: sqlite3.Row) -> Job:
         return cls._decode_job(
             row["body"],
             version=row["version"],
