@@ -21,6 +21,7 @@ import pytest
 import redis
 
 from tests.support.redis_server import RedisServer
+from tests.support.service import ServiceProcess, base_config
 from webhook_poller.errors import StoreSchemaError
 from webhook_poller.model import DeliveryStatus, JobState, utcnow
 from webhook_poller.stores import redis as redis_store
@@ -137,6 +138,30 @@ async def test_sqlite_newer_schema_is_refused_at_open(tmp_path: Path):
     tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     con.close()
     assert tables == {"later_layout"}  # nothing of ours written into a layout we do not know
+
+
+def test_service_refuses_to_start_on_a_newer_sqlite_schema(tmp_path: Path):
+    """The service exits at start-up, the log names the store and both versions, and the
+    database is left exactly as it was."""
+    cfg = base_config(tmp_path)
+    path = tmp_path / "jobs.db"
+    con = sqlite3.connect(path)
+    con.execute("PRAGMA user_version = 77")
+    con.commit()
+    con.close()
+    service = ServiceProcess(cfg, tmp_path)
+    with pytest.raises(AssertionError, match="service exited"):
+        service.start()
+    assert service.proc is not None
+    assert service.proc.wait(timeout=20) != 0
+    service.kill()
+    logs = service.logs()
+    assert "StoreSchemaError" in logs
+    assert f"{path} has schema version 77, newer than version" in logs
+    assert user_version(path) == 77
+    con = sqlite3.connect(path)
+    assert con.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
+    con.close()
 
 
 async def add_flag(db: aiosqlite.Connection) -> None:
