@@ -208,14 +208,23 @@ class RedisJobStore(BaseJobStore):
             )
             await script(keys=[], args=args, client=pipe)
         replies = list(await self._call(pipe.execute()))
-        results: list[tuple[Job | None, bool]] = []
-        for job, (created, job_id) in zip(jobs, replies, strict=True):
-            if int(created) == 1:
-                await self._index_tasks([job])
-                results.append((job, True))
-            else:
-                results.append((await self.get(str(job_id)), False))
-        return results
+        made = [int(created) == 1 for created, _ in replies]
+        await self._index_tasks([job for job, new in zip(jobs, made, strict=True) if new])
+        holders = [str(job_id) for (_, job_id), new in zip(replies, made, strict=True) if not new]
+        known: dict[str, Job | None] = {}
+        if holders:  # the jobs that already held a key, in one more round trip
+            reads = self.r.pipeline(transaction=False)
+            for job_id in holders:
+                reads.hgetall(self.keys.job(job_id))
+            rows = await self._call(reads.execute())
+            known = {
+                job_id: self._job(fields) if fields else None
+                for job_id, fields in zip(holders, rows, strict=True)
+            }
+        return [
+            (job, True) if new else (known[str(job_id)], False)
+            for job, new, (_, job_id) in zip(jobs, made, replies, strict=True)
+        ]
 
     async def get(self, job_id: str) -> Job | None:
         fields = await self._call(self.r.hgetall(self.keys.job(job_id)))
