@@ -9,6 +9,9 @@ COMPLETED is not success until the result is read: the result is the model's out
 ``error_type`` / ``X-Fal-Error-Type`` (request_timeout, runner_disconnected).
 
 Media lives on ``v3.fal.media`` (another host): fetched without the key.
+
+Generations start with ``POST /{model id}`` (``POST /generate``): the body is the model's
+input, the answer ``{request_id, status_url, response_url, cancel_url}``.
 """
 
 from __future__ import annotations
@@ -18,17 +21,26 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import httpx
+from pydantic import BaseModel, ConfigDict, Field
 
 from webhook_poller.adapters import _provider_http as ph
 from webhook_poller.adapters import _signatures
 from webhook_poller.adapters.kie import classify_failure, extract_urls
-from webhook_poller.errors import ProviderTaskFailed, ProviderUnavailable, UnrecognizedResponse
+from webhook_poller.errors import (
+    ProviderTaskFailed,
+    ProviderUnavailable,
+    SubmissionUncertain,
+    UnrecognizedResponse,
+)
 from webhook_poller.interfaces import (
     CallbackHint,
+    GenerationRequest,
+    ModelCapabilities,
     PluginContext,
     PollResult,
     PollStatus,
     ProviderTask,
+    SubmitResult,
 )
 from webhook_poller.model import ErrorCode
 from webhook_poller.options import ProviderOptions
@@ -146,6 +158,53 @@ def result_urls(body: Any) -> list[str]:
     return list(dict.fromkeys(urls))
 
 
+class FalGenerateOptions(BaseModel):
+    """``options`` of the Veo 3 apps on fal (their input schema)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    negative_prompt: str | None = Field(default=None, max_length=2000)
+    generate_audio: bool | None = None
+    seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
+
+
+#: fal-ai/veo3 (and /fast): aspect_ratio 16:9 | 9:16, duration "4s" | "6s" | "8s",
+#: resolution 720p | 1080p; the image-to-video apps take one ``image_url``.
+_VEO_TEXT = ModelCapabilities(
+    durations_s=(4, 6, 8), aspect_ratios=("16:9", "9:16"), resolutions=("720p", "1080p")
+)
+_VEO_IMAGE = ModelCapabilities(
+    durations_s=(4, 6, 8),
+    aspect_ratios=("auto", "16:9", "9:16"),
+    resolutions=("720p", "1080p"),
+    min_images=1,
+    max_images=1,
+)
+
+
+def read_queued(response: httpx.Response) -> SubmitResult:
+    """The queue's answer to a submit: the request id, or which kind of failure."""
+    status = response.status_code
+    if status >= 500:
+        raise SubmissionUncertain(f"HTTP {status} on submit", provider=NAME)
+    ph.check_http_status(response, provider=NAME)
+    try:
+        body = json.loads(response.content)
+    except ValueError:
+        raise SubmissionUncertain(
+            f"HTTP {status} with a body that is not JSON", provider=NAME
+        ) from None
+    if status >= 400:
+        items = _errors(body)
+        kind = items[0].get("type") if items else None
+        code = ERROR_TYPES.get(str(kind), ErrorCode.VALIDATION_FAILED)
+        raise ProviderTaskFailed(code, provider=NAME, detail=ph.text_of(body))
+    rid = body.get("request_id") if isinstance(body, Mapping) else None
+    if not isinstance(rid, str) or not rid.strip() or len(rid) > 256:
+        raise SubmissionUncertain("a submit answer without a request_id", provider=NAME)
+    return SubmitResult(task_id=rid.strip())
+
+
 class FalAdapter:
     """Any model on fal's queue (Kling, Veo, Wan, Pika, MiniMax ... as fal apps)."""
 
@@ -155,6 +214,13 @@ class FalAdapter:
     #: fal CDN files do not expire unless the account or the request sets
     #: ``expiration_duration_seconds`` (the docs' example: 86400); assume that day.
     result_link_ttl_s: ClassVar[float] = 86400.0
+    capabilities: ClassVar[Mapping[str, ModelCapabilities]] = {
+        "fal-ai/veo3": _VEO_TEXT,
+        "fal-ai/veo3/fast": _VEO_TEXT,
+        "fal-ai/veo3/image-to-video": _VEO_IMAGE,
+        "fal-ai/veo3/fast/image-to-video": _VEO_IMAGE,
+    }
+    GenerateOptions: ClassVar[type[BaseModel]] = FalGenerateOptions
 
     def __init__(self, options: Mapping[str, Any], context: PluginContext) -> None:
         self.base_url = ph.base_url_from(options, DEFAULT_BASE_URL)
@@ -209,6 +275,42 @@ class FalAdapter:
         if answer is not None:
             return answer
         return self._read_result(await self._get(http, base))
+
+    def create_body(self, request: GenerationRequest) -> dict[str, Any]:
+        body: dict[str, Any] = {"prompt": request.prompt}
+        if request.image_urls:
+            body["image_url"] = request.image_urls[0]
+        if request.aspect_ratio:
+            body["aspect_ratio"] = request.aspect_ratio
+        if request.duration_s is not None:
+            body["duration"] = f"{request.duration_s}s"
+        if request.resolution:
+            body["resolution"] = request.resolution
+        body.update({k: v for k, v in request.options.items() if v is not None})
+        return body
+
+    async def submit(self, request: GenerationRequest, http: httpx.AsyncClient) -> SubmitResult:
+        """``POST /{model id}`` on the queue; the request id is the task id."""
+        ph.require_key(self._api_key, provider=self.name, setting="providers.fal.api_key")
+        path = ph.quote_task_path(request.model, provider=self.name)
+        params = {"fal_webhook": request.callback_url} if request.callback_url else None
+        try:
+            response = await http.post(
+                f"{self.base_url}/{path}",
+                json=self.create_body(request),
+                params=params,
+                headers={"Authorization": f"Key {self._api_key}", "Accept": "application/json"},
+                timeout=self.timeout_s,
+            )
+        except (httpx.ConnectError, httpx.ConnectTimeout):  # nothing reached fal
+            raise ProviderUnavailable(
+                "submit request could not connect", provider=self.name
+            ) from None
+        except httpx.TransportError as exc:  # sent, answer lost: a request may be queued
+            raise SubmissionUncertain(
+                f"submit request failed: {type(exc).__name__}", provider=self.name
+            ) from None
+        return read_queued(response)
 
     def _refused(self, response: httpx.Response, what: str) -> None:
         """HTTP trouble on either call; a typed ``detail`` on the result is the task's end."""

@@ -6,6 +6,11 @@ finished operation holds ``response.generateVideoResponse.generatedSamples[].vid
 ``error {code (gRPC), message}``. A safety block is ``done: true`` with no error and no
 samples, plus ``raiMediaFilteredCount`` / ``raiMediaFilteredReasons``.
 
+Generations start with ``POST /v1beta/models/{model}:predictLongRunning`` (``POST
+/generate``): ``{instances: [{prompt}], parameters: {aspectRatio, resolution,
+durationSeconds, negativePrompt, personGeneration, seed}}`` answers ``{name}``. Input images
+would have to be sent inline as bytes, so none are taken.
+
 The result file lives on the API host and is fetched with the ``x-goog-api-key`` header; a
 redirect to another host is followed without it. Files are kept two days.
 
@@ -20,24 +25,33 @@ import asyncio
 import json
 import re
 from collections.abc import AsyncIterator, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 from urllib.parse import urljoin
 
 import httpx
 import structlog
-from pydantic import SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from webhook_poller import net
 from webhook_poller.adapters import _provider_http as ph
 from webhook_poller.adapters import _signatures
 from webhook_poller.adapters.kie import extract_urls
-from webhook_poller.errors import DownloadError, ProviderTaskFailed, UnrecognizedResponse
+from webhook_poller.errors import (
+    DownloadError,
+    ProviderTaskFailed,
+    ProviderUnavailable,
+    SubmissionUncertain,
+    UnrecognizedResponse,
+)
 from webhook_poller.interfaces import (
     CallbackHint,
+    GenerationRequest,
+    ModelCapabilities,
     PluginContext,
     PollResult,
     PollStatus,
     ProviderTask,
+    SubmitResult,
 )
 from webhook_poller.model import ErrorCode
 from webhook_poller.options import ProviderOptions
@@ -164,6 +178,48 @@ def parse_operation(payload: Any) -> PollResult:
     return PollResult(PollStatus.SUCCEEDED, detail="done without samples")
 
 
+class GeminiGenerateOptions(BaseModel):
+    """``options`` passed through into ``parameters`` of ``predictLongRunning``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    negativePrompt: str | None = Field(default=None, max_length=2000)
+    personGeneration: Literal["allow_all", "allow_adult", "dont_allow"] | None = None
+    seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
+
+
+_VEO_31 = ModelCapabilities(
+    durations_s=(4, 6, 8), aspect_ratios=("16:9", "9:16"), resolutions=("720p", "1080p")
+)
+_VEO_30 = ModelCapabilities(
+    durations_s=(8,), aspect_ratios=("16:9", "9:16"), resolutions=("720p", "1080p")
+)
+
+
+def _read_operation_started(response: httpx.Response) -> SubmitResult:
+    """The answer to ``predictLongRunning``: the operation name, or which failure."""
+    status = response.status_code
+    body = _mapping(_safe_json(response)) or {}
+    error = _mapping(body.get("error")) or {}
+    message = ph.text_of(error.get("message"), error.get("status"))
+    if status == 429:  # RESOURCE_EXHAUSTED: refused, nothing started
+        ph.check_http_status(response, provider=NAME)
+    if status >= 500:
+        raise SubmissionUncertain(f"HTTP {status} on create", provider=NAME)
+    if status == 400 and (_AUTH.search(message) or "API_KEY" in json.dumps(error)):
+        raise ProviderTaskFailed(ErrorCode.AUTH_FAILED, provider=NAME, detail=message)
+    ph.check_http_status(response, provider=NAME)
+    if status >= 400:
+        code = classify_error(_as_int(error.get("code")), message)
+        if code is ErrorCode.UNKNOWN_PROVIDER_ERROR and status in (400, 404):
+            code = ErrorCode.VALIDATION_FAILED
+        raise ProviderTaskFailed(code, provider=NAME, detail=message or f"HTTP {status}")
+    name = body.get("name")
+    if not isinstance(name, str) or not name.strip() or len(name) > 512:
+        raise SubmissionUncertain("a create answer without an operation name", provider=NAME)
+    return SubmitResult(task_id=name.strip())
+
+
 class GeminiAdapter:
     """Veo through the Gemini API (``generativelanguage.googleapis.com``)."""
 
@@ -172,6 +228,13 @@ class GeminiAdapter:
     Options: ClassVar[type[ProviderOptions]] = GeminiOptions
     #: "Videos are stored on the server for 2 days".
     result_link_ttl_s: ClassVar[float] = 172800.0
+    capabilities: ClassVar[Mapping[str, ModelCapabilities]] = {
+        "veo-3.1-generate-preview": _VEO_31,
+        "veo-3.1-fast-generate-preview": _VEO_31,
+        "veo-3.0-generate-001": _VEO_30,
+        "veo-3.0-fast-generate-001": _VEO_30,
+    }
+    GenerateOptions: ClassVar[type[BaseModel]] = GeminiGenerateOptions
 
     def __init__(self, options: Mapping[str, Any], context: PluginContext) -> None:
         self.base_url = ph.base_url_from(options, DEFAULT_BASE_URL)
@@ -271,6 +334,44 @@ class GeminiAdapter:
                 detail=message or f"HTTP {status}",
             )
         return parse_operation(body)
+
+    # --- submit -------------------------------------------------------------------------
+
+    def create_body(self, request: GenerationRequest) -> dict[str, Any]:
+        parameters: dict[str, Any] = {}
+        if request.aspect_ratio:
+            parameters["aspectRatio"] = request.aspect_ratio
+        if request.resolution:
+            parameters["resolution"] = request.resolution
+        if request.duration_s is not None:
+            parameters["durationSeconds"] = request.duration_s
+        parameters.update({k: v for k, v in request.options.items() if v is not None})
+        body: dict[str, Any] = {"instances": [{"prompt": request.prompt}]}
+        if parameters:
+            body["parameters"] = parameters
+        return body
+
+    async def submit(self, request: GenerationRequest, http: httpx.AsyncClient) -> SubmitResult:
+        """``POST /v1beta/models/{model}:predictLongRunning``; the operation name is the id."""
+        ph.require_key(self._api_key, provider=self.name, setting="providers.gemini.api_key")
+        model = request.model.strip().removeprefix("models/")
+        path = ph.quote_task_path(model, provider=self.name)
+        try:
+            response = await http.post(
+                f"{self.base_url}/v1beta/models/{path}:predictLongRunning",
+                json=self.create_body(request),
+                headers={"x-goog-api-key": self._api_key, "Accept": "application/json"},
+                timeout=self.timeout_s,
+            )
+        except (httpx.ConnectError, httpx.ConnectTimeout):  # nothing reached Google
+            raise ProviderUnavailable(
+                "create request could not connect", provider=self.name
+            ) from None
+        except httpx.TransportError as exc:  # sent, answer lost: an operation may exist
+            raise SubmissionUncertain(
+                f"create request failed: {type(exc).__name__}", provider=self.name
+            ) from None
+        return _read_operation_started(response)
 
     # --- download: the key goes only to the API host ------------------------------------
 

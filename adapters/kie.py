@@ -16,24 +16,33 @@ thumbnails are not results.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import httpx
-from pydantic import SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from webhook_poller.adapters import _signatures
-from webhook_poller.errors import ProviderTaskFailed, ProviderUnavailable, UnrecognizedResponse
+from webhook_poller.errors import (
+    ProviderTaskFailed,
+    ProviderUnavailable,
+    SubmissionUncertain,
+    UnrecognizedResponse,
+)
 from webhook_poller.interfaces import (
     CallbackHint,
+    GenerationRequest,
+    ModelCapabilities,
     PluginContext,
     PollResult,
     PollStatus,
     ProviderTask,
+    SubmitResult,
 )
 from webhook_poller.model import ErrorCode
 from webhook_poller.options import PluginOptions, ProviderOptions
@@ -355,6 +364,105 @@ def parse_kie_callback(body: bytes) -> CallbackHint | None:
     return CallbackHint(task_id=task_id, status=status)
 
 
+def read_create_answer(response: httpx.Response, provider: str) -> SubmitResult:
+    """A create call's answer: the new task id, or which kind of failure it was.
+
+    Only answers that certainly started nothing are ``ProviderUnavailable`` (429, which KIE
+    rejects without queueing; 455 maintenance); a 5xx or an unreadable 200 may hide a task
+    that was started, so it is ``SubmissionUncertain``.
+    """
+    status = response.status_code
+    if status == 429:
+        raise ProviderUnavailable(
+            "HTTP 429 on create",
+            provider=provider,
+            rate_limited=True,
+            retry_after_s=retry_after_s(response),
+        )
+    if status in (401, 403):
+        raise ProviderTaskFailed(ErrorCode.AUTH_FAILED, provider=provider, detail=f"HTTP {status}")
+    if status == 402:
+        raise ProviderTaskFailed(
+            ErrorCode.INSUFFICIENT_CREDITS, provider=provider, detail="HTTP 402"
+        )
+    if status >= 500:
+        raise SubmissionUncertain(f"HTTP {status} on create", provider=provider)
+    try:
+        body = response.json()
+    except ValueError:
+        raise SubmissionUncertain(
+            f"HTTP {status} with a body that is not JSON", provider=provider
+        ) from None
+    if not isinstance(body, Mapping):
+        raise SubmissionUncertain("the create answer is not a JSON object", provider=provider)
+    return _read_create_body(body, status, provider)
+
+
+def _read_create_body(body: Mapping[str, Any], status: int, provider: str) -> SubmitResult:
+    code = _as_int(body.get("code"))
+    if code is None and status >= 400:
+        code = status
+    message = _text(body.get("msg"), body.get("message"))[:300]
+    if code == 429:
+        raise ProviderUnavailable(
+            "rate limited", provider=provider, detail=message, rate_limited=True
+        )
+    if code == 455:
+        raise ProviderUnavailable("provider maintenance", provider=provider, detail=message)
+    if code in (401, 403):
+        raise ProviderTaskFailed(ErrorCode.AUTH_FAILED, provider=provider, detail=message)
+    if code == 402:
+        raise ProviderTaskFailed(ErrorCode.INSUFFICIENT_CREDITS, provider=provider, detail=message)
+    if code is not None and code >= 500:
+        raise SubmissionUncertain(f"provider code {code} on create", provider=provider)
+    if code is not None and code != 200:
+        kind = classify_failure(code, message)
+        if kind is ErrorCode.UNKNOWN_PROVIDER_ERROR and code in (400, 422):
+            kind = ErrorCode.VALIDATION_FAILED
+        raise ProviderTaskFailed(kind, provider=provider, detail=message)
+    data = body.get("data")
+    task_id = data.get("taskId") if isinstance(data, Mapping) else None
+    if not isinstance(task_id, str) or not task_id.strip() or len(task_id) > 256:
+        raise SubmissionUncertain("an ok create answer without a usable taskId", provider=provider)
+    return SubmitResult(task_id=task_id.strip(), detail=message or None)
+
+
+class VeoOptions(BaseModel):
+    """``options`` a Veo generation passes through to ``/api/v1/veo/generate``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    generationType: (
+        Literal["TEXT_2_VIDEO", "FIRST_AND_LAST_FRAMES_2_VIDEO", "REFERENCE_2_VIDEO"] | None
+    ) = None
+    enableTranslation: bool | None = None
+    watermark: str | None = Field(default=None, max_length=100)
+    seeds: int | None = Field(default=None, ge=10000, le=99999)
+
+
+class MarketOptions(BaseModel):
+    """``options`` a Market (Sora 2) generation passes through inside ``input``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    remove_watermark: bool | None = None
+    character_id_list: list[str] | None = Field(default=None, max_length=5)
+
+
+_VEO = ModelCapabilities(
+    durations_s=(8,),
+    aspect_ratios=("16:9", "9:16", "Auto"),
+    resolutions=("720p", "1080p", "4k"),
+    max_images=3,
+)
+_SORA_TEXT = ModelCapabilities(durations_s=(10, 15), aspect_ratios=("16:9", "9:16"))
+_SORA_IMAGE = ModelCapabilities(
+    durations_s=(10, 15), aspect_ratios=("16:9", "9:16"), min_images=1, max_images=1
+)
+_SORA_SIZES = ("standard", "high")
+_SORA_ASPECT = {"16:9": "landscape", "9:16": "portrait"}
+
+
 class KieOptions(ProviderOptions):
     """``providers.kie``, shared by Veo and Market: the keys every provider family knows
     (``base_url``, ``api_key``, ``min_interval_s``, ``max_requests_per_s``, ``timeout_s``,
@@ -372,8 +480,13 @@ class _KieAdapter:
     config_section = "kie"
     Options: ClassVar[type[PluginOptions]] = KieOptions
     path = ""
+    create_path = ""
     #: The Market page: result URLs "typically expire after 24 hours".
     result_link_ttl_s: ClassVar[float] = 86400.0
+    #: KIE: 20 new generation requests per 10 s per account (a 429 is rejected, not queued).
+    submit_budget: ClassVar[tuple[int, float]] = (20, 10.0)
+    capabilities: ClassVar[Mapping[str, ModelCapabilities]] = {}
+    GenerateOptions: ClassVar[type[BaseModel]] = BaseModel
 
     def __init__(self, options: Mapping[str, Any], context: PluginContext) -> None:
         self.base_url = str(options.get("base_url") or "https://api.kie.ai").rstrip("/")
@@ -460,12 +573,75 @@ class _KieAdapter:
             body = {"code": status, "msg": str(body)[:300]}
         return parse_kie_payload(body)
 
+    def create_body(self, request: GenerationRequest) -> dict[str, Any]:
+        raise NotImplementedError
+
+    async def submit(self, request: GenerationRequest, http: httpx.AsyncClient) -> SubmitResult:
+        """Start one generation; see :class:`~webhook_poller.interfaces.Submits`."""
+        if not self._api_key:
+            raise ProviderTaskFailed(
+                ErrorCode.AUTH_FAILED,
+                provider=self.name,
+                detail="no KIE API key configured (providers.kie.api_key)",
+            )
+        try:
+            response = await http.post(
+                f"{self.base_url}{self.create_path}",
+                json=self.create_body(request),
+                headers={"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"},
+                timeout=self.timeout_s,
+            )
+        except (httpx.ConnectError, httpx.ConnectTimeout):  # nothing reached KIE
+            raise ProviderUnavailable(
+                "create request could not connect", provider=self.name
+            ) from None
+        except httpx.TransportError as exc:  # sent, answer lost: a task may exist
+            raise SubmissionUncertain(
+                f"create request failed: {type(exc).__name__}", provider=self.name
+            ) from None
+        return read_create_answer(response, self.name)
+
 
 class KieVeoAdapter(_KieAdapter):
     """Veo 3 / 3.1 tasks: ``GET /api/v1/veo/record-info?taskId=``."""
 
     name = "kie-veo"
     path = "/api/v1/veo/record-info"
+    create_path = "/api/v1/veo/generate"
+    capabilities: ClassVar[Mapping[str, ModelCapabilities]] = {
+        "veo3": _VEO,
+        "veo3_fast": _VEO,
+        "veo3_lite": _VEO,
+    }
+    GenerateOptions: ClassVar[type[BaseModel]] = VeoOptions
+
+    def create_body(self, request: GenerationRequest) -> dict[str, Any]:
+        options = dict(request.options)
+        kind = options.pop("generationType", None)
+        if kind is None:
+            images = len(request.image_urls)
+            kind = (
+                "TEXT_2_VIDEO"
+                if not images
+                else "REFERENCE_2_VIDEO"
+                if images > 2
+                else "FIRST_AND_LAST_FRAMES_2_VIDEO"
+            )
+        body: dict[str, Any] = {
+            "prompt": request.prompt,
+            "model": request.model,
+            "generationType": kind,
+        }
+        if request.image_urls:
+            body["imageUrls"] = list(request.image_urls)
+        if request.aspect_ratio:
+            body["aspect_ratio"] = request.aspect_ratio
+        if request.resolution:
+            body["resolution"] = request.resolution
+        if request.callback_url:
+            body["callBackUrl"] = request.callback_url
+        body.update({k: v for k, v in options.items() if v is not None})
+        return body
 
 
 class KieMarketAdapter(_KieAdapter):
@@ -473,3 +649,27 @@ class KieMarketAdapter(_KieAdapter):
 
     name = "kie-market"
     path = "/api/v1/jobs/recordInfo"
+    create_path = "/api/v1/jobs/createTask"
+    capabilities: ClassVar[Mapping[str, ModelCapabilities]] = {
+        "sora-2-text-to-video": _SORA_TEXT,
+        "sora-2-image-to-video": _SORA_IMAGE,
+        "sora-2-pro-text-to-video": dataclasses.replace(_SORA_TEXT, resolutions=_SORA_SIZES),
+        "sora-2-pro-image-to-video": dataclasses.replace(_SORA_IMAGE, resolutions=_SORA_SIZES),
+    }
+    GenerateOptions: ClassVar[type[BaseModel]] = MarketOptions
+
+    def create_body(self, request: GenerationRequest) -> dict[str, Any]:
+        data: dict[str, Any] = {"prompt": request.prompt}
+        if request.image_urls:
+            data["image_urls"] = list(request.image_urls)
+        if request.aspect_ratio:
+            data["aspect_ratio"] = _SORA_ASPECT.get(request.aspect_ratio, request.aspect_ratio)
+        if request.duration_s is not None:
+            data["n_frames"] = str(request.duration_s)
+        if request.resolution:
+            data["size"] = request.resolution
+        data.update({k: v for k, v in request.options.items() if v is not None})
+        body: dict[str, Any] = {"model": request.model, "input": data}
+        if request.callback_url:
+            body["callBackUrl"] = request.callback_url
+        return body

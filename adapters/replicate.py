@@ -1,4 +1,5 @@
-"""Replicate predictions: ``GET /v1/predictions/{id}``.
+"""Replicate predictions: ``GET /v1/predictions/{id}``; generations start with
+``POST /v1/models/{owner}/{name}/predictions {input}`` (``POST /generate``).
 
 ``status`` is starting | processing | succeeded | failed | canceled | aborted (``aborted``:
 the deadline passed before the prediction started; most SDK enums miss it). ``output``
@@ -18,18 +19,26 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import httpx
-from pydantic import SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from webhook_poller.adapters import _provider_http as ph
 from webhook_poller.adapters import _signatures
 from webhook_poller.adapters.kie import classify_failure, extract_urls
-from webhook_poller.errors import ProviderTaskFailed, ProviderUnavailable, UnrecognizedResponse
+from webhook_poller.errors import (
+    ProviderTaskFailed,
+    ProviderUnavailable,
+    SubmissionUncertain,
+    UnrecognizedResponse,
+)
 from webhook_poller.interfaces import (
     CallbackHint,
+    GenerationRequest,
+    ModelCapabilities,
     PluginContext,
     PollResult,
     PollStatus,
     ProviderTask,
+    SubmitResult,
 )
 from webhook_poller.model import ErrorCode
 from webhook_poller.options import ProviderOptions
@@ -136,6 +145,56 @@ def _throttled(response: httpx.Response) -> ProviderUnavailable:
     )
 
 
+class ReplicateGenerateOptions(BaseModel):
+    """``options`` of a Veo generation on Replicate (the model's input schema)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    negative_prompt: str | None = Field(default=None, max_length=2000)
+    generate_audio: bool | None = None
+    seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
+
+
+#: google/veo-3 and veo-3-fast input schemas: aspect_ratio 16:9 | 9:16, duration 4 | 6 | 8,
+#: resolution 720p | 1080p, one start image.
+_VEO = ModelCapabilities(
+    durations_s=(4, 6, 8),
+    aspect_ratios=("16:9", "9:16"),
+    resolutions=("720p", "1080p"),
+    max_images=1,
+)
+
+
+def read_created(response: httpx.Response) -> SubmitResult:
+    """The answer to a create call: the prediction's id, or which kind of failure."""
+    status = response.status_code
+    if status == 429:  # throttled: the prediction was not created
+        if "retry-after" not in response.headers:
+            raise _throttled(response)
+        ph.check_http_status(response, provider=NAME)
+    if status >= 500:
+        raise SubmissionUncertain(f"HTTP {status} on create", provider=NAME)
+    ph.check_http_status(response, provider=NAME)
+    try:
+        body = json.loads(response.content)
+    except ValueError:
+        raise SubmissionUncertain(
+            f"HTTP {status} with a body that is not JSON", provider=NAME
+        ) from None
+    detail = ph.text_of(body.get("detail") if isinstance(body, Mapping) else body)
+    if status >= 400:
+        code = ErrorCode.VALIDATION_FAILED if status in (400, 404, 422) else None
+        raise ProviderTaskFailed(
+            code or classify_failure(status, detail),
+            provider=NAME,
+            detail=f"HTTP {status}: {detail}",
+        )
+    pid = body.get("id") if isinstance(body, Mapping) else None
+    if not isinstance(pid, str) or not pid.strip() or len(pid) > 256:
+        raise SubmissionUncertain("a create answer without a prediction id", provider=NAME)
+    return SubmitResult(task_id=pid.strip())
+
+
 class ReplicateAdapter:
     """Replicate predictions (any model: Veo, Kling, Wan, Hailuo ... hosted there)."""
 
@@ -144,6 +203,13 @@ class ReplicateAdapter:
     Options: ClassVar[type[ProviderOptions]] = ReplicateOptions
     #: "API inputs, outputs, files and logs are removed after 1 hour".
     result_link_ttl_s: ClassVar[float] = 3600.0
+    #: Replicate: create prediction at 600 requests per minute.
+    submit_budget: ClassVar[tuple[int, float]] = (600, 60.0)
+    capabilities: ClassVar[Mapping[str, ModelCapabilities]] = {
+        "google/veo-3": _VEO,
+        "google/veo-3-fast": _VEO,
+    }
+    GenerateOptions: ClassVar[type[BaseModel]] = ReplicateGenerateOptions
 
     def __init__(self, options: Mapping[str, Any], context: PluginContext) -> None:
         self.base_url = ph.base_url_from(options, DEFAULT_BASE_URL)
@@ -207,6 +273,44 @@ class ReplicateAdapter:
                 detail=f"HTTP {response.status_code}: {detail}",
             )
         return parse_prediction(body)
+
+    def create_body(self, request: GenerationRequest) -> dict[str, Any]:
+        data: dict[str, Any] = {"prompt": request.prompt}
+        if request.image_urls:
+            data["image"] = request.image_urls[0]
+        if request.aspect_ratio:
+            data["aspect_ratio"] = request.aspect_ratio
+        if request.duration_s is not None:
+            data["duration"] = request.duration_s
+        if request.resolution:
+            data["resolution"] = request.resolution
+        data.update({k: v for k, v in request.options.items() if v is not None})
+        body: dict[str, Any] = {"input": data}
+        if request.callback_url:
+            body["webhook"] = request.callback_url
+            body["webhook_events_filter"] = ["completed"]
+        return body
+
+    async def submit(self, request: GenerationRequest, http: httpx.AsyncClient) -> SubmitResult:
+        """``POST /v1/models/{owner}/{name}/predictions``; the prediction id is the task id."""
+        ph.require_key(self._api_key, provider=self.name, setting="providers.replicate.api_key")
+        path = ph.quote_task_path(request.model, provider=self.name)
+        try:
+            response = await http.post(
+                f"{self.base_url}/v1/models/{path}/predictions",
+                json=self.create_body(request),
+                headers={"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"},
+                timeout=self.timeout_s,
+            )
+        except (httpx.ConnectError, httpx.ConnectTimeout):  # nothing reached Replicate
+            raise ProviderUnavailable(
+                "create request could not connect", provider=self.name
+            ) from None
+        except httpx.TransportError as exc:  # sent, answer lost: a prediction may exist
+            raise SubmissionUncertain(
+                f"create request failed: {type(exc).__name__}", provider=self.name
+            ) from None
+        return read_created(response)
 
 
 __all__ = ["ReplicateAdapter", "ReplicateOptions", "parse_prediction"]

@@ -63,8 +63,9 @@ def redis_server(path: Path) -> Iterator[RedisServer]:
 
 
 @contextlib.contextmanager
-def service(config: dict, path: Path) -> Iterator[ServiceProcess]:
-    proc = ServiceProcess(config, path).start(timeout=60)
+def service(config: dict, path: Path, workers: int = 1) -> Iterator[ServiceProcess]:
+    """The service's CLI; ``workers`` > 1 runs ``serve --workers N`` (supervisor + N)."""
+    proc = ServiceProcess(config, path, workers=workers).start(timeout=60)
     try:
         yield proc
     finally:
@@ -149,6 +150,13 @@ def rss_mb(pid: int) -> float:
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def service_cpu_seconds(svc: ServiceProcess) -> float:
+    """CPU seconds of the service: its process and, with workers, every worker."""
+    assert svc.proc is not None
+    pids = [svc.proc.pid, *(svc.worker_pids() if svc.workers > 1 else [])]
+    return sum(cpu_seconds(pid) for pid in pids)
 
 
 def median(values: list[float]) -> float:

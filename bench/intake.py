@@ -7,11 +7,13 @@ and the service/baseline ratios. Every service answer is a 200 for a new job tha
 the store (WAL commit, or AOF fsync) before the answer is written.
 
     python -m bench.intake --rounds 5 --seconds 10
+    python -m bench.intake --rounds 5 --seconds 10 --workers 1,2   # serve --workers N too
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 
 import httpx
 
@@ -26,19 +28,29 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--workers", default="1", help="comma list of serve --workers N")
     args = parser.parse_args()
-    runs: dict[str, list[dict]] = {"bare starlette": [], "sqlite": [], "redis": []}
+    counts = [int(w) for w in args.workers.split(",")]
 
-    with (
-        harness.workdir("intake") as path,
-        harness.redis_server(path) as redis,
-        harness.python_server("bench.bare_app") as (bare_url, _),
-        harness.service(harness.service_config(path / "s", "sqlite", **QUIET), path) as sq,
-        harness.service(
-            harness.service_config(path / "r", "redis", redis.url, **QUIET), path
-        ) as rd,
-    ):
-        targets = {"bare starlette": bare_url, "sqlite": sq.url, "redis": rd.url}
+    def label(store: str, workers: int) -> str:
+        return store if counts == [1] else f"{store}, {workers} worker{'s' * (workers > 1)}"
+
+    with contextlib.ExitStack() as stack:
+        path = stack.enter_context(harness.workdir("intake"))
+        redis = stack.enter_context(harness.redis_server(path))
+        bare_url, _ = stack.enter_context(harness.python_server("bench.bare_app"))
+        services = {}
+        for w in counts:
+            sq_cfg = harness.service_config(path / f"s{w}", "sqlite", **QUIET)
+            services[label("sqlite", w)] = stack.enter_context(harness.service(sq_cfg, path, w))
+        for w in counts:
+            # each worker count on its own Redis database
+            rd_cfg = harness.service_config(
+                path / f"r{w}", "redis", redis.url.rsplit("/", 1)[0] + f"/{w}", **QUIET
+            )
+            services[label("redis", w)] = stack.enter_context(harness.service(rd_cfg, path, w))
+        targets = {"bare starlette": bare_url} | {n: s.url for n, s in services.items()}
+        runs: dict[str, list[dict]] = {name: [] for name in targets}
         for name, url in targets.items():  # warm-up
             harness.wrk(url, seconds=2, connections=args.connections, prefix=f"w{name[0]}")
         for n in range(args.rounds):
@@ -53,10 +65,7 @@ def main() -> None:
                     raise SystemExit(f"{name}: {result}")
                 runs[name].append(result)
                 print(name, result, flush=True)
-        stored = {
-            name: httpx.get(f"{svc.url}/metrics").text
-            for name, svc in (("sqlite", sq), ("redis", rd))
-        }
+        stored = {name: httpx.get(f"{svc.url}/metrics").text for name, svc in services.items()}
     base_rps = harness.median([r["rps"] for r in runs["bare starlette"]])
     rows = []
     for name, results in runs.items():

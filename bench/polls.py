@@ -9,6 +9,7 @@ quantiles interpolated inside the histogram buckets as Prometheus does), plus th
 CPU time from /proc. A fresh service, store and provider per level.
 
     python -m bench.polls --levels 250,500,1000,1500 --interval 2 --window 10
+    python -m bench.polls --levels 500,1000,1500 --workers 1,2   # serve --workers N, in turn
 """
 
 from __future__ import annotations
@@ -49,33 +50,34 @@ def config(path, store: str, redis_url: str | None, provider_url: str, interval:
     )
 
 
-def measure(store: str, level: int, interval: float, window: float) -> dict:
+def measure(store: str, level: int, interval: float, window: float, workers: int = 1) -> dict:
     jobs = int(level * interval)
     with (
         harness.workdir("polls") as path,
         harness.redis_server(path) as redis,
-        harness.python_server("bench.fast_provider") as (provider_url, _),
+        harness.python_server("bench.fast_provider") as (provider_url, provider),
     ):
         cfg = config(path / "svc", store, redis.url, provider_url, interval)
-        with harness.service(cfg, path) as svc:
+        with harness.service(cfg, path, workers) as svc:
             bodies = [
                 {"sessionId": f"s{i % 100}", "taskId": f"never-{i}", "model": "veo3"}
                 for i in range(jobs)
             ]
             harness.post_jobs(svc.url, bodies)
             time.sleep(2 * interval + 1)
-            pid = svc.proc.pid
+            pcpu0 = harness.cpu_seconds(provider.pid)
             before, cpu0, t0 = (
                 httpx.get(f"{svc.url}/metrics").text,
-                harness.cpu_seconds(pid),
+                harness.service_cpu_seconds(svc),
                 time.monotonic(),
             )
             time.sleep(window)
             after, cpu1, t1 = (
                 httpx.get(f"{svc.url}/metrics").text,
-                harness.cpu_seconds(pid),
+                harness.service_cpu_seconds(svc),
                 time.monotonic(),
             )
+            pcpu1 = harness.cpu_seconds(provider.pid)
     polls = harness.counter_total(after, "webhook_poller_polls_total") - harness.counter_total(
         before, "webhook_poller_polls_total"
     )
@@ -85,12 +87,15 @@ def measure(store: str, level: int, interval: float, window: float) -> dict:
     p50, p99 = harness.quantile(late, 0.5), harness.quantile(late, 0.99)
     return {
         "store": store,
+        "workers": workers,
         "jobs": jobs,
         "offered polls/s": float(level),
         "polls/s": polls / (t1 - t0),
         "lateness p50 ms": (p50 or 0) * 1000,
         "lateness p99 ms": (p99 or 0) * 1000,
         "service CPU %": 100 * (cpu1 - cpu0) / (t1 - t0),
+        # the provider is one Python process too: near 100 % it, not the service, is the bound
+        "provider CPU %": 100 * (pcpu1 - pcpu0) / (t1 - t0),
     }
 
 
@@ -100,13 +105,15 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=2.0)
     parser.add_argument("--window", type=float, default=10.0)
     parser.add_argument("--stores", default="sqlite,redis")
+    parser.add_argument("--workers", default="1", help="comma list of serve --workers N")
     args = parser.parse_args()
     rows = []
     for store in args.stores.split(","):
         for level in (int(x) for x in args.levels.split(",")):
-            row = measure(store, level, args.interval, args.window)
-            print(row, flush=True)
-            rows.append(row)
+            for workers in (int(w) for w in args.workers.split(",")):
+                row = measure(store, level, args.interval, args.window, workers)
+                print(row, flush=True)
+                rows.append(row)
     harness.report(
         f"Polls against a local provider, interval {args.interval:g} s, window {args.window:g} s",
         rows,

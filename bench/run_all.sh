@@ -11,3 +11,6 @@ $PY -m bench.inflight --jobs 100000
 $PY -m bench.scale --jobs 2000 --rounds 3
 $PY -m bench.sse_dashboards --streams 50 --rounds 3
 $PY -m bench.s3_upload --mb 1024 --rounds 2
+$PY -m bench.intake --rounds 3 --seconds 10 --workers 1,2
+$PY -m bench.polls --levels 500,1000,1500 --workers 1,2
+$PY -m bench.sqlite_lock --rounds 3 --seconds 5

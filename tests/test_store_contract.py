@@ -281,3 +281,30 @@ def test_codec_round_trip():
     """Encoding a job to a dict and back loses nothing."""
     job = make_job(context={"a": 1}, callback_url="https://example.com/x")
     assert job_from_dict(job_to_dict(job)) == job
+
+
+async def test_generated_job_keeps_its_request_and_dedupes_on_idempotency_key(store):
+    """A /generate job (no task id yet) reads back with its request, intent and task list,
+    and a second job with the same Idempotency-Key hash gets the first one back."""
+    job = make_job(
+        task_id="",
+        state=JobState.SUBMITTING,
+        request={"prompt": "fox", "count": 2, "options": {"seeds": 12345}},
+        request_hash="h1",
+        idempotency_key="k" * 64,
+        task_ids=("t-a",),
+        submit_intent=1,
+        retry_of="job_old",
+        attempt_number=2,
+    )
+    _stored, created = await store.create(job)
+    assert created
+    loaded = await store.get(job.id)
+    assert loaded is not None and job_to_dict(loaded) == job_to_dict(job)
+    twin = dataclasses.replace(job, id="job_twin", request_hash="h2")
+    again, created_again = await store.create(twin)
+    assert not created_again and again.id == job.id and again.request_hash == "h1"
+    other, created_other = await store.create(make_job(task_id="", request={"prompt": "x"}))
+    assert created_other, "without a key every generated job is its own"
+    claimed = await store.claim_due("w", utcnow(), 30, 10)
+    assert {j.id for j in claimed} >= {job.id, other.id}

@@ -34,7 +34,7 @@ from starlette.responses import (
 )
 from starlette.routing import Match, Mount, Route
 
-from . import downloads, guard, inputs, lifecycle, live, net, push
+from . import downloads, generate, guard, inputs, lifecycle, live, net, push
 from . import metrics as metrics_mod
 from .config import Settings
 from .errors import (
@@ -369,6 +369,74 @@ class Api:
             self.scheduler.poke()
         return JSONResponse({"ok": True})
 
+    # --- generate ----------------------------------------------------------------------
+
+    async def generate(self, request: Request) -> Response:
+        """Check a generation request, store its job durably, answer; the scheduler submits."""
+        self.check_auth(request)
+        svc = self.svc
+        key = generate.idempotency_hash(request.headers.get("idempotency-key"))
+        data = await self.read_object(request)
+        session_id = _required_str(data, "sessionId")
+        model = _required_str(data, "model")
+        provider = self._provider(_pick(data, "provider")) or svc.router.adapter_for(model)
+        if provider is None:
+            models = generate.generatable_models(svc)
+            raise RequestRejected(
+                f"unknown model {model!r}; models that can be generated: {', '.join(models)}",
+                field="model",
+                extra={"allowed": models},
+            )
+        adapter, caps = generate.submitting_adapter(svc, provider, model)
+        checked = generate.check_request(data, adapter, caps, model)
+        missing = svc.missing_credentials(provider)
+        if missing:
+            raise RequestRejected(
+                f"model {model!r} goes to provider {provider!r}, which has no API key; "
+                f"set {missing}",
+                field="model",
+                code="provider_not_configured",
+                extra={"missingKey": missing},
+            )
+        callback = self._callback(_pick(data, "callbackUrl"))
+        context = _json_object(
+            _pick(data, "context"), "context", self.settings.server.max_context_bytes
+        )
+        job = generate.new_job(
+            session_id=session_id,
+            model=model,
+            provider=provider,
+            request=checked,
+            callback_url=callback,
+            context=context,
+            idempotency_key=key,
+            now=utcnow(),
+        )
+        stored, created = await self._store_call(svc.store.create(job))
+        if not created:
+            generate.check_replay(stored, job)
+        elif self.scheduler is not None:
+            self.scheduler.poke()
+            svc.changes.notify()
+        if created:
+            log.info(
+                "job_accepted",
+                job_id=stored.id,
+                session_id=stored.session_id,
+                model=model,
+                provider=provider,
+                count=checked["count"],
+            )
+        return JSONResponse(
+            {
+                "ok": True,
+                "jobId": stored.id,
+                "status": stored.state.value,
+                "statusUrl": status_url(stored, self.settings.server.base_url()),
+                "alreadyKnown": not created,
+            }
+        )
+
     # --- jobs --------------------------------------------------------------------------
 
     async def job_status(self, request: Request) -> Response:
@@ -500,7 +568,19 @@ class Api:
         return await self._act(request, lifecycle.cancel)
 
     async def retry_job(self, request: Request) -> Response:
-        return await self._act(request, lifecycle.retry)
+        """A job we submitted is generated again as a new job; a poll-only job is re-queued."""
+        self.check_auth(request)
+        job = await self.get_job(request.path_params["job_id"])
+        key = generate.idempotency_hash(request.headers.get("idempotency-key"))
+        new, action = await self._store_call(generate.retry(self.svc, job.id, key))
+        if self.scheduler is not None:
+            self.scheduler.poke()
+        self.svc.changes.notify()
+        refs = await video_refs(new, self.svc)
+        body = job_json(
+            new, refs, self.settings.server.base_url(), queue_position=await self._position(new)
+        )
+        return JSONResponse({"ok": True, "action": action, **body})
 
     async def _act(self, request: Request, action: lifecycle.Action) -> Response:
         self.check_auth(request)
@@ -895,6 +975,7 @@ def create_app(
     routes: list[Route | Mount] = [
         Route("/poll-video", api.intake, methods=["POST"]),
         Route("/webhook/poll-video", api.intake, methods=["POST"]),
+        Route("/generate", api.generate, methods=["POST"]),
         Route("/", api.dashboard, methods=["GET"]),
         Route("/jobs", api.list_jobs, methods=["GET"]),
         Route("/events", api.all_events, methods=["GET"]),

@@ -1,5 +1,7 @@
 """Command line: ``webhook-poller serve | check-config | init-config`` and ``--version``.
 
+``serve --workers N`` runs N worker processes (default: one per core, ``workers.py``).
+
 Every config error comes out the same way, before anything listens: one line on stderr that
 names the key, exit status 2.
 """
@@ -22,6 +24,7 @@ from .config import Settings, check_listen_safety, load_settings
 from .errors import ConfigError
 from .logging import configure
 from .services import Services, build_services
+from .workers import default_workers, serve_workers
 
 EXIT_CONFIG = 2
 EXAMPLE_CONFIG = "config.example.yaml"
@@ -81,21 +84,25 @@ def http_protocol(head_timeout_s: float) -> type[asyncio.Protocol]:
 
 def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
     """How the service is served; bench/ serves its bare-Starlette baseline the same way."""
+    return uvicorn.Config(app, **uvicorn_options(settings))
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """``uvicorn.Config``'s keywords but the app (``serve --workers`` uses them too)."""
     server = settings.server
-    return uvicorn.Config(
-        app,
-        host=server.host,
-        port=server.port,
-        lifespan="on",
-        http=http_protocol(server.header_timeout_s),
-        timeout_keep_alive=server.keep_alive_timeout_s,
-        limit_concurrency=server.max_connections,
+    return {
+        "host": server.host,
+        "port": server.port,
+        "lifespan": "on",
+        "http": http_protocol(server.header_timeout_s),
+        "timeout_keep_alive": server.keep_alive_timeout_s,
+        "limit_concurrency": server.max_connections,
         # Access logs would print signed video links; our own logs are redacted.
-        access_log=False,
-        log_level=settings.logging.level.lower(),
-        timeout_graceful_shutdown=int(settings.server.shutdown_grace_s) + 5,
-        proxy_headers=True,
-    )
+        "access_log": False,
+        "log_level": settings.logging.level.lower(),
+        "timeout_graceful_shutdown": int(settings.server.shutdown_grace_s) + 5,
+        "proxy_headers": True,
+    }
 
 
 def _fail(message: object) -> int:
@@ -135,6 +142,10 @@ def serve(args: argparse.Namespace) -> int:
         settings, services = _prepare(args)
     except ConfigError as exc:
         return _fail(_one_line(exc))
+    workers = default_workers() if args.workers is None else args.workers
+    if workers > 1:
+        asyncio.run(_discard(services))  # checked here; each worker builds its own
+        return serve_workers(settings, args.config, workers, uvicorn_options(settings))
     app = create_app(settings, services_factory=lambda _settings: services)
     config = uvicorn_config(app, settings)
     server = uvicorn.Server(config)
@@ -171,6 +182,13 @@ def init_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="webhook-poller",
@@ -183,6 +201,11 @@ def main(argv: list[str] | None = None) -> int:
     p_serve.add_argument("--config", help=config_help)
     p_serve.add_argument("--host", help="override server.host")
     p_serve.add_argument("--port", type=int, help="override server.port")
+    p_serve.add_argument(
+        "--workers",
+        type=_positive,
+        help="processes, each serving HTTP and running the poll loop (default: one per core)",
+    )
     p_serve.set_defaults(func=serve)
     p_check = sub.add_parser("check-config", help="check the config and exit (2 when invalid)")
     p_check.add_argument("--config", help=config_help)

@@ -133,6 +133,11 @@ class ProviderTaskFailed(ProviderError):
         self.code = code
 
 
+class SubmissionUncertain(ProviderError):
+    """A create call whose outcome is unknown (timeout after sending, 5xx): a task may exist,
+    so submitting again could bill twice."""
+
+
 class UnrecognizedResponse(ProviderError):
     """A body we could not read as any known shape; treated as transient."""
 

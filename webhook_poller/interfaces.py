@@ -79,7 +79,8 @@ class ProviderAdapter(Protocol):
     - ``async download(url, http) -> AsyncIterator[bytes] | None``: fetch a result that is
       not a plain public URL (OpenAI ``/content``, a demo file). ``None`` means "use the
       guarded HTTP fetcher".
-    - ``async submit(request, http) -> str``: start a generation, return the task id.
+    - ``async submit(request, http) -> SubmitResult``: start a generation (see
+      :class:`Submits`, which also names the class attributes a submitting adapter declares).
     - ``parse_callback`` / ``verify_callback``: receive a provider push (see
       :class:`ReceivesCallbacks`).
     - ``missing_credentials() -> str | None``: the setting still to fill in (for example
@@ -135,6 +136,74 @@ class ReceivesCallbacks(Protocol):
         hint: CallbackHint,
         http: httpx.AsyncClient,
     ) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ModelCapabilities:
+    """What one model accepts, declared by the adapter that submits to it.
+
+    An empty tuple means "not offered": a request naming any value for that field is refused
+    (leaving the field out is always fine). Images: between ``min_images`` and
+    ``max_images`` URLs in ``imageUrls``.
+    """
+
+    durations_s: tuple[int, ...] = ()
+    aspect_ratios: tuple[str, ...] = ()
+    resolutions: tuple[str, ...] = ()
+    min_images: int = 0
+    max_images: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRequest:
+    """One provider task to start: the caller's checked ``POST /generate`` fields.
+
+    ``index`` is the task's place among the job's ``count`` tasks (0..count-1);
+    ``callback_url`` is where the provider may push the result (``None``: poll only).
+    ``options`` holds the provider-specific fields, already checked against the adapter's
+    ``GenerateOptions`` model.
+    """
+
+    model: str
+    prompt: str
+    image_urls: tuple[str, ...] = ()
+    aspect_ratio: str | None = None
+    duration_s: int | None = None
+    resolution: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+    index: int = 0
+    callback_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitResult:
+    """A task the provider accepted; ``detail`` is provider text for logs only."""
+
+    task_id: str
+    detail: str | None = None
+
+
+@runtime_checkable
+class Submits(Protocol):
+    """An adapter that can start generations as well as poll them (``POST /generate``).
+
+    ``submit`` returns the new task's id. It raises ``ProviderUnavailable`` only when the
+    provider certainly started nothing (connection refused, a 429 KIE rejects without
+    queueing): the job stays ``submitting`` and is tried again later. It raises
+    ``ProviderTaskFailed`` for a final refusal (bad key, no credits, invalid input) and
+    ``SubmissionUncertain`` when a task may have been started (timeout after sending, 5xx):
+    the core never submits blindly again, it asks ``find_task`` or fails the job.
+
+    Class attributes: ``capabilities: ClassVar[Mapping[str, ModelCapabilities]]`` (model name
+    -> what it accepts; only these models can be generated), ``GenerateOptions:
+    ClassVar[type[pydantic.BaseModel]]`` (the ``options`` it passes through) and
+    ``submit_budget: ClassVar[tuple[int, float]]`` (new generations per seconds per account).
+
+    Optional: ``async find_task(request, http) -> str | None`` looks a task up at the
+    provider after a crash between the create call and its record.
+    """
+
+    async def submit(self, request: GenerationRequest, http: httpx.AsyncClient) -> SubmitResult: ...
 
 
 # --- notifiers ---------------------------------------------------------------------------
@@ -354,7 +423,9 @@ class PluginContext:
 __all__ = [
     "BlobStorage",
     "CallbackHint",
+    "GenerationRequest",
     "JobStore",
+    "ModelCapabilities",
     "Notification",
     "Notifier",
     "PluginContext",
@@ -365,5 +436,7 @@ __all__ = [
     "Receipt",
     "ReceivesCallbacks",
     "StoredBlob",
+    "SubmitResult",
+    "Submits",
     "VideoRef",
 ]

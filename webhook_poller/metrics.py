@@ -2,15 +2,19 @@
 
 Counters and histograms are updated where things happen (a poll, a finished job, a stored
 video, a delivery); the per-state gauges are read from the store at scrape time, so they
-show the whole fleet, not only this instance.
+show the whole fleet, not only this instance. Under ``serve --workers N`` (prometheus-client's
+``PROMETHEUS_MULTIPROC_DIR`` set) every worker writes its values to that directory and a
+scrape of any worker sums them, so one scrape shows the whole server.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from .model import JobState
 
@@ -26,20 +30,29 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.jobs = Gauge(
-            "webhook_poller_jobs", "Jobs in the store by status", ["status"], registry=r
+            "webhook_poller_jobs",
+            "Jobs in the store by status",
+            ["status"],
+            registry=r,
+            multiprocess_mode="mostrecent",  # read from the store: the latest scrape is right
         )
         self.queue_length = Gauge(
-            "webhook_poller_queue_length", "Jobs waiting for an active slot", registry=r
+            "webhook_poller_queue_length",
+            "Jobs waiting for an active slot",
+            registry=r,
+            multiprocess_mode="mostrecent",
         )
         self.active_jobs = Gauge(
             "webhook_poller_active_jobs",
             "Jobs holding an active slot (polling to notifying)",
             registry=r,
+            multiprocess_mode="mostrecent",
         )
         self.inflight = Gauge(
             "webhook_poller_inflight_steps",
             "Job steps and deliveries this instance is working on",
             registry=r,
+            multiprocess_mode="livesum",  # summed over the running workers
         )
         self.polls = Counter(
             "webhook_poller_polls", "Provider status checks", ["provider", "outcome"], registry=r
@@ -110,6 +123,11 @@ class Metrics:
         self.inflight.set(inflight)
 
     def render(self) -> bytes:
+        shared = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if shared:
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, shared)
+            return generate_latest(registry)
         return generate_latest(self.registry)
 
 

@@ -5,10 +5,12 @@ refuses illegal moves; stores persist what this module decides, they never decid
 
 State machine::
 
-    queued -> polling -> (delayed) -> downloading -> storing -> notifying -> succeeded
+    submitting -> queued -> polling -> (delayed) -> downloading -> storing -> notifying -> succeeded
        \\________\\__________\\______________\\___________\\_________\\---> failed
        \\________\\__________\\______________\\___________\\_________\\---> cancelled
 
+``submitting`` is where a job we start ourselves (``POST /generate``) waits until every
+provider task is created; it can be cancelled or fail like any unfinished job.
 ``failed`` and ``cancelled`` can go back to ``queued`` (retry). ``succeeded``, ``failed``
 and ``cancelled`` are terminal for the scheduler: it never claims them.
 """
@@ -28,6 +30,7 @@ from typing import Any
 class JobState(StrEnum):
     """Where a job is in its life."""
 
+    SUBMITTING = "submitting"
     QUEUED = "queued"
     POLLING = "polling"
     DELAYED = "delayed"
@@ -45,6 +48,9 @@ ACTIVE_STATES = frozenset(set(JobState) - TERMINAL_STATES)
 POLLING_STATES = frozenset({JobState.QUEUED, JobState.POLLING, JobState.DELAYED})
 
 _ALLOWED: dict[JobState, frozenset[JobState]] = {
+    JobState.SUBMITTING: frozenset(
+        {JobState.SUBMITTING, JobState.QUEUED, JobState.FAILED, JobState.CANCELLED}
+    ),
     JobState.QUEUED: frozenset({JobState.POLLING, JobState.FAILED, JobState.CANCELLED}),
     JobState.POLLING: frozenset(
         {
@@ -87,6 +93,7 @@ class ErrorCode(StrEnum):
 
 #: What an end user is told; never a provider's raw text.
 USER_MESSAGES: dict[str, str] = {
+    JobState.SUBMITTING: "Your video request is being sent to the video service.",
     JobState.QUEUED: "Your video is waiting to start.",
     JobState.POLLING: "Your video is being generated.",
     JobState.DELAYED: "This is taking longer than usual. We are still checking.",
@@ -229,6 +236,27 @@ class Job:
     version: int = 0
     lease_owner: str | None = None
     lease_expires_at: datetime | None = None
+    #: Jobs we submit (``POST /generate``): the checked request, replayed by a retry.
+    request: Mapping[str, Any] | None = None
+    #: sha256 of the canonical request, compared when an Idempotency-Key comes back.
+    request_hash: str | None = None
+    #: sha256 of the caller's Idempotency-Key (never the key itself).
+    idempotency_key: str | None = None
+    #: Every provider task of the job, video i from task i (``count``); ``task_id`` is the first.
+    task_ids: tuple[str, ...] = ()
+    #: Index of the create call in flight: recorded before the call, cleared with its answer.
+    submit_intent: int | None = None
+    retry_of: str | None = None
+    attempt_number: int = 1
+
+    @property
+    def submitted(self) -> bool:
+        """Whether this service started the job's provider tasks (a ``/generate`` job)."""
+        return self.request is not None
+
+    @property
+    def all_task_ids(self) -> tuple[str, ...]:
+        return self.task_ids or ((self.task_id,) if self.task_id else ())
 
     @property
     def attempts(self) -> int:
@@ -237,6 +265,9 @@ class Job:
 
     @property
     def dedupe_key(self) -> str:
+        if self.request is not None:
+            # A generated job is unique per Idempotency-Key (or just itself without one).
+            return f"gen:{self.idempotency_key or self.id}"
         return dedupe_key(self.provider, self.task_id)
 
     @property
@@ -292,7 +323,7 @@ def transition(job: Job, new: JobState, *, now: datetime, **changes: Any) -> Job
         raise IllegalTransition(job.state, new)
     if new in TERMINAL_STATES and "finished_at" not in changes:
         changes["finished_at"] = now
-    if new is JobState.QUEUED:
+    if new is JobState.QUEUED and job.state is not JobState.SUBMITTING:
         # A retry starts a new run with the same parameters and a clean slate.
         changes.setdefault("finished_at", None)
         changes.setdefault("run", job.run + 1)

@@ -78,6 +78,53 @@ _SCHEMAS: dict[str, Any] = {
             },
         },
     },
+    "GenerateRequest": {
+        "type": "object",
+        "required": ["sessionId", "model", "prompt"],
+        "properties": {
+            "sessionId": {"type": "string", "minLength": 1, "maxLength": 256},
+            "model": {
+                "type": "string",
+                "description": "A model the adapter can submit (veo3, veo3_fast, veo3_lite, "
+                "sora-2-text-to-video ...); a 422 lists them",
+            },
+            "provider": {"type": "string", "description": "Adapter name; default: models:"},
+            "prompt": {"type": "string", "minLength": 1, "maxLength": 5000},
+            "imageUrls": {"type": "array", "items": {"type": "string", "format": "uri"}},
+            "aspectRatio": {"type": "string", "description": "One the model offers (16:9 ...)"},
+            "durationSeconds": {"type": "integer"},
+            "resolution": {"type": "string", "description": "One the model offers (1080p ...)"},
+            "count": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 4,
+                "default": 1,
+                "description": "Provider tasks under this one job (videos 0..count-1, one ZIP)",
+            },
+            "callbackUrl": {"type": "string", "format": "uri"},
+            "context": {"type": "object", "description": "At most 16 KB of JSON"},
+            "options": {
+                "type": "object",
+                "description": "Provider-specific fields the adapter declares (Veo: "
+                "generationType, enableTranslation, watermark, seeds; Sora: remove_watermark, "
+                "character_id_list)",
+            },
+        },
+    },
+    "GenerateResponse": {
+        "type": "object",
+        "required": ["ok", "jobId", "status", "statusUrl"],
+        "properties": {
+            "ok": {"const": True},
+            "jobId": {"type": "string"},
+            "status": {"enum": _STATES},
+            "statusUrl": {"type": "string"},
+            "alreadyKnown": {
+                "type": "boolean",
+                "description": "true: this Idempotency-Key was seen with this body before",
+            },
+        },
+    },
     "IntakeResponse": {
         "type": "object",
         "required": ["ok", "jobId", "status", "message", "statusUrl"],
@@ -142,7 +189,10 @@ _SCHEMAS: dict[str, Any] = {
         "properties": {
             "jobId": {"type": "string"},
             "sessionId": {"type": "string"},
-            "taskId": {"type": "string"},
+            "taskId": {"type": ["string", "null"]},
+            "taskIds": {"type": "array", "items": {"type": "string"}},
+            "retryOf": {"type": ["string", "null"]},
+            "attemptNumber": {"type": "integer"},
             "model": {"type": "string"},
             "provider": {"type": "string"},
             "status": {"enum": _STATES},
@@ -174,6 +224,14 @@ _SCHEMAS: dict[str, Any] = {
             "metadata": {"type": "array", "items": _ref("VideoMetadata")},
             "deliveries": {"type": "array", "items": _ref("Delivery")},
             "queuePosition": {"type": "integer"},
+            "taskIds": {"type": "array", "items": {"type": "string"}},
+            "retryOf": {"type": ["string", "null"]},
+            "attemptNumber": {"type": "integer"},
+            "action": {
+                "enum": ["resubmitted", "requeued"],
+                "description": "retry only: a new job and provider task, or the same job "
+                "polled again (a job this service did not submit)",
+            },
             "hasCallback": {
                 "type": "boolean",
                 "description": "Whether the job was posted with a callbackUrl (never shown)",
@@ -195,6 +253,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
     paths: dict[str, Any] = {
         "/poll-video": {"post": _intake_op("pollVideo")},
         "/webhook/poll-video": {"post": _intake_op("pollVideoWebhookAlias")},
+        "/generate": {"post": _generate_op()},
         "/jobs": {
             "get": {
                 "operationId": "listJobs",
@@ -250,7 +309,11 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             },
         },
         "/jobs/{jobId}/cancel": _action("cancelJob", "Stop polling at once; status cancelled"),
-        "/jobs/{jobId}/retry": _action("retryJob", "A failed or cancelled job back to queued"),
+        "/jobs/{jobId}/retry": _action(
+            "retryJob",
+            "A finished job we submitted is generated again as a new job (retryOf, "
+            "attemptNumber); a failed or cancelled poll-only job goes back to queued",
+        ),
         "/jobs/{jobId}/links": {
             "parameters": [_JOB_ID],
             "post": {
@@ -480,6 +543,35 @@ def _intake_op(operation_id: str) -> dict[str, Any]:
         },
         "responses": {
             "200": _json(_ref("IntakeResponse"), "Stored; polling started (or already known)"),
+            **_errors(400, 401, 409, 413, 422, 503),
+        },
+    }
+
+
+def _generate_op() -> dict[str, Any]:
+    return {
+        "operationId": "generateVideo",
+        "summary": "Check a generation request, store its job, answer; the service submits "
+        "it to the provider, polls, stores the video and calls back",
+        "parameters": [
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": False,
+                "description": "The same key with the same body gives the same job and never a "
+                "second paid submission; with another body it is a 409",
+                "schema": {"type": "string", "maxLength": 256},
+            }
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": _ref("GenerateRequest")},
+                "application/x-www-form-urlencoded": {"schema": _ref("GenerateRequest")},
+            },
+        },
+        "responses": {
+            "200": _json(_ref("GenerateResponse"), "Stored as submitting (or already known)"),
             **_errors(400, 401, 409, 413, 422, 503),
         },
     }

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from . import media, net
+from . import media, net, submission
 from .errors import BlobError, DownloadError, UnsafeURL, WebhookPollerError
-from .interfaces import PollStatus, ProviderTask
+from .interfaces import PollStatus
 from .model import ErrorCode, Job, JobState, StoredVideo, VideoMetadata, transition
 from .policy import Outcome, PollPolicy, backoff_s
 
@@ -180,9 +180,8 @@ async def _fresh_links(
     gate = services.gates.get(job.provider)
     if gate is not None:
         await gate.acquire()
-    task = ProviderTask(task_id=job.task_id, model=job.model, provider=job.provider)
     try:
-        result = await adapter.poll(task, services.provider_http)
+        result = await submission.poll_job(adapter, job, services.provider_http, gate)
     except WebhookPollerError as exc:
         log.warning("result_link_refresh_failed", error=str(exc)[:200])
         raise DownloadError(f"{cause} (link expired; the provider could not refresh it)") from None

@@ -26,10 +26,10 @@ from typing import Any
 
 import structlog
 
-from . import analytics, lifecycle, pipeline
+from . import analytics, lifecycle, pipeline, submission
 from .delivery import Dispatcher
 from .errors import LeaseLost, ProviderTaskFailed, ProviderUnavailable, UnrecognizedResponse
-from .interfaces import PollStatus, ProviderTask
+from .interfaces import PollStatus
 from .model import (
     POLLING_STATES,
     Delivery,
@@ -243,6 +243,10 @@ class Scheduler:
                 ErrorCode.UNKNOWN_PROVIDER_ERROR,
                 f"the job was taken over {job.reclaims} times after workers stopped",
             )
+        if job.state is JobState.SUBMITTING:
+            adapter = self.services.adapters.get(job.provider)
+            policy = self.policies.get(job.provider) or self._fallback_policy()
+            return await submission.submit_step(self.services, adapter, policy, job, now)
         if job.state is JobState.QUEUED:
             job = await self._admit(job, now)
             if job.state is JobState.QUEUED:  # no free slot yet (polling.max_active_jobs)
@@ -295,10 +299,9 @@ class Scheduler:
             return policy.timed_out(job, now)
         gate = self.services.gate_for(job.provider)
         await gate.acquire()
-        task = ProviderTask(task_id=job.task_id, model=job.model, provider=job.provider)
         polls = self.services.metrics.polls
         try:
-            result = await adapter.poll(task, self.services.provider_http)
+            result = await submission.poll_job(adapter, job, self.services.provider_http, gate)
         except ProviderUnavailable as exc:
             polls.labels(job.provider, "rate_limited" if exc.rate_limited else "transient").inc()
             if exc.rate_limited:

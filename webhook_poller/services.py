@@ -186,6 +186,8 @@ class Services:
     links: LinkSigner | None = None
     metrics: Metrics = field(default_factory=Metrics)
     changes: ChangeFeed = field(default_factory=ChangeFeed)
+    #: Create-call budgets per provider section (submission.SubmitGate), made on first use.
+    submit_gates: dict[str, Any] = field(default_factory=dict)
 
     def gate_for(self, adapter_name: str) -> ProviderGate:
         return self.gates[adapter_name]

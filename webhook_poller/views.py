@@ -109,6 +109,15 @@ def job_summary(job: Job, base_url: str, queue_position: int | None = None) -> d
     }
     if queue_position is not None:
         data["queuePosition"] = queue_position
+    if job.submitted:
+        data.update(
+            {
+                "taskId": job.task_id or None,
+                "taskIds": list(job.task_ids),
+                "retryOf": job.retry_of,
+                "attemptNumber": job.attempt_number,
+            }
+        )
     return data
 
 

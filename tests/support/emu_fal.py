@@ -103,12 +103,51 @@ def error(status: int, kind: str, msg: str, retryable: bool = False) -> Answer:
 class FalEmulator(ScriptedEmulator):
     def __init__(self) -> None:
         super().__init__()
+        #: every submit: path, JSON body, auth header, the request id given (or None)
+        self.creates: list[dict[str, Any]] = []
+        #: answers to the next submits, in turn; when empty a request is queued
+        self.create_answers: list[Answer] = []
         self.app = Starlette(
             routes=[
                 *self.file_routes(),
                 Route("/{owner}/{app}/requests/{rid}/status", self.status),
                 Route("/{owner}/{app}/requests/{rid}", self.result),
+                Route("/{model:path}", self.submit, methods=["POST"]),
             ]
+        )
+
+    async def submit(self, request: Request) -> Response:
+        """Queue a request: in progress on the first status call, then completed."""
+        record: dict[str, Any] = {
+            "path": request.url.path,
+            "body": json.loads(await request.body() or b"null"),
+            "auth": request.headers.get("authorization", ""),
+            "task_id": None,
+        }
+        with self._lock:
+            self.creates.append(record)
+            answer = self.create_answers.pop(0) if self.create_answers else None
+        if record["auth"] != f"Key {API_KEY}":
+            return respond((401, {"detail": "Invalid credentials"}, {}))
+        if answer is not None:
+            return respond(answer)
+        rid = unique("req")
+        record["task_id"] = rid
+        app = "/".join(request.path_params["model"].split("/")[:2])
+        base = f"{self.url}/{app}/requests/{rid}"
+        self.script_status(rid, [in_progress(rid), completed(rid)])
+        self.script_result(rid, [result(self.video_url(rid))])
+        return respond(
+            (
+                200,
+                {
+                    "request_id": rid,
+                    "response_url": base,
+                    "status_url": f"{base}/status",
+                    "cancel_url": f"{base}/cancel",
+                },
+                {},
+            )
         )
 
     def script_status(self, rid: str, answers: list[Answer]) -> None:

@@ -84,13 +84,38 @@ class GeminiEmulator(ScriptedEmulator):
     def __init__(self, redirect_to: str | None = None) -> None:
         super().__init__()
         self.redirect_to = redirect_to
+        #: every create call: path, JSON body, key header, the operation name given (or None)
+        self.creates: list[dict[str, Any]] = []
+        #: answers to the next create calls, in turn; when empty an operation is started
+        self.create_answers: list[Answer] = []
         self.app = Starlette(
             routes=[
+                Route("/v1beta/models/{model}:predictLongRunning", self.create, methods=["POST"]),
                 Route("/v1beta/files/{file:path}", self.file),
                 Route("/v1beta/{name:path}", self.operation),
                 *self.file_routes(),
             ]
         )
+
+    async def create(self, request: Request) -> Response:
+        """Start an operation that is done on its second poll with one file on this host."""
+        record: dict[str, Any] = {
+            "path": request.url.path,
+            "body": json.loads(await request.body() or b"null"),
+            "key": request.headers.get("x-goog-api-key", ""),
+            "task_id": None,
+        }
+        with self._lock:
+            self.creates.append(record)
+            answer = self.create_answers.pop(0) if self.create_answers else None
+        if record["key"] != API_KEY:
+            return respond(http_error(400, "API key not valid. Please pass a valid API key.", "X"))
+        if answer is not None:
+            return respond(answer)
+        name = f"models/{request.path_params['model']}/operations/{unique('op')}"
+        record["task_id"] = name
+        self.script(name, [running(name), done(name, [self.file_uri(name.rsplit("/", 1)[-1])])])
+        return respond((200, {"name": name}, {}))
 
     def file_uri(self, file_id: str) -> str:
         return f"{self.url}/v1beta/files/{file_id}:download?alt=media"

@@ -65,9 +65,45 @@ def prediction(
 class ReplicateEmulator(ScriptedEmulator):
     def __init__(self) -> None:
         super().__init__()
+        #: every create call: path, JSON body, auth header, the prediction id given (or None)
+        self.creates: list[dict[str, Any]] = []
+        #: answers to the next create calls, in turn; when empty a prediction is created
+        self.create_answers: list[Answer] = []
         self.app = Starlette(
-            routes=[Route("/v1/predictions/{pid}", self.get_prediction), *self.file_routes()]
+            routes=[
+                Route("/v1/predictions/{pid}", self.get_prediction),
+                Route(
+                    "/v1/models/{owner}/{name}/predictions",
+                    self.create_prediction,
+                    methods=["POST"],
+                ),
+                *self.file_routes(),
+            ]
         )
+
+    async def create_prediction(self, request: Request) -> Response:
+        """Create: 201 with a ``starting`` prediction that succeeds on the second poll."""
+        body = json.loads(await request.body() or b"null")
+        record: dict[str, Any] = {
+            "path": request.url.path,
+            "body": body,
+            "auth": request.headers.get("authorization", ""),
+            "task_id": None,
+        }
+        with self._lock:
+            self.creates.append(record)
+            answer = self.create_answers.pop(0) if self.create_answers else None
+        if record["auth"] != f"Bearer {API_TOKEN}":
+            return respond((401, {"title": "Unauthenticated", "status": 401}, {}))
+        if answer is not None:
+            return respond(answer)
+        pid = unique("pred")
+        record["task_id"] = pid
+        self.script(
+            pid, [prediction(pid, "processing"), prediction(pid, "succeeded", self.video_url(pid))]
+        )
+        _status, created, headers = prediction(pid, "starting")
+        return respond((201, created, headers))
 
     async def get_prediction(self, request: Request) -> Response:
         pid = request.path_params["pid"]

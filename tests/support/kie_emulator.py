@@ -1,15 +1,21 @@
 """A local KIE.ai over real HTTP: scripted status answers per task, and video files.
 
 ``KieEmulator().script(task_id, [answer, ...])`` queues answers for one task; each poll takes
-the next one and the last repeats. An answer is ``(http_status, body, headers)`` where body
+the next one and the last repeats. The create endpoints (Veo ``generate``, Market
+``createTask``) record every call in ``creates``, answer ``create_answers`` in turn (then
+success), and script each new task to finish after one pending poll with a video served by
+the emulator itself, or as ``task_script`` (or, for Veo, ``generate_script``) says.
+An answer is ``(http_status, body, headers)`` where body
 is a dict (sent as JSON) or a str (sent as is). Body builders follow KIE's documented shapes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -110,9 +116,20 @@ class KieEmulator:
         self.expired_fetches: list[str] = []
         self.video_bytes = Path(sample_video_path()).read_bytes()
         self._lock = threading.Lock()
+        #: every create call: time, path, JSON body, auth header, the task id given (or None)
+        self.creates: list[dict[str, Any]] = []
+        #: answers to the next create calls, in turn; when empty a task is created
+        self.create_answers: list[Answer] = []
+        #: seconds a create call is held after it was recorded (to kill the caller meanwhile)
+        self.create_delay_s = 0.0
+        #: the emulator's own URL, for the result videos of created tasks
+        self.base_url = ""
+        #: task id -> its status answers; default one pending poll, then success
+        self.task_script: Callable[[str, str], list[Answer]] | None = None
         self.app = Starlette(
             routes=[
-                Route("/api/v1/veo/generate", self.generate, methods=["POST"]),
+                Route("/api/v1/veo/generate", self.create, methods=["POST"]),
+                Route("/api/v1/jobs/createTask", self.create, methods=["POST"]),
                 Route("/api/v1/veo/record-info", self.status),
                 Route("/api/v1/jobs/recordInfo", self.status),
                 Route("/files/expired/{name}.mp4", self.expired),
@@ -158,22 +175,63 @@ class KieEmulator:
             return Response(body, status_code=status, headers=headers, media_type="text/html")
         return JSONResponse(body, status_code=status, headers=headers)
 
-    async def generate(self, request: Request) -> Response:
-        if request.headers.get("authorization", "") != f"Bearer {API_KEY}":
-            return JSONResponse({"code": 401, "msg": "You do not have access permissions"}, 401)
-        body = await request.json()
-        base = str(request.base_url).rstrip("/")
+    def created_tasks(self) -> list[str]:
         with self._lock:
-            task_id = f"veo-gen-{len(self.generated) + 1}"
-            self.generated.append({"task_id": task_id, "body": body})
-        script = self.generate_script
-        answers = (
-            script(base, body)
-            if script is not None
-            else [veo_pending(), veo_success([f"{base}/files/{task_id}.mp4"])]
-        )
-        self.script(task_id, answers)
-        return JSONResponse({"code": 200, "msg": "success", "data": {"taskId": task_id}})
+            return [c["task_id"] for c in self.creates if c["task_id"]]
+
+    def _default_script(self, path: str, task_id: str, base: str) -> list[Answer]:
+        url = f"{base}/files/{task_id}.mp4"
+        if "veo" in path:
+            return [veo_pending(), veo_success([url])]
+        return [market("generating"), market("success", [url])]
+
+    async def create(self, request: Request) -> Response:
+        """Veo ``generate`` and Market ``createTask``: record the call, then answer the next
+        of ``create_answers`` or a new task id scripted by ``task_script`` (else by
+        ``generate_script(base, body)`` for Veo, else one pending poll and success)."""
+        body = await request.body()
+        auth = request.headers.get("authorization", "")
+        base = self.base_url or str(request.base_url).rstrip("/")
+        with self._lock:
+            try:
+                parsed = json.loads(body)
+            except ValueError:
+                parsed = None
+            record: dict[str, Any] = {
+                "time": time.monotonic(),
+                "path": request.url.path,
+                "body": parsed,
+                "auth": auth,
+                "task_id": None,
+            }
+            self.creates.append(record)
+            if auth != f"Bearer {API_KEY}":
+                answer: Answer = (
+                    200,
+                    {"code": 401, "msg": "You do not have access permissions"},
+                    {},
+                )
+            elif self.create_answers:
+                answer = self.create_answers.pop(0)
+            else:
+                veo = "veo" in request.url.path
+                task_id = f"{'veo' if veo else 'market'}_task_{len(self.creates)}"
+                record["task_id"] = task_id
+                if veo:
+                    self.generated.append({"task_id": task_id, "body": parsed})
+                if self.task_script is not None:
+                    answers = self.task_script(request.url.path, task_id)
+                elif veo and self.generate_script is not None:
+                    answers = self.generate_script(base, parsed)
+                else:
+                    answers = self._default_script(request.url.path, task_id, base)
+                self.scripts[task_id] = list(answers)
+                answer = ok({"taskId": task_id})
+            delay = self.create_delay_s
+        if delay:
+            await asyncio.sleep(delay)
+        status, out, headers = answer
+        return JSONResponse(out, status_code=status, headers=headers)
 
     async def video(self, request: Request) -> Response:
         return Response(self.video_bytes, media_type="video/mp4")

@@ -101,10 +101,14 @@ def wait_status(client: httpx.Client, job_id: str, states: set[str], timeout: fl
 
 
 class ServiceProcess:
-    """``python -m webhook_poller serve`` in a subprocess, to be killed and restarted."""
+    """``python -m webhook_poller serve`` in a subprocess, to be killed and restarted.
 
-    def __init__(self, config: dict[str, Any], workdir: Path) -> None:
+    One process (``--workers 1``) unless ``workers`` asks for more; then the supervisor and
+    its workers run in a process group of their own, and :meth:`kill` kills the group."""
+
+    def __init__(self, config: dict[str, Any], workdir: Path, workers: int = 1) -> None:
         self.config = config
+        self.workers = workers
         self.port = config["server"]["port"]
         self.url = f"http://127.0.0.1:{self.port}"
         self.config_path = workdir / f"config-{self.port}.yaml"
@@ -118,10 +122,20 @@ class ServiceProcess:
         self._close_log()
         self._log = log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "webhook_poller", "serve", "--config", str(self.config_path)],
+            [
+                sys.executable,
+                "-m",
+                "webhook_poller",
+                "serve",
+                "--config",
+                str(self.config_path),
+                "--workers",
+                str(self.workers),
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
+            start_new_session=self.workers > 1,
         )
 
         def ready() -> bool:
@@ -141,11 +155,32 @@ class ServiceProcess:
             self._log = None
 
     def kill(self) -> None:
-        """SIGKILL: no shutdown code runs, exactly like a crash."""
+        """SIGKILL (to the whole group with workers): no shutdown code runs, like a crash."""
         if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
+            if self.workers > 1:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+            else:
+                self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(timeout=10)
+        if self.proc and self.workers > 1:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)  # workers the supervisor left
         self._close_log()
+
+    def worker_pids(self) -> list[int]:
+        """The supervisor's live worker processes (not multiprocessing's resource tracker)."""
+        assert self.proc is not None
+        pids = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) != self.proc.pid or fields[0] == "Z":
+                    continue
+                cmdline = (stat.parent / "cmdline").read_bytes()
+                if b"spawn_main" in cmdline:
+                    pids.append(int(stat.parent.name))
+        return sorted(pids)
 
     def terminate(self, timeout: float = 20.0) -> int:
         assert self.proc is not None

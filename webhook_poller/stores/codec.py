@@ -60,6 +60,13 @@ def job_to_dict(job: Job) -> dict[str, Any]:
         "version": job.version,
         "lease_owner": job.lease_owner,
         "lease_expires_at": ts(job.lease_expires_at),
+        "request": dict(job.request) if job.request is not None else None,
+        "request_hash": job.request_hash,
+        "idempotency_key": job.idempotency_key,
+        "task_ids": list(job.task_ids),
+        "submit_intent": job.submit_intent,
+        "retry_of": job.retry_of,
+        "attempt_number": job.attempt_number,
     }
 
 
@@ -95,6 +102,13 @@ def job_from_dict(data: Mapping[str, Any]) -> Job:
         version=int(data.get("version") or 0),
         lease_owner=data.get("lease_owner") or None,
         lease_expires_at=dt(data.get("lease_expires_at")),
+        request=data.get("request"),
+        request_hash=data.get("request_hash"),
+        idempotency_key=data.get("idempotency_key"),
+        task_ids=tuple(data.get("task_ids") or ()),
+        submit_intent=data.get("submit_intent"),
+        retry_of=data.get("retry_of"),
+        attempt_number=int(data.get("attempt_number") or 1),
     )
 
 

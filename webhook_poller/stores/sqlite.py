@@ -3,8 +3,9 @@
 WAL journal with ``synchronous=NORMAL``: a committed transaction survives the process being
 killed (only a power cut can lose the last commits). Every multi-statement write runs in
 ``BEGIN IMMEDIATE`` under one lock, and the claim is a single ``UPDATE ... RETURNING``, so two
-processes on one file never claim the same job. Scale-out across machines is the Redis
-store's job.
+processes on one file never claim the same job (``serve --workers N``). Writes go through one
+connection under that lock; reads through a second one, each run to its end in one hand-over
+to the driver's thread. Scale-out across machines is the Redis store's job.
 """
 
 from __future__ import annotations
@@ -103,27 +104,37 @@ class SqliteJobStore(BaseJobStore):
         super().__init__()
         self.path = sqlite_path(str(options["url"]))
         self._db: aiosqlite.Connection | None = None
+        self._wdb: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
 
     # --- lifecycle and schema ---------------------------------------------------------
 
     async def _connect(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        wdb = await self._connection()
+        # read to its end: a statement left open here holds the lock the next connection needs
+        await wdb.execute_fetchall("PRAGMA journal_mode=WAL")
+        self._wdb = wdb
+        self._db = await self._connection()
+
+    async def _connection(self) -> aiosqlite.Connection:
         db = await aiosqlite.connect(self.path, isolation_level=None)
         db.row_factory = aiosqlite.Row
-        await db.execute("PRAGMA journal_mode=WAL")
-        await db.execute("PRAGMA synchronous=NORMAL")
+        # first, so that N processes opening a new file at once wait for each other
         await db.execute("PRAGMA busy_timeout=10000")
-        self._db = db
+        await db.execute("PRAGMA synchronous=NORMAL")
+        return db
 
     async def close(self) -> None:
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
+        for name in ("_db", "_wdb"):
+            db = getattr(self, name)
+            if db is not None:
+                setattr(self, name, None)
+                await db.close()
 
     async def _ping(self) -> bool:
         try:
-            await self.db.execute("SELECT 1")
+            await self._read("SELECT 1")
         except Exception:
             return False
         return True
@@ -132,15 +143,14 @@ class SqliteJobStore(BaseJobStore):
         return str(self.path)
 
     async def _read_schema_version(self) -> int:
-        cur = await self.db.execute("PRAGMA user_version")
-        row = await cur.fetchone()
-        return int(row[0]) if row else 0
+        rows = await self._read("PRAGMA user_version")
+        return int(rows[0][0]) if rows else 0
 
     async def _migrate_to(self, version: int) -> None:
         async with self._tx() as db:
             cur = await db.execute("PRAGMA user_version")  # another process may be first
-            row = await cur.fetchone()
-            if row is not None and int(row[0]) >= version:
+            rows = await cur.fetchall()
+            if rows and int(rows[0][0]) >= version:
                 return
             step = self.migrations[version - 1]
             if isinstance(step, str):
@@ -150,16 +160,34 @@ class SqliteJobStore(BaseJobStore):
                 await step(db)
             await db.execute(f"PRAGMA user_version = {int(version)}")
 
+    async def _read(self, sql: str, args: Sequence[Any] = ()) -> list[aiosqlite.Row]:
+        """One read, run to its end in one hand-over to the driver's thread: no statement
+        stays open between two awaits, so every read sees the latest commit, also one made
+        by the writing connection or another process."""
+        return list(await self.db.execute_fetchall(sql, args))
+
     @property
     def db(self) -> aiosqlite.Connection:
+        """The connection for reads: they never wait, and never hold up a writer."""
         if self._db is None:
             raise StoreUnavailable("the SQLite store is not open")
         return self._db
 
+    @property
+    def wdb(self) -> aiosqlite.Connection:
+        """The connection for writes, used only under ``self._lock``, and every statement on
+        it is read to the end. A read left open on a writing connection pins an old WAL
+        snapshot, and once another process (``serve --workers N``) commits, that
+        connection's next write fails at once with "database is locked" (SQLITE_BUSY_SNAPSHOT,
+        which no busy timeout waits out)."""
+        if self._wdb is None:
+            raise StoreUnavailable("the SQLite store is not open")
+        return self._wdb
+
     @asynccontextmanager
     async def _tx(self) -> AsyncIterator[aiosqlite.Connection]:
         async with self._lock:
-            db = self.db
+            db = self.wdb
             await db.execute("BEGIN IMMEDIATE")
             try:
                 yield db
@@ -233,9 +261,9 @@ class SqliteJobStore(BaseJobStore):
             known: dict[str, Job] = {}
             for job_id in taken:
                 cur = await db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,))
-                row = await cur.fetchone()
-                assert row is not None
-                known[job_id] = self._job(row)
+                rows = await cur.fetchall()
+                assert rows
+                known[job_id] = self._job(rows[0])
         found: list[tuple[Job | None, bool]] = [
             (job, True)
             if owners[job.dedupe_key] == job.id
@@ -245,8 +273,8 @@ class SqliteJobStore(BaseJobStore):
         return found
 
     async def get(self, job_id: str) -> Job | None:
-        cur = await self.db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,))
-        row = await cur.fetchone()
+        rows = await self._read("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        row = rows[0] if rows else None
         return self._job(row) if row else None
 
     async def find_by_task(self, provider: str, task_id: str) -> Job | None:
@@ -308,7 +336,7 @@ class SqliteJobStore(BaseJobStore):
     async def claim_due(self, owner: str, now: datetime, lease_s: float, limit: int) -> list[Job]:
         now_ts = now.timestamp()
         async with self._lock:
-            cur = await self.db.execute(
+            cur = await self.wdb.execute(
                 "UPDATE jobs SET reclaims=reclaims+(lease_owner IS NOT NULL),"
                 " lease_owner=?, lease_expires_at=?, version=version+1 WHERE seq IN"
                 " (SELECT seq FROM jobs WHERE active=1 AND due_at<=?"
@@ -321,7 +349,7 @@ class SqliteJobStore(BaseJobStore):
 
     async def renew_lease(self, job_id: str, owner: str, until: datetime) -> bool:
         async with self._lock:
-            cur = await self.db.execute(
+            cur = await self.wdb.execute(
                 "UPDATE jobs SET lease_expires_at=? WHERE id=? AND lease_owner=?",
                 (until.timestamp(), job_id, owner),
             )
@@ -329,24 +357,24 @@ class SqliteJobStore(BaseJobStore):
 
     async def release_owner(self, owner: str) -> int:
         async with self._lock:
-            cur = await self.db.execute(
+            cur = await self.wdb.execute(
                 "UPDATE jobs SET lease_owner=NULL, lease_expires_at=NULL WHERE lease_owner=?",
                 (owner,),
             )
-            await self.db.execute(
+            await self.wdb.execute(
                 "UPDATE deliveries SET lease_owner=NULL, lease_expires_at=NULL WHERE lease_owner=?",
                 (owner,),
             )
         return cur.rowcount
 
     async def next_due_at(self) -> datetime | None:
-        cur = await self.db.execute("SELECT MIN(due_at) FROM jobs WHERE active=1")
-        row = await cur.fetchone()
+        rows = await self._read("SELECT MIN(due_at) FROM jobs WHERE active=1")
+        row = rows[0] if rows else None
         due = row[0] if row else None
-        cur = await self.db.execute(
+        rows = await self._read(
             "SELECT MIN(next_attempt_at) FROM deliveries WHERE status='pending'"
         )
-        row = await cur.fetchone()
+        row = rows[0] if rows else None
         due2 = row[0] if row else None
         candidates = [d for d in (due, due2) if d is not None]
         return dt(min(candidates)) if candidates else None
@@ -389,23 +417,22 @@ class SqliteJobStore(BaseJobStore):
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY seq DESC LIMIT ?"
         args.append(limit + 1)
-        cur = await self.db.execute(sql, args)
-        rows = list(await cur.fetchall())
+        rows = await self._read(sql, args)
         next_cursor = str(rows[limit - 1]["seq"]) if len(rows) > limit else None
         return [self._job(r) for r in rows[:limit]], next_cursor
 
     async def count_by_state(self) -> dict[str, int]:
-        cur = await self.db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state")
-        return {row[0]: row[1] for row in await cur.fetchall()}
+        rows = await self._read("SELECT state, COUNT(*) FROM jobs GROUP BY state")
+        return {row[0]: row[1] for row in rows}
 
     async def queue_position(self, job: Job) -> int | None:
         """1-based FIFO position of a queued job among queued jobs."""
-        cur = await self.db.execute(
+        rows = await self._read(
             "SELECT COUNT(*) FROM jobs WHERE state='queued' AND seq <="
             " (SELECT seq FROM jobs WHERE id=?)",
             (job.id,),
         )
-        row = await cur.fetchone()
+        row = rows[0] if rows else None
         return int(row[0]) if row and row[0] else None
 
     # --- deliveries --------------------------------------------------------------------
@@ -427,17 +454,17 @@ class SqliteJobStore(BaseJobStore):
         )
 
     async def deliveries_for(self, job_id: str) -> list[Delivery]:
-        cur = await self.db.execute(
+        rows = await self._read(
             "SELECT body FROM deliveries WHERE job_id=? ORDER BY rowid", (job_id,)
         )
-        return [self._decode_delivery(r[0]) for r in await cur.fetchall()]
+        return [self._decode_delivery(r[0]) for r in rows]
 
     async def claim_deliveries(
         self, owner: str, now: datetime, lease_s: float, limit: int
     ) -> list[Delivery]:
         now_ts = now.timestamp()
         async with self._lock:
-            cur = await self.db.execute(
+            cur = await self.wdb.execute(
                 "UPDATE deliveries SET lease_owner=?, lease_expires_at=? WHERE rowid IN"
                 " (SELECT rowid FROM deliveries WHERE status='pending' AND next_attempt_at<=?"
                 "  AND (lease_owner IS NULL OR lease_expires_at<=?)"
@@ -449,7 +476,7 @@ class SqliteJobStore(BaseJobStore):
 
     async def update_delivery(self, delivery: Delivery, *, owner: str | None) -> None:
         async with self._lock:
-            await self.db.execute(
+            await self.wdb.execute(
                 "UPDATE deliveries SET status=?, next_attempt_at=?, body=?, lease_owner=NULL,"
                 " lease_expires_at=NULL WHERE job_id=? AND run=? AND event=? AND target=?"
                 " AND (? IS NULL OR lease_owner IS NULL OR lease_owner=?)",
@@ -470,20 +497,19 @@ class SqliteJobStore(BaseJobStore):
 
     async def _meta_insert(self, name: str, value: str) -> None:
         async with self._lock:
-            await self.db.execute(
+            await self.wdb.execute(
                 "INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT(name) DO NOTHING",
                 (name, value),
             )
 
     async def _meta_get(self, name: str) -> str | None:
-        cur = await self.db.execute("SELECT value FROM meta WHERE name=?", (name,))
-        row = await cur.fetchone()
-        return str(row[0]) if row else None
+        rows = await self._read("SELECT value FROM meta WHERE name=?", (name,))
+        return str(rows[0][0]) if rows else None
 
     async def use_once(self, token: str, expires_at: datetime) -> bool:
         async with self._lock:
-            await self.db.execute("DELETE FROM used_tokens WHERE expires_at < unixepoch()")
-            cur = await self.db.execute(
+            await self.wdb.execute("DELETE FROM used_tokens WHERE expires_at < unixepoch()")
+            cur = await self.wdb.execute(
                 "INSERT INTO used_tokens (token, expires_at) VALUES (?, ?)"
                 " ON CONFLICT(token) DO NOTHING",
                 (token, expires_at.timestamp()),
@@ -492,7 +518,7 @@ class SqliteJobStore(BaseJobStore):
 
     async def _write_session(self, session_id: str, text: str) -> None:
         async with self._lock:
-            await self.db.execute(
+            await self.wdb.execute(
                 "INSERT INTO sessions (session_id, data, updated_at) VALUES (?,?,unixepoch())"
                 " ON CONFLICT(session_id) DO UPDATE SET data=excluded.data,"
                 " updated_at=excluded.updated_at",
@@ -500,13 +526,12 @@ class SqliteJobStore(BaseJobStore):
             )
 
     async def _read_session(self, session_id: str) -> str | None:
-        cur = await self.db.execute("SELECT data FROM sessions WHERE session_id=?", (session_id,))
-        row = await cur.fetchone()
-        return str(row[0]) if row else None
+        rows = await self._read("SELECT data FROM sessions WHERE session_id=?", (session_id,))
+        return str(rows[0][0]) if rows else None
 
     async def delete_session(self, session_id: str) -> None:
         async with self._lock:
-            await self.db.execute("DELETE FROM sessions WHERE session_id=?", (session_id,))
+            await self.wdb.execute("DELETE FROM sessions WHERE session_id=?", (session_id,))
 
 
 def _statements(script: str) -> list[str]:
