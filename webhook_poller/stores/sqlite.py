@@ -149,8 +149,8 @@ class SqliteJobStore(BaseJobStore):
     async def _migrate_to(self, version: int) -> None:
         async with self._tx() as db:
             cur = await db.execute("PRAGMA user_version")  # another process may be first
-            rows = await cur.fetchall()
-            if rows and int(rows[0][0]) >= version:
+            stamp = list(await cur.fetchall())
+            if stamp and int(stamp[0][0]) >= version:
                 return
             step = self.migrations[version - 1]
             if isinstance(step, str):
@@ -261,9 +261,9 @@ class SqliteJobStore(BaseJobStore):
             known: dict[str, Job] = {}
             for job_id in taken:
                 cur = await db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,))
-                rows = await cur.fetchall()
-                assert rows
-                known[job_id] = self._job(rows[0])
+                holder = list(await cur.fetchall())
+                assert holder
+                known[job_id] = self._job(holder[0])
         found: list[tuple[Job | None, bool]] = [
             (job, True)
             if owners[job.dedupe_key] == job.id
