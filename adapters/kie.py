@@ -481,6 +481,8 @@ class _KieAdapter:
     Options: ClassVar[type[PluginOptions]] = KieOptions
     path = ""
     create_path = ""
+    #: The pure body parser of this endpoint.
+    parse = staticmethod(parse_kie_payload)
     #: The Market page: result URLs "typically expire after 24 hours".
     result_link_ttl_s: ClassVar[float] = 86400.0
     #: KIE: 20 new generation requests per 10 s per account (a 429 is rejected, not queued).
@@ -571,7 +573,7 @@ class _KieAdapter:
             ) from None
         if status >= 400 and not (isinstance(body, Mapping) and "code" in body):
             body = {"code": status, "msg": str(body)[:300]}
-        return parse_kie_payload(body)
+        return self.parse(body)
 
     def create_body(self, request: GenerationRequest) -> dict[str, Any]:
         raise NotImplementedError
@@ -673,3 +675,36 @@ class KieMarketAdapter(_KieAdapter):
         if request.callback_url:
             body["callBackUrl"] = request.callback_url
         return body
+
+
+def parse_kie_runway_payload(payload: object) -> PollResult:
+    """KIE's Runway wrapper: the shared parser, plus ``expireFlag`` 1 (the result is gone
+    after 14 days) turning a success into output_missing instead of a dead link."""
+    if isinstance(payload, str | bytes):
+        try:
+            payload = json.loads(payload)
+        except ValueError:
+            raise UnrecognizedResponse("the body is not JSON") from None
+    result = parse_kie_payload(payload)
+    data = payload.get("data") if isinstance(payload, Mapping) else None
+    expired = isinstance(data, Mapping) and _as_int(data.get("expireFlag")) == 1
+    if result.status is PollStatus.SUCCEEDED and expired:
+        return PollResult(
+            PollStatus.FAILED,
+            error_code=ErrorCode.OUTPUT_MISSING,
+            detail="expireFlag 1: the result expired at the provider",
+        )
+    return result
+
+
+class KieRunwayAdapter(_KieAdapter):
+    """KIE's Runway wrapper: ``GET /api/v1/runway/record-detail?taskId=``.
+
+    ``data.state`` is wait | queueing | generating | success | fail, the video is
+    ``data.videoInfo.videoUrl`` (``imageUrl`` is the thumbnail), ``failCode`` is always 400
+    (the text tells moderation apart), results are kept 14 days (``expireFlag``).
+    """
+
+    name = "kie-runway"
+    path = "/api/v1/runway/record-detail"
+    parse = staticmethod(parse_kie_runway_payload)

@@ -139,7 +139,7 @@ def test_missing_config_file_is_clear():
 def test_unknown_plugin_lists_known_names():
     """An unknown plug-in name fails naming the ones that exist."""
     with pytest.raises(ConfigError, match=r"known adapters: .*kie-veo"):
-        load("adapter", "runway")
+        load("adapter", "pika")  # no first-party API (providers.md): no adapter
 
 
 def test_provider_section_overrides_polling_cadence():

@@ -170,7 +170,7 @@ BAD_CONFIGS = {
     "storage url without scheme": ({"storage": {"url": "/tmp/vids"}}, "storage.url"),
     "unknown notifier": ({"notifiers": [{"type": "pager"}]}, "notifiers[0].type"),
     "missing bot_token": ({"notifiers": [{"type": "telegram"}]}, "bot_token"),
-    "bad adapter in models": ({"models": {"veo*": "runway"}}, "models.veo*"),
+    "bad adapter in models": ({"models": {"veo*": "pika"}}, "models.veo*"),
     "loud log level": ({"logging": {"level": "LOUD"}}, "logging.level"),
     "telegram button too long": (
         {
@@ -238,6 +238,8 @@ def test_start_up_warns_for_each_routed_provider_without_a_key(tmp_path):
     assert "provider_key_missing" in out
     assert "kie-veo" in out and "kie-market" in out and "providers.kie.api_key" in out
     assert "providers.gemini.api_key (or GEMINI_API_KEY)" in out  # routed by default too
+    assert "providers.runway.api_key (or RUNWAYML_API_SECRET)" in out
+    assert "providers.minimax.api_key (or MINIMAX_API_KEY)" in out
     with_key = cli("check-config", "--config", str(path), env_extra={"KIE_API_KEY": "k-1"})
     assert with_key.returncode == 0
     assert "kie-veo" not in with_key.stdout + with_key.stderr

@@ -75,6 +75,8 @@ async def test_success_with_one_video(running_case):
 
 
 async def test_success_with_several_videos(running_case):
+    if not running_case[0].multi_video:
+        pytest.skip("the provider's documented answer holds one video per task")
     result = await _poll(*running_case, "success_many")
     assert result.status is PollStatus.SUCCEEDED
     assert len(result.video_urls) == 2 and len(set(result.video_urls)) == 2
@@ -151,11 +153,12 @@ def _run_job(tmp_path, case: ProviderCase, emu: CaseEmulator, scenario: str) -> 
 
 def test_end_to_end_several_videos_stored_and_called_back(tmp_path, running_case):
     case, emu = running_case
-    out = _run_job(tmp_path, case, emu, "success_many")
+    scenario, count = ("success_many", 2) if case.multi_video else ("success_one", 1)
+    out = _run_job(tmp_path, case, emu, scenario)
     job = out["job"]
     assert job["status"] == "succeeded", job
     assert job["provider"] == case.adapter
-    assert len(job["metadata"]) == 2
+    assert len(job["metadata"]) == count
     callback = out["callbacks"][0]
     assert callback["verified"] and callback["body"]["event"] == "video.succeeded"
 

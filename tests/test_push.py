@@ -277,7 +277,7 @@ def test_unsigned_family_push_and_minimax_url_check(tmp_path, emulator):
         push = {"task_id": "mm-1", "status": "Success", "file_id": "1", "base_resp": {}}
         assert c.post("/callbacks/minimax", json=push).status_code == 200
         wait_for(lambda: job(c, job_id)["status"] == "succeeded", timeout=5)
-        assert c.post("/callbacks/luma", json={"id": "mm-1"}).status_code == 404
+        assert c.post("/callbacks/pika", json={"id": "mm-1"}).status_code == 404
 
 
 # --- Replicate: Standard Webhooks -----------------------------------------------------------

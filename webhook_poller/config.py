@@ -37,6 +37,17 @@ DEFAULT_MODELS: dict[str, str] = {
     "kling*": "kie-market",
     "hailuo*": "kie-market",
     "wan*": "kie-market",
+    "runway*": "kie-runway",
+    # Direct providers, where the model names are their own (kling* stays KIE's above).
+    "gen4*": "runway",
+    "gen3*": "runway",
+    "act_two*": "runway",
+    "ray-*": "luma",
+    "MiniMax-Hailuo*": "minimax",
+    "T2V-*": "minimax",
+    "I2V-*": "minimax",
+    "S2V-*": "minimax",
+    "video-01*": "minimax",
 }
 
 #: Per-provider defaults: KIE documents 10 status queries per second per key, and the n8n
@@ -47,6 +58,27 @@ DEFAULT_PROVIDERS: dict[str, dict[str, Any]] = {
         "min_interval_s": 30.0,
         "max_requests_per_s": 10.0,
         "timeout_s": 20.0,
+    },
+    # Direct providers: the same values as each adapter's Options defaults.
+    "runway": {
+        "base_url": "https://api.dev.runwayml.com",
+        "min_interval_s": 5.0,
+        "max_requests_per_s": 5.0,
+    },
+    "luma": {
+        "base_url": "https://api.lumalabs.ai",
+        "min_interval_s": 3.0,
+        "max_requests_per_s": 5.0,
+    },
+    "kling": {
+        "base_url": "https://api-singapore.klingai.com",
+        "min_interval_s": 5.0,
+        "max_requests_per_s": 5.0,
+    },
+    "minimax": {
+        "base_url": "https://api.minimax.io",
+        "min_interval_s": 10.0,
+        "max_requests_per_s": 5.0,
     },
     "gemini": {
         "base_url": "https://generativelanguage.googleapis.com",

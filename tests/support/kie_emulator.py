@@ -95,6 +95,33 @@ def market(
     )
 
 
+def runway(
+    state: str,
+    video_url: str = "",
+    fail_code: int | None = None,
+    fail_msg: str = "",
+    expire_flag: int = 0,
+) -> Answer:
+    """KIE's Runway wrapper record (docs.kie.ai/runway-api/get-ai-video-details)."""
+    return ok(
+        {
+            "taskId": "ee603959-debb-48d1-98c4-a6d1c717eba6",
+            "parentTaskId": "",
+            "generateParam": {"prompt": "a cat", "imageUrl": "", "expandPrompt": True},
+            "state": state,
+            "generateTime": "2023-08-15 14:30:45",
+            "videoInfo": {
+                "videoId": "485da89c-7fca-4340-8c04-101025b2ae71",
+                "videoUrl": video_url,
+                "imageUrl": "https://file.com/k/xxxxxxx.png",
+            },
+            "failCode": fail_code,
+            "failMsg": fail_msg,
+            "expireFlag": expire_flag,
+        }
+    )
+
+
 def envelope(code: int, msg: str) -> Answer:
     return (200, {"code": code, "msg": msg, "data": None}, {})
 
@@ -132,6 +159,7 @@ class KieEmulator:
                 Route("/api/v1/jobs/createTask", self.create, methods=["POST"]),
                 Route("/api/v1/veo/record-info", self.status),
                 Route("/api/v1/jobs/recordInfo", self.status),
+                Route("/api/v1/runway/record-detail", self.status),
                 Route("/files/expired/{name}.mp4", self.expired),
                 Route("/files/{name}.mp4", self.video),
                 Route("/files/not-video", self.html),

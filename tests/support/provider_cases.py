@@ -3,7 +3,7 @@
 Every adapter passes the same contract. To add a provider, write one ``ProviderCase`` and
 append it to :data:`CASES`:
 
-``ProviderCase(adapter, section, model, api_key, start)``
+``ProviderCase(adapter, section, model, api_key, start, multi_video=True)``
 
 - ``adapter``: the adapter's entry-point name (``"gemini"``, ``"kie-veo"`` ...).
 - ``section``: its config section, ``providers.<section>`` (``"kie"`` for both KIE adapters).
@@ -12,7 +12,11 @@ append it to :data:`CASES`:
 - ``start``: a no-argument callable returning a context manager that runs the provider's
   emulator over real HTTP on 127.0.0.1 and yields a :class:`CaseEmulator`.
   The emulators built on tests/support/emu_base.py (emu_gemini, emu_replicate, emu_fal)
-  are their own CaseEmulator: ``start=lambda: emu_x.XEmulator().start()``.
+  are their own CaseEmulator: ``start=lambda: emu_x.XEmulator().start()``; so are those
+  built on tests/support/emu_scripted.py (emu_runway, emu_luma, emu_kling, emu_minimax).
+- ``multi_video``: False for a provider whose documented answer holds one video per task
+  (Luma ``assets.video``, MiniMax ``file_id``, KIE Runway ``videoInfo.videoUrl``); the
+  suite then skips ``success_many`` and runs its end-to-end job with one video.
 
 A ``CaseEmulator`` (any object with these members, see :class:`KieCase` for one):
 
@@ -52,7 +56,15 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from tests.support import emu_fal, emu_gemini, emu_replicate
+from tests.support import (
+    emu_fal,
+    emu_gemini,
+    emu_kling,
+    emu_luma,
+    emu_minimax,
+    emu_replicate,
+    emu_runway,
+)
 from tests.support import kie_emulator as kie
 from tests.support.servers import serve_in_thread
 
@@ -91,6 +103,7 @@ class ProviderCase:
     model: str
     api_key: str
     start: Callable[[], AbstractContextManager[CaseEmulator]]
+    multi_video: bool = True
 
 
 _seq = itertools.count()
@@ -119,14 +132,20 @@ class KieCase:
     def _success(self, urls: list[str]) -> kie.Answer:
         if self.adapter == "kie-veo":
             return kie.veo_success(urls)
+        if self.adapter == "kie-runway":
+            return kie.runway("success", urls[0] if urls else "")
         return kie.market("success", urls)
 
     def _failed(self, code: int, message: str) -> kie.Answer:
         if self.adapter == "kie-veo":
             return kie.veo_failed(code, message)
+        if self.adapter == "kie-runway":  # failCode is always 400 there; the text decides
+            return kie.runway("fail", fail_code=400, fail_msg=message)
         return kie.market("fail", fail_code=str(code), fail_msg=message)
 
     def _pending(self) -> kie.Answer:
+        if self.adapter == "kie-runway":
+            return kie.runway("generating")
         return kie.veo_pending() if self.adapter == "kie-veo" else kie.market("generating")
 
     def scenario(self, task_id: str, name: str) -> None:
@@ -184,6 +203,34 @@ CASES: list[ProviderCase] = [
     ),
     ProviderCase(
         "fal", "fal", emu_fal.MODEL, emu_fal.API_KEY, lambda: emu_fal.FalEmulator().start()
+    ),
+    ProviderCase(
+        "kie-runway", "kie", "runway-gen4", kie.API_KEY, _kie_starter("kie-runway"), False
+    ),
+    ProviderCase(
+        "runway",
+        "runway",
+        "gen4_turbo",
+        emu_runway.API_KEY,
+        lambda: emu_runway.RunwayEmulator().start(),
+    ),
+    ProviderCase(
+        "luma", "luma", "ray-2", emu_luma.API_KEY, lambda: emu_luma.LumaEmulator().start(), False
+    ),
+    ProviderCase(
+        "kling",
+        "kling",
+        "kling-v2-5-turbo",
+        emu_kling.API_TOKEN,
+        lambda: emu_kling.KlingEmulator().start(),
+    ),
+    ProviderCase(
+        "minimax",
+        "minimax",
+        "MiniMax-Hailuo-02",
+        emu_minimax.API_KEY,
+        lambda: emu_minimax.MinimaxEmulator().start(),
+        False,
     ),
 ]
 

@@ -1,0 +1,87 @@
+"""Luma Dream Machine: ``GET /dream-machine/v1/generations/{id}``.
+
+:func:`parse_luma_generation` is pure. ``state`` is queued | dreaming | completed | failed;
+the video is ``assets.video`` (a string; ``assets.image`` and ``assets.progress_video`` are
+not results, nor are the input keyframes under ``request``); the reason of a failure is
+``failure_reason`` (``state_reason`` in the old v1alpha spec). Provider text only ever lands
+in ``detail``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import httpx
+from pydantic import Field
+
+from webhook_poller.errors import UnrecognizedResponse
+from webhook_poller.interfaces import PollResult, PollStatus, ProviderTask
+from webhook_poller.model import ErrorCode
+from webhook_poller.options import ProviderOptions
+
+from ._status_http import DirectAdapter, segment
+from .kie import classify_failure, extract_urls
+
+PENDING = frozenset({"queued", "pending", "dreaming", "processing", "running", "starting"})
+SUCCEEDED = frozenset({"completed", "complete", "succeeded", "success"})
+FAILED = frozenset({"failed", "failure", "error", "cancelled", "canceled"})
+
+# Luma's moderation reasons say "advanced moderation failed" or "prompt not allowed".
+_LUMA_MODERATION = re.compile(r"not allowed|blocked|moderation", re.I)
+
+
+class LumaOptions(ProviderOptions):
+    """``providers.luma``; Luma's own examples poll a generation every 3 s."""
+
+    base_url: str | None = "https://api.lumalabs.ai"
+    min_interval_s: float = Field(default=3.0, ge=0)
+    max_requests_per_s: float = Field(default=5.0, ge=0)
+
+
+def _video_urls(assets: Any) -> tuple[str, ...]:
+    if isinstance(assets, Mapping):
+        return tuple(dict.fromkeys(extract_urls(assets.get("video"))))
+    return ()
+
+
+def parse_luma_generation(payload: object) -> PollResult:
+    """Read one Luma Generation object; raise UnrecognizedResponse when we cannot."""
+    if not isinstance(payload, Mapping):
+        raise UnrecognizedResponse("the body is not a JSON object", provider="luma")
+    raw = payload.get("state")
+    if not isinstance(raw, str) or not raw.strip():
+        raw = payload.get("status")
+    if not isinstance(raw, str) or not raw.strip():
+        raise UnrecognizedResponse("no state in the generation", provider="luma")
+    word = raw.strip().lower()
+    if word in PENDING:
+        return PollResult(PollStatus.PENDING)
+    if word in SUCCEEDED:
+        return PollResult(
+            PollStatus.SUCCEEDED, video_urls=_video_urls(payload.get("assets")), progress=1.0
+        )
+    if word in FAILED:
+        reason = payload.get("failure_reason") or payload.get("state_reason") or ""
+        text = reason if isinstance(reason, str) else str(reason)
+        code = classify_failure(None, text)
+        if code is ErrorCode.UNKNOWN_PROVIDER_ERROR and _LUMA_MODERATION.search(text):
+            code = ErrorCode.MODERATION_REJECTED
+        return PollResult(PollStatus.FAILED, error_code=code, detail=text or word)
+    raise UnrecognizedResponse(f"unknown state {word[:40]!r}", provider="luma")
+
+
+class LumaAdapter(DirectAdapter):
+    """Polls ``GET {base_url}/dream-machine/v1/generations/{id}``; key ``LUMAAI_API_KEY``."""
+
+    name = "luma"
+    config_section = "luma"
+    Options: ClassVar[type[ProviderOptions]] = LumaOptions
+    env_key = "LUMAAI_API_KEY"
+    #: Luma documents no lifetime for ``assets.video``; a day is assumed, fetched at once.
+    result_link_ttl_s: ClassVar[float] = 86400.0
+
+    async def poll(self, task: ProviderTask, http: httpx.AsyncClient) -> PollResult:
+        body = await self.get_json(http, f"/dream-machine/v1/generations/{segment(task.task_id)}")
+        return parse_luma_generation(body)
