@@ -112,10 +112,30 @@ class SqliteJobStore(BaseJobStore):
     async def _connect(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         wdb = await self._connection()
-        # read to its end: a statement left open here holds the lock the next connection needs
-        await wdb.execute_fetchall("PRAGMA journal_mode=WAL")
+        try:
+            await self._enable_wal(wdb)
+        except BaseException:
+            await wdb.close()
+            raise
         self._wdb = wdb
         self._db = await self._connection()
+
+    @staticmethod
+    async def _enable_wal(db: aiosqlite.Connection, wait_s: float = 10.0) -> None:
+        """Switch a new file to WAL. The switch needs the file to itself and SQLite answers
+        "database is locked" at once, without the busy timeout, while another process opens
+        the same new file; once one of them has switched, the pragma is a no-op for the rest.
+        The pragma's answer is read to its end: a statement left open would hold the lock
+        the next connection needs."""
+        deadline = asyncio.get_running_loop().time() + wait_s
+        while True:
+            try:
+                await db.execute_fetchall("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(0.02)
 
     async def _connection(self) -> aiosqlite.Connection:
         db = await aiosqlite.connect(self.path, isolation_level=None)
