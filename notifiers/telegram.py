@@ -183,9 +183,12 @@ class TelegramNotifier:
     ) -> InlineKeyboardMarkup | None:
         row = list(extra or [])
         for button in self.buttons:
-            kind = "url" if "url" in button else "callback_data"
-            value = button[kind].replace("{jobId}", job_id)
-            row.append(InlineKeyboardButton(button["text"], **{kind: value}))
+            if "url" in button:
+                url = button["url"].replace("{jobId}", job_id)
+                row.append(InlineKeyboardButton(button["text"], url=url))
+            else:
+                data = button["callback_data"].replace("{jobId}", job_id)
+                row.append(InlineKeyboardButton(button["text"], callback_data=data))
         return InlineKeyboardMarkup([row]) if row else None
 
     # --- the bot -----------------------------------------------------------------------

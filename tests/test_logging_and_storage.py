@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import httpx
 import pytest
 import structlog
 
-from tests.support.service import base_config, run_service, wait_for
+from tests.support.service import ServiceProcess, base_config, run_service, wait_for
 from webhook_poller.blobs.local import LocalBlobStorage
 from webhook_poller.errors import BlobError
-from webhook_poller.logging import configure
+from webhook_poller.logging import configure, register_secrets
 from webhook_poller.pipeline import safe_part
 
 
@@ -30,6 +31,55 @@ def test_redaction_processor_hides_secrets(capsys):
     assert line["api_key"] == "[redacted]" and line["authorization"] == "[redacted]"
     assert "s3cr3t" not in line["url"] and line["url"].startswith("https://n8n.example.com/")
     assert "zzz" not in line["note"] and "u:p" not in line["note"]
+
+
+def test_stdlib_and_library_logs_are_redacted_like_ours(capsys):
+    """A third-party logger's message (and its traceback) carrying a configured secret, a
+    signed URL: one JSON line on stderr, scrubbed the way our own events are."""
+    secret = "Kie-Key-QW17-Secret"
+    register_secrets([secret])
+    configure("INFO", "json")
+    lib = logging.getLogger("some.library")
+    lib.warning("request to %s refused key %s", "https://h.io/x?sig=s3cr3t", secret.lower())
+    try:
+        raise RuntimeError(f"provider said: bad key {secret.upper()}")
+    except RuntimeError:
+        lib.exception("call failed")
+    logging.getLogger("httpx").info("below WARNING: libraries stay quiet")
+    err = capsys.readouterr().err
+    lines = [json.loads(line) for line in err.strip().splitlines()]
+    assert [line["event"] for line in lines] == [
+        "request to https://h.io/x?… refused key [redacted]",
+        "call failed",
+    ], err
+    assert all(line["logger"] == "some.library" and "timestamp" in line for line in lines)
+    assert lines[0]["level"] == "warning" and lines[1]["level"] == "error"
+    assert "RuntimeError: provider said: bad key [redacted]" in lines[1]["exception"]
+    assert "s3cr3t" not in err and secret.lower() not in err.lower()
+
+
+def test_configure_twice_keeps_one_handler(capsys):
+    configure("INFO", "json")
+    configure("INFO", "json")
+    logging.getLogger("some.library").error("once")
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_uvicorn_logs_through_the_same_formatter(tmp_path):
+    """The served process: uvicorn's own lines are JSON records too, not its plain text."""
+    cfg = base_config(tmp_path, logging={"level": "INFO", "format": "json"})
+    svc = ServiceProcess(cfg, tmp_path).start()
+    try:
+        svc.terminate()
+    finally:
+        svc.kill()
+    text = svc.logs()
+    assert "INFO:" not in text, text[-2000:]
+    records = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    assert any(
+        r.get("logger") == "uvicorn.error" and r["event"].startswith("Uvicorn running on")
+        for r in records
+    ), text[-2000:]
 
 
 @pytest.mark.parametrize(

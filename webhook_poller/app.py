@@ -12,10 +12,10 @@ import contextlib
 import hmac
 import json
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, quote
 
 import structlog
@@ -54,6 +54,7 @@ from .services import Services, adapter_class, build_services
 from .views import job_json, job_summary, status_url, video_refs
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 MAX_ID_LEN = 256
 
@@ -184,7 +185,7 @@ class Api:
         return job
 
     @staticmethod
-    async def _store_call(awaitable: Any) -> Any:
+    async def _store_call(awaitable: Awaitable[T]) -> T:
         try:
             return await awaitable
         except RequestRejected:

@@ -99,6 +99,9 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "limit_concurrency": server.max_connections,
         # Access logs would print signed video links; our own logs are redacted.
         "access_log": False,
+        # uvicorn's records go to the root logger's handler (webhook_poller.logging: the
+        # same format and redaction as ours) instead of uvicorn's own formatters.
+        "log_config": None,
         "log_level": settings.logging.level.lower(),
         "timeout_graceful_shutdown": int(settings.server.shutdown_grace_s) + 5,
         "proxy_headers": True,

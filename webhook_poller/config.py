@@ -205,7 +205,7 @@ class CallbackSettings(_Section):
     secret: SecretStr | None = None
     max_age_s: float = Field(24 * 3600, gt=0)
     #: Seconds between attempts; the last value repeats until max_age_s.
-    schedule_s: list[float] = Field(default_factory=lambda: [5, 30, 120, 600, 3600])
+    schedule_s: list[float] = Field(default_factory=lambda: [5.0, 30.0, 120.0, 600.0, 3600.0])
     timeout_s: float = Field(15.0, gt=0)
     #: How long an n8n "is running already" 409 is retried before it counts as final.
     conflict_window_s: float = Field(600.0, ge=0)

@@ -7,9 +7,10 @@ worth mentioning, streams with data descriptors, and ZIP64 is chosen when a memb
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import TYPE_CHECKING
 
-from stream_zip import ZIP_64, ZIP_AUTO, async_stream_zip
+from stream_zip import ZIP_64, ZIP_AUTO, Method, async_stream_zip
 
 from .model import Job, StoredVideo
 
@@ -29,7 +30,7 @@ def member_name(job: Job, video: StoredVideo) -> str:
 async def zip_stream(services: Services, job: Job) -> AsyncIterator[bytes]:
     modified = job.finished_at or job.updated_at
 
-    async def members():  # type: ignore[no-untyped-def]
+    async def members() -> AsyncIterator[tuple[str, datetime, int, Method, AsyncIterator[bytes]]]:
         for video in sorted(job.videos, key=lambda v: v.index):
             size = video.metadata.size_bytes
             method = ZIP_AUTO(size, level=0) if size is not None else ZIP_64

@@ -6,6 +6,10 @@ the configuration holds is cut from all free text, whatever its letter case (a p
 echo its key in an error, python-telegram-bot lower-cases Bot API errors), so signed links,
 resume-URL signatures and API keys never reach the log. :func:`scrub` is the same cut for
 text that is stored (a delivery's ``lastError``, a job's error detail).
+
+Records of the standard library's ``logging`` (uvicorn, httpx, botocore, python-telegram-bot
+...) go through structlog's ``ProcessorFormatter`` on stderr: the same time stamp, level,
+redaction and renderer as our own events, plus the logger's name.
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ import logging
 import re
 import sys
 from collections.abc import Iterable, Mapping, MutableMapping
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
+from structlog.typing import Processor
 
 _SECRET_KEY = re.compile(
     r"(token|secret|password|passwd|api[_-]?key|authorization|signature|credential)", re.I
@@ -96,25 +101,49 @@ def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapp
     return event_dict
 
 
+#: The name of the root handler :func:`configure` installs (and replaces when called again).
+HANDLER_NAME = "webhook_poller"
+
+
+class _StderrHandler(logging.StreamHandler[TextIO]):
+    """Writes to whatever ``sys.stderr`` is when a record comes (tests swap it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 def configure(level: str = "INFO", fmt: str = "auto") -> None:
     json_out = fmt == "json" or (fmt == "auto" and not sys.stdout.isatty())
-    renderer: Any = (
+    renderer: Processor = (
         structlog.processors.JSONRenderer() if json_out else structlog.dev.ConsoleRenderer()
     )
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         numeric = logging.INFO
+    stamp: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    finish: list[Processor] = [structlog.processors.format_exc_info, redact, renderer]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            redact,
-            renderer,
-        ],
+        processors=[*stamp, *finish],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
         cache_logger_on_first_use=True,
     )
-    logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr)
+    handler = _StderrHandler(sys.stderr)
+    handler.set_name(HANDLER_NAME)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*stamp, structlog.stdlib.add_logger_name],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *finish],
+        )
+    )
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == HANDLER_NAME]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    # Libraries speak from WARNING up; uvicorn's own loggers carry the configured level.
+    root.setLevel(max(numeric, logging.WARNING))

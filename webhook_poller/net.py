@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import SplitResult, urljoin, urlsplit
 
 import httpcore
 import httpx
@@ -154,9 +154,9 @@ def redact_url(url: str) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
-def _safe_port(parts: Any) -> int | None:
+def _safe_port(parts: SplitResult) -> int | None:
     try:
-        return parts.port  # type: ignore[no-any-return]
+        return parts.port
     except ValueError:
         return None
 

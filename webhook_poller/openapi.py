@@ -248,7 +248,9 @@ _SCHEMAS: dict[str, Any] = {
 
 def openapi_document(settings: Settings) -> dict[str, Any]:
     """The document; the server URL is the configured public base URL."""
-    secured = [{"bearer": []}] if settings.server.auth_token is not None else []
+    secured: list[dict[str, list[str]]] = (
+        [{"bearer": []}] if settings.server.auth_token is not None else []
+    )
     job_ops_errors = _errors(401, 404, 503)
     paths: dict[str, Any] = {
         "/poll-video": {"post": _intake_op("pollVideo")},

@@ -90,7 +90,7 @@ async def _sniffed(
 
 
 async def _store_one(
-    services: Services, adapter: ProviderAdapter, job: Job, index: int, url: str
+    services: Services, adapter: ProviderAdapter | None, job: Job, index: int, url: str
 ) -> StoredBlob:
     settings = services.settings
     key = video_key(job, index)
@@ -126,9 +126,17 @@ async def _store_one(
 
 
 async def download_step(
-    services: Services, adapter: ProviderAdapter, policy: PollPolicy, job: Job, now: datetime
+    services: Services,
+    adapter: ProviderAdapter | None,
+    policy: PollPolicy,
+    job: Job,
+    now: datetime,
 ) -> Outcome:
-    """Fetch every result URL not yet stored; move to ``storing`` when all are in."""
+    """Fetch every result URL not yet stored; move to ``storing`` when all are in.
+
+    ``adapter`` is None when the job's provider was removed from the config after the job
+    got its links: the links are still fetched as plain URLs, but an expired one cannot be
+    refreshed."""
     done = {v.index for v in job.videos}
     videos = list(job.videos)
     refreshed = False

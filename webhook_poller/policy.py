@@ -27,7 +27,7 @@ def backoff_s(failures: int, base_s: float, max_s: float, rng: random.Random) ->
     """Capped exponential backoff with "equal jitter": half fixed, half random."""
     if failures <= 0 or base_s <= 0:
         return 0.0
-    ceiling = min(max_s, base_s * 2 ** min(failures - 1, 30))
+    ceiling = min(max_s, base_s * 2.0 ** min(failures - 1, 30))
     return ceiling / 2 + rng.uniform(0, ceiling / 2)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import structlog
 
@@ -52,7 +52,8 @@ class SessionSource:
         key = self.key(session_id)
         kind = await self._redis.type(key)
         if kind == "hash":
-            return dict(await self._redis.hgetall(key))
+            # decode_responses=True: str keys and values, which redis-py's types cannot know
+            return cast("dict[str, str]", await self._redis.hgetall(key))
         if kind != "string":
             return None
         raw = await self._redis.get(key)

@@ -129,9 +129,10 @@ def __getattr__(name: str) -> Any:
 def _multiprocess(config: uvicorn.Config, sock: Any) -> Any:
     from uvicorn.supervisors import Multiprocess
 
+    options: dict[str, Any] = {"sockets": [sock]}
     if "target" in inspect.signature(Multiprocess).parameters:  # uvicorn < 0.55
-        return Multiprocess(config, target=uvicorn.Server(config).run, sockets=[sock])
-    return Multiprocess(config, sockets=[sock])
+        options["target"] = uvicorn.Server(config).run
+    return Multiprocess(config, **options)
 
 
 def serve_workers(

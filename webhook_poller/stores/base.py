@@ -46,7 +46,7 @@ class BaseJobStore(ABC):
 
     def __init__(self) -> None:
         self._creates: GroupCommit[Job, tuple[Job | None, bool]] = GroupCommit(self._create_batch)
-        self._saves: GroupCommit[SaveItem, Job | LeaseLost] = GroupCommit(self._save_batch)
+        self._saves: GroupCommit[SaveItem, Job] = GroupCommit(self._save_batch)
         self._schema_checked = False
 
     # --- lifecycle and schema ------------------------------------------------------------
@@ -110,10 +110,7 @@ class BaseJobStore(ABC):
     async def save(
         self, job: Job, *, expected_version: int, deliveries: Sequence[Delivery] = ()
     ) -> Job:
-        saved = await self._saves.submit((job, expected_version, tuple(deliveries)))
-        if isinstance(saved, LeaseLost):  # GroupCommit raises these itself; this is for types
-            raise saved
-        return saved
+        return await self._saves.submit((job, expected_version, tuple(deliveries)))
 
     # --- codec -----------------------------------------------------------------------------
 

@@ -25,7 +25,9 @@ class GroupCommit(Generic[T, R]):
     """
 
     def __init__(
-        self, commit: Callable[[list[T]], Awaitable[Sequence[R]]], max_batch: int = 256
+        self,
+        commit: Callable[[list[T]], Awaitable[Sequence[R | Exception]]],
+        max_batch: int = 256,
     ) -> None:
         self._commit = commit
         self._max = max_batch

@@ -20,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from importlib import resources
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, cast
 
 import redis.asyncio as aioredis
 import structlog
@@ -38,6 +38,22 @@ from .keys import Keys
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
+
+
+# The connection decodes every reply (decode_responses=True), which redis-py's types cannot
+# know: they say ``bytes | str`` everywhere. These helpers say it once.
+def _hash(reply: Mapping[bytes | str, bytes | str]) -> dict[str, str]:
+    return cast("dict[str, str]", reply)
+
+
+def _scored(reply: list[Any]) -> list[tuple[str, float]]:
+    """A ``withscores=True`` range: (member, score) pairs."""
+    return cast("list[tuple[str, float]]", reply)
+
+
+def _text(reply: bytes | str | None) -> str | None:
+    return cast("str | None", reply)
+
 
 #: The atomic writes, one Lua file each in ``lua/`` (shipped as package data). Each script
 #: takes one JSON object as ARGV[1] (decoded with cjson), its fields named in its header.
@@ -227,7 +243,7 @@ class RedisJobStore(BaseJobStore):
         ]
 
     async def get(self, job_id: str) -> Job | None:
-        fields = await self._call(self.r.hgetall(self.keys.job(job_id)))
+        fields = _hash(await self._call(self.r.hgetall(self.keys.job(job_id))))
         return self._job(fields) if fields else None
 
     async def find_by_task(self, provider: str, task_id: str) -> Job | None:
@@ -346,8 +362,10 @@ class RedisJobStore(BaseJobStore):
         scanned = 0
         last_score: float | None = None
         while len(found) <= limit and scanned < MAX_LIST_SCAN:
-            batch = await self._call(
-                self.r.zrevrangebyscore(source, top, "-inf", start=0, num=200, withscores=True)
+            batch = _scored(
+                await self._call(
+                    self.r.zrevrangebyscore(source, top, "-inf", start=0, num=200, withscores=True)
+                )
             )
             if not batch:
                 last_score = None
@@ -385,7 +403,7 @@ class RedisJobStore(BaseJobStore):
         return {s.value: int(n) for s, n in zip(JobState, counts, strict=True) if n}
 
     async def queue_position(self, job: Job) -> int | None:
-        seq = await self._call(self.r.hget(self.keys.job(job.id), "seq"))
+        seq = _text(await self._call(self.r.hget(self.keys.job(job.id), "seq")))
         if seq is None:
             return None
         count = await self._call(self.r.zcount(self.keys.state("queued"), "-inf", seq))
@@ -464,7 +482,7 @@ class RedisJobStore(BaseJobStore):
         key = Keys.session(session_id)
         kind = await self._call(self.r.type(key))
         if kind == "hash":
-            return dict(await self._call(self.r.hgetall(key)))
+            return _hash(await self._call(self.r.hgetall(key)))
         raw = await self._call(self.r.get(key)) if kind == "string" else None
         return None if raw is None else str(raw)
 
