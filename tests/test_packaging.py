@@ -94,6 +94,8 @@ def test_wheel_has_the_license_the_example_config_and_no_phantom_data(dists):
     assert example == (ROOT / "config.example.yaml").read_text()
     assert "webhook_poller/static/dashboard.html" in names
     assert "webhook_poller/adapters/sample.mp4" in names
+    for script in ("create", "claim", "save", "take", "schema"):  # the Redis store's Lua files
+        assert f"webhook_poller/stores/lua/{script}.lua" in names
     assert not any(n.startswith("tests/") for n in names)
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     for pattern in pyproject["tool"]["setuptools"]["package-data"]["webhook_poller"]:

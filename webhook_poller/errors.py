@@ -18,6 +18,7 @@
     ├── StoreError
     │   ├── StoreUnavailable         the store cannot be reached; transient
     │   ├── LeaseLost                another writer won a compare-and-set
+    │   ├── StoreSchemaError         the store's schema is newer than this release; start-up
     │   └── JobConflict              idempotency or state conflict
     ├── BlobError                    blob storage failed; ``transient`` says whether to retry
     └── NotifyError
@@ -181,6 +182,10 @@ class LeaseLost(StoreError):
     def __init__(self, job_id: str) -> None:
         super().__init__(f"job {job_id} changed under us")
         self.job_id = job_id
+
+
+class StoreSchemaError(StoreError):
+    """The store holds a schema version newer than this release knows (refused at open)."""
 
 
 class JobConflict(StoreError):

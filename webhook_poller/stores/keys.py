@@ -16,6 +16,8 @@
     {p}dl:leased         zset: same members -> lease expiry
     {p}dl:owner          hash: member -> lease owner
     {p}meta              hash: small shared values (the link-signing secret)
+    {p}schema            string: the schema version the layout is at (absent: version 0,
+                         a store written before versions were recorded)
     {p}rl:tat:{section}  string: when a provider section's next request conforms (µs, Redis
                          clock; the shared request budget); expires once idle
     {p}rl:pause:{section}  string: end of that section's 429 pause (µs); expires after it
@@ -91,6 +93,10 @@ class Keys:
     @property
     def meta(self) -> str:
         return f"{self.prefix}meta"
+
+    @property
+    def schema(self) -> str:
+        return f"{self.prefix}schema"
 
     @staticmethod
     def session(session_id: str) -> str:

@@ -15,12 +15,12 @@ compute); use one primary (with replicas/Sentinel for availability).
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, TypeVar, cast
+from importlib import resources
+from typing import Any, ClassVar, TypeVar, cast
 
 import redis.asyncio as aioredis
 import structlog
@@ -28,17 +28,16 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..errors import LeaseLost, StoreUnavailable
+from ..errors import LeaseLost, StoreSchemaError, StoreUnavailable
 from ..interfaces import PluginContext
-from ..model import ACTIVE_STATES, Delivery, Job, JobState, dedupe_key, indexed_task_ids
-from .batching import GroupCommit
-from .codec import delivery_from_dict, delivery_to_dict, dt, dumps, job_from_dict, job_to_dict
+from ..model import Delivery, Job, JobState, dedupe_key, indexed_task_ids
+from .base import BaseJobStore, SaveItem
+from .codec import dt, dumps
 from .keys import Keys
 
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
-_SaveItem = tuple[Job, int, tuple[Delivery, ...]]
 
 
 # The connection decodes every reply (decode_responses=True), which redis-py's types cannot
@@ -56,222 +55,42 @@ def _text(reply: bytes | str | None) -> str | None:
     return cast("str | None", reply)
 
 
-_CREATE = """
-local p = ARGV[1]
-local existing = redis.call('GET', p..'dedupe:'..ARGV[3])
-if existing then return {0, existing} end
-local seq = redis.call('INCR', p..'seq')
-local id = ARGV[2]
-local jk = p..'job:'..id
-redis.call('HSET', jk, 'body', ARGV[4], 'version', ARGV[5], 'state', ARGV[6], 'due_at', ARGV[7],
-  'lease_owner', ARGV[8], 'lease_expires_at', ARGV[9], 'reclaims', ARGV[10], 'seq', seq,
-  'session_id', ARGV[11], 'model', ARGV[12], 'created_at', ARGV[13], 'dedupe_key', ARGV[3])
-redis.call('SET', p..'dedupe:'..ARGV[3], id)
-redis.call('ZADD', p..'all', seq, id)
-redis.call('ZADD', p..'st:'..ARGV[6], seq, id)
-redis.call('ZADD', p..'sess:'..ARGV[11], seq, id)
-if ARGV[14] == '1' then
-  if ARGV[8] == '' then redis.call('ZADD', p..'due', ARGV[7], id)
-  else redis.call('ZADD', p..'leased', ARGV[9], id) end
-end
-return {1, id}
-"""
+#: The atomic writes, one Lua file each in ``lua/`` (shipped as package data). Each script
+#: takes one JSON object as ARGV[1] (decoded with cjson), its fields named in its header.
+SCRIPTS = (
+    "create",
+    "claim",
+    "save",
+    "renew",
+    "release",
+    "claim_dl",
+    "update_dl",
+    "delete",
+    "take",
+    "pause",
+    "schema",
+)
 
-_CLAIM = """
-local p = ARGV[1]
-local now = tonumber(ARGV[2])
-local expired = redis.call('ZRANGEBYSCORE', p..'leased', '-inf', now, 'LIMIT', 0, 500)
-for _, id in ipairs(expired) do
-  local jk = p..'job:'..id
-  redis.call('ZREM', p..'leased', id)
-  local due = redis.call('HGET', jk, 'due_at')
-  if due then
-    redis.call('HSET', jk, 'lease_owner', '', 'lease_expires_at', '')
-    redis.call('HINCRBY', jk, 'reclaims', 1)
-    redis.call('ZADD', p..'due', due, id)
-  end
-end
-local ids = redis.call('ZRANGEBYSCORE', p..'due', '-inf', now, 'LIMIT', 0, tonumber(ARGV[4]))
-local out = {}
-for _, id in ipairs(ids) do
-  local jk = p..'job:'..id
-  redis.call('ZREM', p..'due', id)
-  if redis.call('EXISTS', jk) == 1 then
-    redis.call('ZADD', p..'leased', ARGV[3], id)
-    redis.call('HSET', jk, 'lease_owner', ARGV[5], 'lease_expires_at', ARGV[3])
-    redis.call('HINCRBY', jk, 'version', 1)
-    table.insert(out, redis.call('HGETALL', jk))
-  end
-end
-return out
-"""
 
-_SAVE = """
-local p = ARGV[1]
-local id = ARGV[2]
-local jk = p..'job:'..id
-local v = redis.call('HGET', jk, 'version')
-if (not v) or tonumber(v) ~= tonumber(ARGV[3]) then return 0 end
-local old = redis.call('HGET', jk, 'state')
-local seq = redis.call('HGET', jk, 'seq')
-redis.call('HSET', jk, 'body', ARGV[4], 'state', ARGV[5], 'due_at', ARGV[6],
-  'lease_owner', ARGV[7], 'lease_expires_at', ARGV[8], 'reclaims', ARGV[9],
-  'version', tonumber(ARGV[3]) + 1)
-if old ~= ARGV[5] then
-  redis.call('ZREM', p..'st:'..old, id)
-  redis.call('ZADD', p..'st:'..ARGV[5], seq, id)
-end
-if ARGV[10] == '1' then
-  if ARGV[7] == '' then
-    redis.call('ZREM', p..'leased', id)
-    redis.call('ZADD', p..'due', ARGV[6], id)
-  else
-    redis.call('ZREM', p..'due', id)
-    redis.call('ZADD', p..'leased', ARGV[8], id)
-  end
-else
-  redis.call('ZREM', p..'due', id)
-  redis.call('ZREM', p..'leased', id)
-end
-local n = tonumber(ARGV[11])
-local i = 12
-for _ = 1, n do
-  if redis.call('HSETNX', p..'dl:'..id, ARGV[i], ARGV[i + 1]) == 1 and ARGV[i + 2] == 'pending' then
-    redis.call('ZADD', p..'dl:due', ARGV[i + 3], id..'|'..ARGV[i])
-  end
-  i = i + 4
-end
-return 1
-"""
+def script_source(name: str) -> str:
+    """The Lua source of script ``name`` (a package file, ``stores/lua/{name}.lua``)."""
+    path = resources.files("webhook_poller.stores") / "lua" / f"{name}.lua"
+    return path.read_text(encoding="utf-8")
 
-_RENEW = """
-local p = ARGV[1]
-local jk = p..'job:'..ARGV[2]
-if redis.call('HGET', jk, 'lease_owner') ~= ARGV[3] then return 0 end
-redis.call('HSET', jk, 'lease_expires_at', ARGV[4])
-redis.call('ZADD', p..'leased', 'XX', ARGV[4], ARGV[2])
-return 1
-"""
 
-_RELEASE = """
-local p = ARGV[1]
-local owner = ARGV[2]
-local count = 0
-for _, id in ipairs(redis.call('ZRANGE', p..'leased', 0, -1)) do
-  local jk = p..'job:'..id
-  if redis.call('HGET', jk, 'lease_owner') == owner then
-    redis.call('HSET', jk, 'lease_owner', '', 'lease_expires_at', '')
-    redis.call('ZREM', p..'leased', id)
-    redis.call('ZADD', p..'due', redis.call('HGET', jk, 'due_at'), id)
-    count = count + 1
-  end
-end
-for _, m in ipairs(redis.call('ZRANGE', p..'dl:leased', 0, -1)) do
-  if redis.call('HGET', p..'dl:owner', m) == owner then
-    redis.call('ZREM', p..'dl:leased', m)
-    redis.call('HDEL', p..'dl:owner', m)
-    redis.call('ZADD', p..'dl:due', ARGV[3], m)
-  end
-end
-return count
-"""
+async def _adopt_release_layout(store: RedisJobStore) -> None:
+    """Version 1 is the key layout of the releases before versions were recorded (see
+    :mod:`.keys`): such a store needs nothing but the version stamp."""
 
-_CLAIM_DL = """
-local p = ARGV[1]
-local now = tonumber(ARGV[2])
-for _, m in ipairs(redis.call('ZRANGEBYSCORE', p..'dl:leased', '-inf', now, 'LIMIT', 0, 500)) do
-  redis.call('ZREM', p..'dl:leased', m)
-  redis.call('HDEL', p..'dl:owner', m)
-  redis.call('ZADD', p..'dl:due', now, m)
-end
-local out = {}
-for _, m in ipairs(redis.call('ZRANGEBYSCORE', p..'dl:due', '-inf', now, 'LIMIT', 0,
-                              tonumber(ARGV[4]))) do
-  redis.call('ZREM', p..'dl:due', m)
-  local sep = string.find(m, '|', 1, true)
-  local body = redis.call('HGET', p..'dl:'..string.sub(m, 1, sep - 1), string.sub(m, sep + 1))
-  if body then
-    redis.call('ZADD', p..'dl:leased', ARGV[3], m)
-    redis.call('HSET', p..'dl:owner', m, ARGV[5])
-    table.insert(out, body)
-  end
-end
-return out
-"""
 
-_UPDATE_DL = """
-local p = ARGV[1]
-local m = ARGV[2]..'|'..ARGV[3]
-local current = redis.call('HGET', p..'dl:owner', m)
-if ARGV[7] ~= '' and current and current ~= ARGV[7] then return 0 end
-if redis.call('HEXISTS', p..'dl:'..ARGV[2], ARGV[3]) == 0 then return 0 end
-redis.call('HSET', p..'dl:'..ARGV[2], ARGV[3], ARGV[4])
-redis.call('ZREM', p..'dl:leased', m)
-redis.call('HDEL', p..'dl:owner', m)
-if ARGV[5] == 'pending' then redis.call('ZADD', p..'dl:due', ARGV[6], m)
-else redis.call('ZREM', p..'dl:due', m) end
-return 1
-"""
+#: A migration: a function given the opened store; the ``schema`` script then records its
+#: (1-based) position. A Redis migration must be safe to run twice (two instances starting
+#: at once may both run it before one records it). Append new ones; never edit a released one.
+Migration = Callable[["RedisJobStore"], Awaitable[None]]
 
-_DELETE = """
-local p = ARGV[1]
-local id = ARGV[2]
-local jk = p..'job:'..id
-if redis.call('EXISTS', jk) == 0 then return 0 end
-local f = redis.call('HMGET', jk, 'state', 'session_id', 'dedupe_key')
-redis.call('DEL', jk)
-redis.call('DEL', p..'dedupe:'..f[3])
-redis.call('ZREM', p..'due', id)
-redis.call('ZREM', p..'leased', id)
-redis.call('ZREM', p..'all', id)
-redis.call('ZREM', p..'st:'..f[1], id)
-redis.call('ZREM', p..'sess:'..f[2], id)
-for _, field in ipairs(redis.call('HKEYS', p..'dl:'..id)) do
-  local m = id..'|'..field
-  redis.call('ZREM', p..'dl:due', m)
-  redis.call('ZREM', p..'dl:leased', m)
-  redis.call('HDEL', p..'dl:owner', m)
-end
-redis.call('DEL', p..'dl:'..id)
-return 1
-"""
+#: Every schema version in order.
+MIGRATIONS: tuple[Migration, ...] = (_adopt_release_layout,)
 
-# The per-key request budget shared by every instance: GCRA (a token bucket kept as the
-# theoretical arrival time of the next request), on Redis's own clock so instances on hosts
-# with skewed clocks agree. ARGV: prefix, section, µs per request, burst tolerance in µs.
-# Takes one request's worth and returns 0, or takes nothing and returns the µs to wait before
-# asking again (until the section's 429 pause ends, or until the next request conforms).
-_TAKE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local pause = tonumber(redis.call('GET', ARGV[1]..'rl:pause:'..ARGV[2]) or '0')
-if pause > now then return math.ceil(pause - now) end
-local tk = ARGV[1]..'rl:tat:'..ARGV[2]
-local tat = tonumber(redis.call('GET', tk) or '0')
-if tat < now then tat = now end
-local wait = tat - tonumber(ARGV[4]) - now
-if wait > 0 then return math.ceil(wait) end
-local nxt = tat + tonumber(ARGV[3])
-redis.call('SET', tk, string.format('%.0f', nxt), 'PX', math.ceil((nxt - now) / 1000) + 1000)
-return 0
-"""
-
-# ARGV: prefix, section, pause in µs (0: only read). Returns the µs the pause still holds.
-_PAUSE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local pk = ARGV[1]..'rl:pause:'..ARGV[2]
-local till = tonumber(redis.call('GET', pk) or '0')
-local span = tonumber(ARGV[3])
-if span > 0 and now + span > till then
-  till = now + span
-  redis.call('SET', pk, string.format('%.0f', till), 'PX', math.ceil(span / 1000) + 1000)
-end
-if till <= now then return 0 end
-return math.ceil(till - now)
-"""
-
-_ACTIVE = frozenset(s.value for s in ACTIVE_STATES)
 #: Jobs looked at per list_jobs call before it returns a partial page with a cursor.
 MAX_LIST_SCAN = 5000
 
@@ -288,20 +107,22 @@ def _pairs(flat: Sequence[Any]) -> dict[str, Any]:
     return {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
 
 
-class RedisJobStore:
+class RedisJobStore(BaseJobStore):
     """Job store on Redis. Options: ``url``, ``key_prefix`` (default ``wp:``)."""
 
+    backend: ClassVar[str] = "Redis"
+    migrations: ClassVar[tuple[Migration, ...]] = MIGRATIONS
+
     def __init__(self, options: Mapping[str, Any], context: PluginContext | None = None) -> None:
+        super().__init__()
         self.url = str(options["url"])
         self.keys = Keys(str(options.get("key_prefix") or "wp:"))
         self._redis: aioredis.Redis | None = None
         self._scripts: dict[str, Any] = {}
-        self._creates: GroupCommit[Job, tuple[int, str]] = GroupCommit(self._create_batch)
-        self._saves: GroupCommit[_SaveItem, Job] = GroupCommit(self._save_batch)
 
-    # --- lifecycle -------------------------------------------------------------------
+    # --- lifecycle and schema ---------------------------------------------------------
 
-    async def open(self) -> None:
+    async def _connect(self) -> None:
         kwargs: dict[str, Any] = {
             "decode_responses": True,
             "socket_timeout": 5.0,
@@ -312,19 +133,8 @@ class RedisJobStore:
         if password and "@" not in self.url.split("//", 1)[-1]:
             kwargs["password"] = password
         self._redis = aioredis.Redis.from_url(self.url, **kwargs)
-        for name, source in {
-            "create": _CREATE,
-            "claim": _CLAIM,
-            "save": _SAVE,
-            "renew": _RENEW,
-            "release": _RELEASE,
-            "claim_dl": _CLAIM_DL,
-            "update_dl": _UPDATE_DL,
-            "delete": _DELETE,
-            "take": _TAKE,
-            "pause": _PAUSE,
-        }.items():
-            self._scripts[name] = self._redis.register_script(source)
+        for name in SCRIPTS:
+            self._scripts[name] = self._redis.register_script(script_source(name))
 
     async def close(self) -> None:
         if self._redis is not None:
@@ -345,66 +155,92 @@ class RedisJobStore:
         except RedisError as exc:
             raise StoreUnavailable(f"Redis refused the command: {type(exc).__name__}") from None
 
-    async def _script(self, name: str, *args: Any) -> Any:
-        return await self._call(self._scripts[name](keys=[], args=[self.keys.prefix, *args]))
+    def _args(self, **fields: Any) -> list[str]:
+        """A script's one argument: its fields and the key prefix, as JSON."""
+        return [dumps({"p": self.keys.prefix, **fields})]
 
-    async def ping(self) -> bool:
+    async def _script(self, name: str, **fields: Any) -> Any:
+        return await self._call(self._scripts[name](keys=[], args=self._args(**fields)))
+
+    async def _ping(self) -> bool:
         try:
             return bool(await self._call(self.r.ping()))
         except StoreUnavailable:
             return False
 
+    def _where(self) -> str:
+        host = self.url.split("//", 1)[-1].rsplit("@", 1)[-1]  # never the credentials
+        return f"redis://{host} (key prefix {self.keys.prefix!r})"
+
+    async def _read_schema_version(self) -> int:
+        raw = await self._call(self.r.get(self.keys.schema))
+        try:
+            return int(raw) if raw else 0
+        except ValueError:
+            raise StoreSchemaError(
+                f"the Redis store at {self._where()} holds {self.keys.schema!r} = {raw!r},"
+                " which is no schema version"
+            ) from None
+
+    async def _migrate_to(self, version: int) -> None:
+        await self.migrations[version - 1](self)
+        await self._script("schema", version=version)
+
     # --- jobs ------------------------------------------------------------------------
 
-    @staticmethod
-    def _job(fields: Mapping[str, Any]) -> Job:
-        data = json.loads(fields["body"])
-        data["version"] = int(fields["version"])
-        data["lease_owner"] = fields.get("lease_owner") or None
-        data["lease_expires_at"] = (
-            float(fields["lease_expires_at"]) if fields.get("lease_expires_at") else None
+    @classmethod
+    def _job(cls, fields: Mapping[str, Any]) -> Job:
+        return cls._decode_job(
+            fields["body"],
+            version=int(fields["version"]),
+            lease_owner=fields.get("lease_owner") or None,
+            lease_expires_at=(
+                float(fields["lease_expires_at"]) if fields.get("lease_expires_at") else None
+            ),
+            due_at=float(fields["due_at"]),
+            reclaims=int(fields.get("reclaims") or 0),
         )
-        data["due_at"] = float(fields["due_at"])
-        data["reclaims"] = int(fields.get("reclaims") or 0)
-        return job_from_dict(data)
 
-    async def create(self, job: Job) -> tuple[Job, bool]:
-        created, job_id = await self._creates.submit(job)
-        if int(created) == 1:
-            await self._index_tasks([job])
-            return job, True
-        existing = await self.get(job_id)
-        if existing is None:  # deleted between the two calls: try once more
-            return await self.create(job)
-        return existing, False
-
-    async def _create_batch(self, jobs: list[Job]) -> list[tuple[int, str]]:
-        """Every job's create script in one pipeline: one round trip for the batch. Each
-        script answers ``[created (1 or 0), id of the job owning the dedupe key]``."""
+    async def _create_batch(self, jobs: list[Job]) -> list[tuple[Job | None, bool]]:
+        """Every job's create script in one pipeline: one round trip for the batch; then the
+        task index of the new jobs, and the jobs that already held a key."""
         pipe = self.r.pipeline(transaction=False)
         script = self._scripts["create"]
         for job in jobs:
-            await script(
-                keys=[],
-                args=[
-                    self.keys.prefix,
-                    job.id,
-                    job.dedupe_key,
-                    dumps(job_to_dict(job)),
-                    job.version,
-                    job.state.value,
-                    _ts(job.due_at),
-                    job.lease_owner or "",
-                    _ts(job.lease_expires_at),
-                    job.reclaims,
-                    job.session_id,
-                    job.model,
-                    _ts(job.created_at),
-                    "1" if job.state.value in _ACTIVE else "0",
-                ],
-                client=pipe,
+            args = self._args(
+                id=job.id,
+                dedupe_key=job.dedupe_key,
+                body=self._encode_job(job),
+                version=job.version,
+                state=job.state.value,
+                due_at=_ts(job.due_at),
+                lease_owner=job.lease_owner or "",
+                lease_expires_at=_ts(job.lease_expires_at),
+                reclaims=job.reclaims,
+                session_id=job.session_id,
+                model=job.model,
+                created_at=_ts(job.created_at),
+                active=self._is_active(job),
             )
-        return list(await self._call(pipe.execute()))
+            await script(keys=[], args=args, client=pipe)
+        replies = list(await self._call(pipe.execute()))
+        made = [int(created) == 1 for created, _ in replies]
+        await self._index_tasks([job for job, new in zip(jobs, made, strict=True) if new])
+        holders = [str(job_id) for (_, job_id), new in zip(replies, made, strict=True) if not new]
+        known: dict[str, Job | None] = {}
+        if holders:  # the jobs that already held a key, in one more round trip
+            reads = self.r.pipeline(transaction=False)
+            for job_id in holders:
+                reads.hgetall(self.keys.job(job_id))
+            rows = await self._call(reads.execute())
+            known = {
+                job_id: self._job(fields) if fields else None
+                for job_id, fields in zip(holders, rows, strict=True)
+            }
+        return [
+            (job, True) if new else (known[str(job_id)], False)
+            for job, new, (_, job_id) in zip(jobs, made, replies, strict=True)
+        ]
 
     async def get(self, job_id: str) -> Job | None:
         fields = _hash(await self._call(self.r.hgetall(self.keys.job(job_id))))
@@ -433,36 +269,31 @@ class RedisJobStore:
         except StoreUnavailable as exc:  # the job is saved; a push for it falls back to polls
             log.warning("task_index_write_failed", error=str(exc)[:200])
 
-    async def save(
-        self, job: Job, *, expected_version: int, deliveries: Sequence[Delivery] = ()
-    ) -> Job:
-        return await self._saves.submit((job, expected_version, tuple(deliveries)))
-
-    async def _save_batch(self, items: list[_SaveItem]) -> list[Job | LeaseLost]:
+    async def _save_batch(self, items: list[SaveItem]) -> list[Job | LeaseLost]:
         """Every compare-and-set script of the batch in one pipeline (one round trip)."""
         pipe = self.r.pipeline(transaction=False)
         script = self._scripts["save"]
         for job, expected_version, deliveries in items:
-            args: list[Any] = [
-                self.keys.prefix,
-                job.id,
-                expected_version,
-                dumps(job_to_dict(job)),
-                job.state.value,
-                _ts(job.due_at),
-                job.lease_owner or "",
-                _ts(job.lease_expires_at),
-                job.reclaims,
-                "1" if job.state.value in _ACTIVE else "0",
-                len(deliveries),
-            ]
-            for d in deliveries:
-                args += [
-                    _field(d),
-                    dumps(delivery_to_dict(d)),
-                    d.status.value,
-                    _ts(d.next_attempt_at) or "0",
-                ]
+            args = self._args(
+                id=job.id,
+                expected_version=expected_version,
+                body=self._encode_job(job),
+                state=job.state.value,
+                due_at=_ts(job.due_at),
+                lease_owner=job.lease_owner or "",
+                lease_expires_at=_ts(job.lease_expires_at),
+                reclaims=job.reclaims,
+                active=self._is_active(job),
+                deliveries=[
+                    {
+                        "field": _field(d),
+                        "body": self._encode_delivery(d),
+                        "status": d.status.value,
+                        "next_attempt_at": _ts(d.next_attempt_at) or "0",
+                    }
+                    for d in deliveries
+                ],
+            )
             await script(keys=[], args=args, client=pipe)
         results = await self._call(pipe.execute())
         saved: list[Job | LeaseLost] = [
@@ -476,15 +307,20 @@ class RedisJobStore:
 
     async def claim_due(self, owner: str, now: datetime, lease_s: float, limit: int) -> list[Job]:
         rows = await self._script(
-            "claim", repr(now.timestamp()), repr(now.timestamp() + lease_s), limit, owner
+            "claim",
+            now=repr(now.timestamp()),
+            until=repr(now.timestamp() + lease_s),
+            limit=limit,
+            owner=owner,
         )
         return [self._job(_pairs(row)) for row in rows]
 
     async def renew_lease(self, job_id: str, owner: str, until: datetime) -> bool:
-        return int(await self._script("renew", job_id, owner, repr(until.timestamp()))) == 1
+        renewed = await self._script("renew", id=job_id, owner=owner, until=_ts(until))
+        return int(renewed) == 1
 
     async def release_owner(self, owner: str) -> int:
-        return int(await self._script("release", owner, repr(time.time())))
+        return int(await self._script("release", owner=owner, now=repr(time.time())))
 
     async def next_due_at(self) -> datetime | None:
         pipe = self.r.pipeline(transaction=False)
@@ -498,7 +334,7 @@ class RedisJobStore:
 
     async def delete(self, job_id: str) -> bool:
         job = await self.get(job_id)
-        removed = int(await self._script("delete", job_id)) == 1
+        removed = int(await self._script("delete", id=job_id)) == 1
         if job is not None and indexed_task_ids(job):
             keys = [self.keys.task(job.provider, t) for t in indexed_task_ids(job)]
             await self._call(self.r.delete(*keys))
@@ -577,7 +413,7 @@ class RedisJobStore:
 
     async def deliveries_for(self, job_id: str) -> list[Delivery]:
         rows = await self._call(self.r.hvals(self.keys.deliveries(job_id)))
-        found = [delivery_from_dict(json.loads(r)) for r in rows]
+        found = [self._decode_delivery(r) for r in rows]
         return sorted(
             found,
             key=lambda d: (
@@ -591,19 +427,23 @@ class RedisJobStore:
         self, owner: str, now: datetime, lease_s: float, limit: int
     ) -> list[Delivery]:
         rows = await self._script(
-            "claim_dl", repr(now.timestamp()), repr(now.timestamp() + lease_s), limit, owner
+            "claim_dl",
+            now=repr(now.timestamp()),
+            until=repr(now.timestamp() + lease_s),
+            limit=limit,
+            owner=owner,
         )
-        return [delivery_from_dict(json.loads(r)) for r in rows]
+        return [self._decode_delivery(r) for r in rows]
 
     async def update_delivery(self, delivery: Delivery, *, owner: str | None) -> None:
         await self._script(
             "update_dl",
-            delivery.job_id,
-            _field(delivery),
-            dumps(delivery_to_dict(delivery)),
-            delivery.status.value,
-            _ts(delivery.next_attempt_at) or "0",
-            owner or "",
+            job_id=delivery.job_id,
+            field=_field(delivery),
+            body=self._encode_delivery(delivery),
+            status=delivery.status.value,
+            next_attempt_at=_ts(delivery.next_attempt_at) or "0",
+            owner=owner or "",
         )
 
     # --- the provider request budget, shared by every instance (services.SharedBudget) ----
@@ -612,43 +452,39 @@ class RedisJobStore:
         """Take one request from ``section``'s budget (``rate`` per second, up to ``burst`` at
         once): 0 when taken, else the seconds to wait before asking again."""
         step = 1_000_000 / rate
-        waited = await self._script("take", section, repr(step), repr(step * (burst - 1)))
+        waited = await self._script("take", section=section, step=step, burst=step * (burst - 1))
         return max(0, int(waited)) / 1_000_000
 
     async def budget_pause(self, section: str, seconds: float) -> float:
         """Hold every instance's requests for ``section`` for ``seconds`` (0: only look);
         return the seconds the pause still holds."""
         micros = max(0, int(seconds * 1_000_000))
-        return max(0, int(await self._script("pause", section, micros))) / 1_000_000
+        return max(0, int(await self._script("pause", section=section, span=micros))) / 1_000_000
 
-    # --- small shared values -----------------------------------------------------------
+    # --- small shared values (the shared logic is in BaseJobStore) ---------------------
 
-    async def get_or_create_secret(self, name: str, factory_value: str) -> str:
-        await self._call(self.r.hsetnx(self.keys.meta, name, factory_value))
+    async def _meta_insert(self, name: str, value: str) -> None:
+        await self._call(self.r.hsetnx(self.keys.meta, name, value))
+
+    async def _meta_get(self, name: str) -> str | None:
         value = await self._call(self.r.hget(self.keys.meta, name))
-        return str(value)
+        return None if value is None else str(value)
 
     async def use_once(self, token: str, expires_at: datetime) -> bool:
         ms = max(1, int(expires_at.timestamp() * 1000))
         done = await self._call(self.r.set(self.keys.used(token), "1", nx=True, pxat=ms))
         return bool(done)
 
-    async def put_session(self, session_id: str, data: Mapping[str, Any]) -> None:
-        await self._call(self.r.set(Keys.session(session_id), dumps(dict(data))))
+    async def _write_session(self, session_id: str, text: str) -> None:
+        await self._call(self.r.set(Keys.session(session_id), text))
 
-    async def get_session(self, session_id: str) -> Mapping[str, Any] | None:
+    async def _read_session(self, session_id: str) -> str | Mapping[str, Any] | None:
         key = Keys.session(session_id)
         kind = await self._call(self.r.type(key))
         if kind == "hash":
             return _hash(await self._call(self.r.hgetall(key)))
         raw = await self._call(self.r.get(key)) if kind == "string" else None
-        if raw is None:
-            return None
-        try:
-            value = json.loads(raw)
-        except ValueError:
-            return None
-        return value if isinstance(value, dict) else {"value": value}
+        return None if raw is None else str(raw)
 
     async def delete_session(self, session_id: str) -> None:
         await self._call(self.r.delete(Keys.session(session_id)))

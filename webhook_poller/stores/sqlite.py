@@ -12,31 +12,25 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import sqlite3
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import aiosqlite
 
 from ..errors import ConfigError, LeaseLost, StoreUnavailable
 from ..interfaces import PluginContext
-from ..model import ACTIVE_STATES, Delivery, Job, dedupe_key, indexed_task_ids
-from .batching import GroupCommit
-from .codec import (
-    delivery_from_dict,
-    delivery_to_dict,
-    dt,
-    dumps,
-    job_from_dict,
-    job_to_dict,
-    ts,
-)
+from ..model import Delivery, Job, dedupe_key, indexed_task_ids
+from .base import BaseJobStore, SaveItem
+from .codec import dt, ts
 
-_SCHEMA = """
+#: Schema version 1: the layout of the releases before versions were recorded. Every
+#: statement is IF NOT EXISTS, so on such a database (user_version 0) it only adds the
+#: version stamp. Never edit a released migration: append a new one to MIGRATIONS.
+_V1 = """
 CREATE TABLE IF NOT EXISTS jobs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,
@@ -81,8 +75,12 @@ CREATE TABLE IF NOT EXISTS sessions (
 );
 """
 
-_SaveItem = tuple[Job, int, tuple[Delivery, ...]]
-_ACTIVE = tuple(sorted(s.value for s in ACTIVE_STATES))
+#: A migration: SQL run as one script, or a function given the connection; each runs in the
+#: transaction that also sets ``PRAGMA user_version`` to its (1-based) position.
+Migration = str | Callable[[aiosqlite.Connection], Awaitable[None]]
+
+#: Every schema version in order; the store's version is how many of them it has applied.
+MIGRATIONS: tuple[Migration, ...] = (_V1,)
 
 
 def sqlite_path(url: str) -> Path:
@@ -96,47 +94,50 @@ def sqlite_path(url: str) -> Path:
     return Path(rest)
 
 
-class SqliteJobStore:
+class SqliteJobStore(BaseJobStore):
     """Job store on one SQLite file. Options: ``url`` (sqlite:///path)."""
 
+    backend: ClassVar[str] = "SQLite"
+    migrations: ClassVar[tuple[Migration, ...]] = MIGRATIONS
+
     def __init__(self, options: Mapping[str, Any], context: PluginContext | None = None) -> None:
+        super().__init__()
         self.path = sqlite_path(str(options["url"]))
         self._db: aiosqlite.Connection | None = None
         self._wdb: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
-        self._creates: GroupCommit[Job, tuple[Job, bool]] = GroupCommit(self._create_batch)
-        self._saves: GroupCommit[_SaveItem, Job] = GroupCommit(self._save_batch)
 
-    # --- lifecycle -------------------------------------------------------------------
+    # --- lifecycle and schema ---------------------------------------------------------
 
-    async def open(self) -> None:
+    async def _connect(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        wdb = await self._connect()
+        wdb = await self._connection()
         try:
             await self._enable_wal(wdb)
-            await wdb.executescript(_SCHEMA)
         except BaseException:
             await wdb.close()
             raise
         self._wdb = wdb
-        self._db = await self._connect()
+        self._db = await self._connection()
 
     @staticmethod
     async def _enable_wal(db: aiosqlite.Connection, wait_s: float = 10.0) -> None:
         """Switch a new file to WAL. The switch needs the file to itself and SQLite answers
         "database is locked" at once, without the busy timeout, while another process opens
-        the same new file; once one of them has switched, the pragma is a no-op for the rest."""
+        the same new file; once one of them has switched, the pragma is a no-op for the rest.
+        The pragma's answer is read to its end: a statement left open would hold the lock
+        the next connection needs."""
         deadline = asyncio.get_running_loop().time() + wait_s
         while True:
             try:
-                await db.execute("PRAGMA journal_mode=WAL")
+                await db.execute_fetchall("PRAGMA journal_mode=WAL")
                 return
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) or asyncio.get_running_loop().time() > deadline:
                     raise
                 await asyncio.sleep(0.02)
 
-    async def _connect(self) -> aiosqlite.Connection:
+    async def _connection(self) -> aiosqlite.Connection:
         db = await aiosqlite.connect(self.path, isolation_level=None)
         db.row_factory = aiosqlite.Row
         # first, so that N processes opening a new file at once wait for each other
@@ -151,12 +152,33 @@ class SqliteJobStore:
                 setattr(self, name, None)
                 await db.close()
 
-    async def ping(self) -> bool:
+    async def _ping(self) -> bool:
         try:
             await self._read("SELECT 1")
         except Exception:
             return False
         return True
+
+    def _where(self) -> str:
+        return str(self.path)
+
+    async def _read_schema_version(self) -> int:
+        rows = await self._read("PRAGMA user_version")
+        return int(rows[0][0]) if rows else 0
+
+    async def _migrate_to(self, version: int) -> None:
+        async with self._tx() as db:
+            cur = await db.execute("PRAGMA user_version")  # another process may be first
+            stamp = list(await cur.fetchall())
+            if stamp and int(stamp[0][0]) >= version:
+                return
+            step = self.migrations[version - 1]
+            if isinstance(step, str):
+                for statement in _statements(step):  # executescript would COMMIT for us
+                    await db.execute(statement)
+            else:
+                await step(db)
+            await db.execute(f"PRAGMA user_version = {int(version)}")
 
     async def _read(self, sql: str, args: Sequence[Any] = ()) -> list[aiosqlite.Row]:
         """One read, run to its end in one hand-over to the driver's thread: no statement
@@ -196,32 +218,29 @@ class SqliteJobStore:
 
     # --- jobs ------------------------------------------------------------------------
 
-    @staticmethod
-    def _row_values(job: Job) -> tuple[Any, ...]:
+    @classmethod
+    def _row_values(cls, job: Job) -> tuple[Any, ...]:
         return (
             job.state.value,
-            1 if job.state.value in _ACTIVE else 0,
+            1 if cls._is_active(job) else 0,
             ts(job.due_at),
             job.lease_owner,
             ts(job.lease_expires_at),
-            dumps(job_to_dict(job)),
+            cls._encode_job(job),
         )
 
-    @staticmethod
-    def _job(row: aiosqlite.Row) -> Job:
-        data = json.loads(row["body"])
-        # The indexed columns are the truth for what claims and renewals change.
-        data["version"] = row["version"]
-        data["lease_owner"] = row["lease_owner"]
-        data["lease_expires_at"] = row["lease_expires_at"]
-        data["due_at"] = row["due_at"]
-        data["reclaims"] = row["reclaims"]
-        return job_from_dict(data)
+    @classmethod
+    def _job(cls, row: sqlite3.Row) -> Job:
+        return cls._decode_job(
+            row["body"],
+            version=row["version"],
+            lease_owner=row["lease_owner"],
+            lease_expires_at=row["lease_expires_at"],
+            due_at=row["due_at"],
+            reclaims=row["reclaims"],
+        )
 
-    async def create(self, job: Job) -> tuple[Job, bool]:
-        return await self._creates.submit(job)
-
-    async def _create_batch(self, jobs: list[Job]) -> list[tuple[Job, bool]]:
+    async def _create_batch(self, jobs: list[Job]) -> list[tuple[Job | None, bool]]:
         """Insert a batch in one transaction; a dedupe key already taken keeps its job."""
         rows = []
         for job in jobs:
@@ -262,15 +281,16 @@ class SqliteJobStore:
             known: dict[str, Job] = {}
             for job_id in taken:
                 cur = await db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,))
-                found = list(await cur.fetchall())
-                assert found
-                known[job_id] = self._job(found[0])
-        return [
+                holder = list(await cur.fetchall())
+                assert holder
+                known[job_id] = self._job(holder[0])
+        found: list[tuple[Job | None, bool]] = [
             (job, True)
             if owners[job.dedupe_key] == job.id
             else (known[owners[job.dedupe_key]], False)
             for job in jobs
         ]
+        return found
 
     async def get(self, job_id: str) -> Job | None:
         rows = await self._read("SELECT * FROM jobs WHERE id = ?", (job_id,))
@@ -301,12 +321,7 @@ class SqliteJobStore:
                 [(job.provider, task, job.id) for task in tasks],
             )
 
-    async def save(
-        self, job: Job, *, expected_version: int, deliveries: Sequence[Delivery] = ()
-    ) -> Job:
-        return await self._saves.submit((job, expected_version, tuple(deliveries)))
-
-    async def _save_batch(self, items: list[_SaveItem]) -> list[Job | LeaseLost]:
+    async def _save_batch(self, items: list[SaveItem]) -> list[Job | LeaseLost]:
         """Every compare-and-set of the batch in one transaction; a lost lease fails alone."""
         results: list[Job | LeaseLost] = []
         async with self._tx() as db:
@@ -442,8 +457,8 @@ class SqliteJobStore:
 
     # --- deliveries --------------------------------------------------------------------
 
-    @staticmethod
-    async def _insert_delivery(db: aiosqlite.Connection, delivery: Delivery) -> None:
+    @classmethod
+    async def _insert_delivery(cls, db: aiosqlite.Connection, delivery: Delivery) -> None:
         await db.execute(
             "INSERT INTO deliveries (job_id, run, event, target, status, next_attempt_at, body)"
             " VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
@@ -454,7 +469,7 @@ class SqliteJobStore:
                 delivery.target,
                 delivery.status.value,
                 ts(delivery.next_attempt_at),
-                dumps(delivery_to_dict(delivery)),
+                cls._encode_delivery(delivery),
             ),
         )
 
@@ -462,7 +477,7 @@ class SqliteJobStore:
         rows = await self._read(
             "SELECT body FROM deliveries WHERE job_id=? ORDER BY rowid", (job_id,)
         )
-        return [delivery_from_dict(json.loads(r[0])) for r in rows]
+        return [self._decode_delivery(r[0]) for r in rows]
 
     async def claim_deliveries(
         self, owner: str, now: datetime, lease_s: float, limit: int
@@ -477,7 +492,7 @@ class SqliteJobStore:
                 (owner, now_ts + lease_s, now_ts, now_ts, limit),
             )
             rows = await cur.fetchall()
-        return [delivery_from_dict(json.loads(r[0])) for r in rows]
+        return [self._decode_delivery(r[0]) for r in rows]
 
     async def update_delivery(self, delivery: Delivery, *, owner: str | None) -> None:
         async with self._lock:
@@ -488,7 +503,7 @@ class SqliteJobStore:
                 (
                     delivery.status.value,
                     ts(delivery.next_attempt_at),
-                    dumps(delivery_to_dict(delivery)),
+                    self._encode_delivery(delivery),
                     delivery.job_id,
                     delivery.run,
                     delivery.event.value,
@@ -498,18 +513,18 @@ class SqliteJobStore:
                 ),
             )
 
-    # --- small shared values -----------------------------------------------------------
+    # --- small shared values (the shared logic is in BaseJobStore) ---------------------
 
-    async def get_or_create_secret(self, name: str, factory_value: str) -> str:
+    async def _meta_insert(self, name: str, value: str) -> None:
         async with self._lock:
             await self.wdb.execute(
                 "INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT(name) DO NOTHING",
-                (name, factory_value),
+                (name, value),
             )
-            cur = await self.wdb.execute("SELECT value FROM meta WHERE name=?", (name,))
-            rows = list(await cur.fetchall())
-        assert rows
-        return str(rows[0][0])
+
+    async def _meta_get(self, name: str) -> str | None:
+        rows = await self._read("SELECT value FROM meta WHERE name=?", (name,))
+        return str(rows[0][0]) if rows else None
 
     async def use_once(self, token: str, expires_at: datetime) -> bool:
         async with self._lock:
@@ -521,20 +536,24 @@ class SqliteJobStore:
             )
         return cur.rowcount == 1
 
-    async def put_session(self, session_id: str, data: Mapping[str, Any]) -> None:
+    async def _write_session(self, session_id: str, text: str) -> None:
         async with self._lock:
             await self.wdb.execute(
                 "INSERT INTO sessions (session_id, data, updated_at) VALUES (?,?,unixepoch())"
                 " ON CONFLICT(session_id) DO UPDATE SET data=excluded.data,"
                 " updated_at=excluded.updated_at",
-                (session_id, dumps(dict(data))),
+                (session_id, text),
             )
 
-    async def get_session(self, session_id: str) -> Mapping[str, Any] | None:
+    async def _read_session(self, session_id: str) -> str | None:
         rows = await self._read("SELECT data FROM sessions WHERE session_id=?", (session_id,))
-        row = rows[0] if rows else None
-        return json.loads(row[0]) if row else None
+        return str(rows[0][0]) if rows else None
 
     async def delete_session(self, session_id: str) -> None:
         async with self._lock:
             await self.wdb.execute("DELETE FROM sessions WHERE session_id=?", (session_id,))
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration script into statements (none of ours holds a ';' in a literal)."""
+    return [part.strip() for part in script.split(";") if part.strip()]
