@@ -37,7 +37,11 @@ elif ! node -e 'const [a, b] = process.versions.node.split(".").map(Number);
     n8n_args=(-m "not n8n")
 else
     export N8N_INSTALL_DIR="${N8N_INSTALL_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/webhook-poller/n8n-2.8.4}"
-    ./scripts/install-n8n.sh
+    # one retry for a registry hiccup; a failed install is said plainly and skips only n8n
+    if ! ./scripts/install-n8n.sh && ! ./scripts/install-n8n.sh; then
+        echo "n8n tests skipped: npm could not install n8n (see the lines above)"
+        n8n_args=(-m "not n8n")
+    fi
 fi
 
 exec .venv/bin/python -m pytest ${n8n_args[@]+"${n8n_args[@]}"} "$@"
