@@ -16,9 +16,10 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from webhook_poller.adapters.kie import retry_after_s
 from webhook_poller.errors import ProviderTaskFailed, ProviderUnavailable, UnrecognizedResponse
 from webhook_poller.model import ErrorCode
+
+from .kie import retry_after_s
 
 
 def api_key_from(options: Mapping[str, Any], env_var: str) -> str:

@@ -45,11 +45,12 @@ from jmespath.exceptions import JMESPathError
 from jmespath.parser import ParsedResult
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from webhook_poller.adapters.kie import retry_after_s
 from webhook_poller.errors import ProviderTaskFailed, ProviderUnavailable, UnrecognizedResponse
 from webhook_poller.interfaces import PluginContext, PollResult, PollStatus, ProviderTask
 from webhook_poller.model import ErrorCode
 from webhook_poller.options import PluginOptions, ProviderOptions
+
+from .kie import retry_after_s
 
 #: What a provider's state word may mean: the job states an adapter can report.
 StateTarget = Literal["running", "pending", "succeeded", "failed"]

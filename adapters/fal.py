@@ -23,9 +23,6 @@ from typing import Any, ClassVar
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from webhook_poller.adapters import _provider_http as ph
-from webhook_poller.adapters import _signatures
-from webhook_poller.adapters.kie import classify_failure, extract_urls
 from webhook_poller.errors import (
     ProviderTaskFailed,
     ProviderUnavailable,
@@ -44,6 +41,10 @@ from webhook_poller.interfaces import (
 )
 from webhook_poller.model import ErrorCode
 from webhook_poller.options import ProviderOptions
+
+from . import _provider_http as ph
+from . import _signatures
+from .kie import classify_failure, extract_urls
 
 NAME = "fal"
 DEFAULT_BASE_URL = "https://queue.fal.run"

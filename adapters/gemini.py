@@ -33,9 +33,6 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from webhook_poller import net
-from webhook_poller.adapters import _provider_http as ph
-from webhook_poller.adapters import _signatures
-from webhook_poller.adapters.kie import extract_urls
 from webhook_poller.errors import (
     DownloadError,
     ProviderTaskFailed,
@@ -55,6 +52,10 @@ from webhook_poller.interfaces import (
 )
 from webhook_poller.model import ErrorCode
 from webhook_poller.options import ProviderOptions
+
+from . import _provider_http as ph
+from . import _signatures
+from .kie import extract_urls
 
 log = structlog.get_logger(__name__)
 

@@ -27,7 +27,6 @@ from typing import Any, ClassVar, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from webhook_poller.adapters import _signatures
 from webhook_poller.errors import (
     ProviderTaskFailed,
     ProviderUnavailable,
@@ -46,6 +45,8 @@ from webhook_poller.interfaces import (
 )
 from webhook_poller.model import ErrorCode
 from webhook_poller.options import PluginOptions, ProviderOptions
+
+from . import _signatures
 
 SUCCESS_WORDS = frozenset(
     {"success", "succeeded", "succeed", "completed", "complete", "done", "finished", "ok"}

@@ -21,9 +21,6 @@ from typing import Any, ClassVar
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from webhook_poller.adapters import _provider_http as ph
-from webhook_poller.adapters import _signatures
-from webhook_poller.adapters.kie import classify_failure, extract_urls
 from webhook_poller.errors import (
     ProviderTaskFailed,
     ProviderUnavailable,
@@ -42,6 +39,10 @@ from webhook_poller.interfaces import (
 )
 from webhook_poller.model import ErrorCode
 from webhook_poller.options import ProviderOptions
+
+from . import _provider_http as ph
+from . import _signatures
+from .kie import classify_failure, extract_urls
 
 NAME = "replicate"
 DEFAULT_BASE_URL = "https://api.replicate.com"
