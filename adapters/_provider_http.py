@@ -3,7 +3,8 @@
 One place for: the API key from options or its environment variable, a status GET whose
 transport trouble becomes ``ProviderUnavailable``, the HTTP status rules of the adapter
 contract (429 with Retry-After, 5xx, bad key, no credits), tolerant JSON reading, task ids
-quoted as path segments, and "is this URL on the provider's own host".
+quoted as path segments, "is this URL on the provider's own host", Retry-After, and the
+create call whose lost answer may hide a paid task.
 """
 
 from __future__ import annotations
@@ -11,15 +12,20 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import httpx
 
-from webhook_poller.errors import ProviderTaskFailed, ProviderUnavailable, UnrecognizedResponse
+from webhook_poller.errors import (
+    ProviderTaskFailed,
+    ProviderUnavailable,
+    SubmissionUncertain,
+    UnrecognizedResponse,
+)
 from webhook_poller.model import ErrorCode
-
-from .kie import retry_after_s
 
 
 def api_key_from(options: Mapping[str, Any], env_var: str) -> str:
@@ -127,3 +133,41 @@ def read_json(response: httpx.Response, *, provider: str) -> Any:
 def text_of(*values: Any, limit: int = 500) -> str:
     """Provider text joined for ``detail`` (logs only), bounded."""
     return " ".join(str(v) for v in values if v not in (None, "", [], {})).strip()[:limit]
+
+
+def retry_after_s(response: httpx.Response, now: datetime | None = None) -> float | None:
+    value = response.headers.get("retry-after", "").strip()
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+async def post_create(
+    http: httpx.AsyncClient,
+    url: str,
+    *,
+    provider: str,
+    body: Any,
+    headers: Mapping[str, str],
+    timeout_s: float,
+    params: Mapping[str, str] | None = None,
+) -> httpx.Response:
+    """POST a create (paid) call. Not reaching the provider is ``ProviderUnavailable`` (nothing
+    started, try later); a request sent whose answer was lost is ``SubmissionUncertain``, since
+    a task may exist and must never be created twice."""
+    try:
+        return await http.post(url, json=body, params=params, headers=headers, timeout=timeout_s)
+    except (httpx.ConnectError, httpx.ConnectTimeout):
+        raise ProviderUnavailable("create request could not connect", provider=provider) from None
+    except httpx.TransportError as exc:
+        raise SubmissionUncertain(
+            f"create request failed: {type(exc).__name__}", provider=provider
+        ) from None

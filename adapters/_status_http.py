@@ -28,7 +28,7 @@ from webhook_poller.interfaces import PluginContext, PollResult, ProviderTask
 from webhook_poller.model import ErrorCode
 from webhook_poller.options import ProviderOptions
 
-from .kie import retry_after_s
+from ._provider_http import retry_after_s
 
 
 def as_int(value: Any) -> int | None:

@@ -50,7 +50,7 @@ from webhook_poller.interfaces import PluginContext, PollResult, PollStatus, Pro
 from webhook_poller.model import ErrorCode
 from webhook_poller.options import PluginOptions, ProviderOptions
 
-from .kie import retry_after_s
+from ._provider_http import retry_after_s
 
 #: What a provider's state word may mean: the job states an adapter can report.
 StateTarget = Literal["running", "pending", "succeeded", "failed"]

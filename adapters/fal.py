@@ -295,22 +295,15 @@ class FalAdapter:
         ph.require_key(self._api_key, provider=self.name, setting="providers.fal.api_key")
         path = ph.quote_task_path(request.model, provider=self.name)
         params = {"fal_webhook": request.callback_url} if request.callback_url else None
-        try:
-            response = await http.post(
-                f"{self.base_url}/{path}",
-                json=self.create_body(request),
-                params=params,
-                headers={"Authorization": f"Key {self._api_key}", "Accept": "application/json"},
-                timeout=self.timeout_s,
-            )
-        except (httpx.ConnectError, httpx.ConnectTimeout):  # nothing reached fal
-            raise ProviderUnavailable(
-                "submit request could not connect", provider=self.name
-            ) from None
-        except httpx.TransportError as exc:  # sent, answer lost: a request may be queued
-            raise SubmissionUncertain(
-                f"submit request failed: {type(exc).__name__}", provider=self.name
-            ) from None
+        response = await ph.post_create(
+            http,
+            f"{self.base_url}/{path}",
+            provider=self.name,
+            body=self.create_body(request),
+            params=params,
+            headers={"Authorization": f"Key {self._api_key}", "Accept": "application/json"},
+            timeout_s=self.timeout_s,
+        )
         return read_queued(response)
 
     def _refused(self, response: httpx.Response, what: str) -> None:

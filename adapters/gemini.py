@@ -36,7 +36,6 @@ from webhook_poller import net
 from webhook_poller.errors import (
     DownloadError,
     ProviderTaskFailed,
-    ProviderUnavailable,
     SubmissionUncertain,
     UnrecognizedResponse,
 )
@@ -357,21 +356,14 @@ class GeminiAdapter:
         ph.require_key(self._api_key, provider=self.name, setting="providers.gemini.api_key")
         model = request.model.strip().removeprefix("models/")
         path = ph.quote_task_path(model, provider=self.name)
-        try:
-            response = await http.post(
-                f"{self.base_url}/v1beta/models/{path}:predictLongRunning",
-                json=self.create_body(request),
-                headers={"x-goog-api-key": self._api_key, "Accept": "application/json"},
-                timeout=self.timeout_s,
-            )
-        except (httpx.ConnectError, httpx.ConnectTimeout):  # nothing reached Google
-            raise ProviderUnavailable(
-                "create request could not connect", provider=self.name
-            ) from None
-        except httpx.TransportError as exc:  # sent, answer lost: an operation may exist
-            raise SubmissionUncertain(
-                f"create request failed: {type(exc).__name__}", provider=self.name
-            ) from None
+        response = await ph.post_create(
+            http,
+            f"{self.base_url}/v1beta/models/{path}:predictLongRunning",
+            provider=self.name,
+            body=self.create_body(request),
+            headers={"x-goog-api-key": self._api_key, "Accept": "application/json"},
+            timeout_s=self.timeout_s,
+        )
         return _read_operation_started(response)
 
     # --- download: the key goes only to the API host ------------------------------------

@@ -20,8 +20,6 @@ import dataclasses
 import json
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar, Literal
 
 import httpx
@@ -47,6 +45,7 @@ from webhook_poller.model import ErrorCode
 from webhook_poller.options import PluginOptions, ProviderOptions
 
 from . import _signatures
+from ._provider_http import post_create, retry_after_s
 
 SUCCESS_WORDS = frozenset(
     {"success", "succeeded", "succeed", "completed", "complete", "done", "finished", "ok"}
@@ -321,21 +320,6 @@ def _raise_for_envelope(code: int, message: str) -> None:
     if code == 422 and re.search(r"not success|processing", message, re.I):
         raise ProviderUnavailable(f"provider code {code}", provider="kie", detail=message)
     raise ProviderTaskFailed(classify_failure(code, message), provider="kie", detail=message)
-
-
-def retry_after_s(response: httpx.Response, now: datetime | None = None) -> float | None:
-    value = response.headers.get("retry-after", "").strip()
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 def _task_id_in(node: Mapping[str, Any]) -> str | None:
@@ -615,21 +599,14 @@ class _KieAdapter:
                 provider=self.name,
                 detail="no KIE API key configured (providers.kie.api_key)",
             )
-        try:
-            response = await http.post(
-                f"{self.base_url}{self.create_path}",
-                json=self.create_body(request),
-                headers={"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"},
-                timeout=self.timeout_s,
-            )
-        except (httpx.ConnectError, httpx.ConnectTimeout):  # nothing reached KIE
-            raise ProviderUnavailable(
-                "create request could not connect", provider=self.name
-            ) from None
-        except httpx.TransportError as exc:  # sent, answer lost: a task may exist
-            raise SubmissionUncertain(
-                f"create request failed: {type(exc).__name__}", provider=self.name
-            ) from None
+        response = await post_create(
+            http,
+            f"{self.base_url}{self.create_path}",
+            provider=self.name,
+            body=self.create_body(request),
+            headers={"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"},
+            timeout_s=self.timeout_s,
+        )
         return read_create_answer(response, self.name)
 
 

@@ -296,21 +296,14 @@ class ReplicateAdapter:
         """``POST /v1/models/{owner}/{name}/predictions``; the prediction id is the task id."""
         ph.require_key(self._api_key, provider=self.name, setting="providers.replicate.api_key")
         path = ph.quote_task_path(request.model, provider=self.name)
-        try:
-            response = await http.post(
-                f"{self.base_url}/v1/models/{path}/predictions",
-                json=self.create_body(request),
-                headers={"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"},
-                timeout=self.timeout_s,
-            )
-        except (httpx.ConnectError, httpx.ConnectTimeout):  # nothing reached Replicate
-            raise ProviderUnavailable(
-                "create request could not connect", provider=self.name
-            ) from None
-        except httpx.TransportError as exc:  # sent, answer lost: a prediction may exist
-            raise SubmissionUncertain(
-                f"create request failed: {type(exc).__name__}", provider=self.name
-            ) from None
+        response = await ph.post_create(
+            http,
+            f"{self.base_url}/v1/models/{path}/predictions",
+            provider=self.name,
+            body=self.create_body(request),
+            headers={"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"},
+            timeout_s=self.timeout_s,
+        )
         return read_created(response)
 
 
