@@ -241,9 +241,7 @@ class GeminiAdapter:
         self._api_key = ph.api_key_from(options, ENV_KEY)
         self.timeout_s = float(options.get("timeout_s") or 20.0)
         self._context = context
-        secret = options.get("webhook_secret")
-        getter = getattr(secret, "get_secret_value", None)
-        self._webhook_secret = str(getter() if callable(getter) else secret or "").strip()
+        self._webhook_secret = ph.secret_text(options.get("webhook_secret")).strip()
 
     def parse_callback(self, headers: Mapping[str, str], body: bytes) -> CallbackHint | None:
         """The operation (``{name, done, ...}``), bare or under ``operation`` / ``data``."""

@@ -44,6 +44,7 @@ from webhook_poller.interfaces import (
 from webhook_poller.model import ErrorCode
 from webhook_poller.options import PluginOptions, ProviderOptions
 
+from . import _provider_http as ph
 from . import _signatures
 from ._provider_http import post_create, retry_after_s
 
@@ -455,6 +456,12 @@ class KieOptions(ProviderOptions):
     ``upscale_interval_s``: the spacing of 1080p / 4K checks (default 20 s and 30 s, KIE's
     advice)."""
 
+    #: KIE's own defaults: its host, its documented 10 status queries per second per key,
+    #: and one task polled at most every 30 s (the n8n template's advice). The service caps
+    #: the 30 s at a ``polling.interval_s`` the user set; a ``min_interval_s`` set here rules.
+    base_url: str | None = "https://api.kie.ai"
+    min_interval_s: float = Field(default=30.0, ge=0)
+    max_requests_per_s: float = Field(default=10.0, ge=0)
     #: The account's ``webhookHmacKey`` (kie.ai settings): checks ``X-Webhook-Signature`` of
     #: pushes to /callbacks/kie. Unset: a push is accepted unsigned (it stays a hint).
     webhook_hmac_key: SecretStr | None = None
@@ -503,15 +510,11 @@ class _KieAdapter:
 
     def __init__(self, options: Mapping[str, Any], context: PluginContext) -> None:
         self.base_url = str(options.get("base_url") or "https://api.kie.ai").rstrip("/")
-        key = options.get("api_key")
-        getter = getattr(key, "get_secret_value", None)
-        self._api_key = str(getter() if callable(getter) else key or "")
+        self._api_key = ph.secret_text(options.get("api_key"))
         self.timeout_s = float(options.get("timeout_s") or 20.0)
         interval = options.get("upscale_interval_s")
         self.upscale_interval_s = float(interval) if interval else None
-        hmac_key = options.get("webhook_hmac_key")
-        getter = getattr(hmac_key, "get_secret_value", None)
-        self._hmac_key = str(getter() if callable(getter) else hmac_key or "").strip()
+        self._hmac_key = ph.secret_text(options.get("webhook_hmac_key")).strip()
 
     # --- provider push (``callBackUrl`` -> POST /callbacks/kie) -----------------------------
 

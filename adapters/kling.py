@@ -37,7 +37,7 @@ from webhook_poller.interfaces import PluginContext, PollResult, PollStatus, Pro
 from webhook_poller.model import ErrorCode
 from webhook_poller.options import ProviderOptions
 
-from ._status_http import DirectAdapter, as_int, segment
+from ._provider_http import DirectAdapter, as_int, segment
 from .kie import classify_failure, extract_urls
 
 PENDING = frozenset({"submitted", "processing", "queued", "queuing", "pending", "running"})

@@ -21,7 +21,7 @@ from webhook_poller.interfaces import PollResult, PollStatus, ProviderTask
 from webhook_poller.model import ErrorCode
 from webhook_poller.options import ProviderOptions
 
-from ._status_http import DirectAdapter, segment
+from ._provider_http import DirectAdapter, segment
 from .kie import classify_failure, extract_urls
 
 PENDING = frozenset({"queued", "pending", "dreaming", "processing", "running", "starting"})

@@ -23,7 +23,7 @@ from webhook_poller.interfaces import PollResult, PollStatus, ProviderTask
 from webhook_poller.model import ErrorCode
 from webhook_poller.options import ProviderOptions
 
-from ._status_http import DirectAdapter, as_int
+from ._provider_http import DirectAdapter, as_int
 from .kie import classify_failure, extract_urls
 
 PENDING = frozenset({"preparing", "queueing", "queuing", "queued", "processing", "running"})

@@ -57,6 +57,7 @@ from .errors import (
     Unauthorized,
     UnsafeURL,
 )
+from .interfaces import HasLocalPath, HasRoutes
 from .logging import configured_secrets, register_secrets
 from .model import Job, JobState, new_job_id, utcnow
 from .openapi import openapi_document
@@ -492,9 +493,8 @@ class Api:
             raise NotFound("no such video for this job")
         filename = f"{job.id}-{index}.mp4"
         content_type = video.metadata.content_type or "video/mp4"
-        local = getattr(svc.blobs, "local_path", None)
-        if local is not None:
-            path = local(video.key)
+        if isinstance(svc.blobs, HasLocalPath):
+            path = svc.blobs.local_path(video.key)
             if not path.is_file():
                 raise NotFound("the video file is gone")
             return FileResponse(
@@ -1060,7 +1060,6 @@ def _provider_routes(settings: Settings) -> list[Mount]:
     mounts = []
     for name in dict.fromkeys(settings.models.values()):
         cls, _ = adapter_class(settings, name)
-        routes = getattr(cls, "routes", None)
-        if callable(routes):
-            mounts.append(Mount(f"/providers/{name}", routes=routes()))
+        if isinstance(cls, HasRoutes):
+            mounts.append(Mount(f"/providers/{name}", routes=list(cls.routes())))
     return mounts

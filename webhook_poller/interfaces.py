@@ -14,6 +14,11 @@ webhook_poller.blobs       BlobStorage         file (s3 later)
 
 Every plug-in class is constructed as ``cls(options, context)``: ``options`` is its own
 block of the config file as a mapping, ``context`` a :class:`PluginContext`.
+
+What a plug-in may do beyond its family's Protocol is a small ``runtime_checkable``
+capability Protocol (``Submits``, ``Downloads``, ``HasRoutes``, ``Closeable`` ...): the
+plug-in implements it or not, and the core asks ``isinstance``, never ``getattr``. The
+table in docs/design.md lists each capability and who calls it.
 """
 
 from __future__ import annotations
@@ -22,10 +27,14 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import httpx
+    from pydantic import BaseModel
+    from starlette.routing import BaseRoute
 
     from .config import Settings
     from .model import Delivery, ErrorCode, Event, Job, VideoMetadata
@@ -74,26 +83,13 @@ class ProviderAdapter(Protocol):
     ``ProviderTaskFailed`` when the answer is final but not about the task (bad API key,
     no credits). It never lets a parsing error escape.
 
-    Optional hooks the core looks for with ``getattr``:
-
-    - ``async download(url, http) -> AsyncIterator[bytes] | None``: fetch a result that is
-      not a plain public URL (OpenAI ``/content``, a demo file). ``None`` means "use the
-      guarded HTTP fetcher".
-    - ``async submit(request, http) -> SubmitResult``: start a generation (see
-      :class:`Submits`, which also names the class attributes a submitting adapter declares).
-    - ``parse_callback`` / ``verify_callback``: receive a provider push (see
-      :class:`ReceivesCallbacks`).
-    - ``async follow_up(request, model, callback_url, http) -> SubmitResult`` with the class
-      attribute ``follow_ups`` (``{"extend", "upscale"}``): start a follow-up of a finished
-      task (``POST /jobs/{id}/extend`` / ``upscale``, see :mod:`.followups`).
-    - ``poll_interval_s(task_id) -> float | None``: a task polled at a cadence of its own
-      (KIE upscales); ``None`` keeps the usual interval.
-    - ``missing_credentials() -> str | None``: the setting still to fill in (for example
-      ``"providers.kie.api_key (or KIE_API_KEY)"``) when the adapter cannot poll without it;
-      the service warns at start-up and refuses such jobs at intake with a 422.
-
-    Class attributes the core reads: ``config_section`` (the ``providers.<family>`` block,
-    default the adapter name), ``Options`` (see :mod:`.options`) and
+    Optional capabilities are the small Protocols below (:class:`Downloads`,
+    :class:`Submits`, :class:`FindsTasks`, :class:`FollowsUp`, :class:`ReceivesCallbacks`,
+    :class:`HasOwnCadence`, :class:`ChecksCredentials`, :class:`HasRoutes`,
+    :class:`Closeable`): an adapter implements one or not, and the core asks ``isinstance``.
+    Class attributes: ``config_section`` (:class:`HasConfigSection`; default the adapter
+    name), ``Options`` (:class:`HasOptions`, see :mod:`.options`: the adapter's own keys
+    and defaults, such as KIE's 30 s spacing and 10 requests per second) and
     ``result_link_ttl_s`` (how long the provider's result links live). A download answered
     403, 404 or 410 makes the core call ``poll`` once more for fresh links. The API key goes
     only to the provider's own host: ``download`` may add it for URLs on that host only.
@@ -204,11 +200,117 @@ class Submits(Protocol):
     ClassVar[type[pydantic.BaseModel]]`` (the ``options`` it passes through) and
     ``submit_budget: ClassVar[tuple[int, float]]`` (new generations per seconds per account).
 
-    Optional: ``async find_task(request, http) -> str | None`` looks a task up at the
-    provider after a crash between the create call and its record.
+    Optional: :class:`FindsTasks` looks a task up at the provider after a crash between
+    the create call and its record; :class:`HasGenerateOptions` and
+    :class:`HasSubmitBudget` declare the other two class attributes.
     """
 
+    capabilities: ClassVar[Mapping[str, ModelCapabilities]]
+
     async def submit(self, request: GenerationRequest, http: httpx.AsyncClient) -> SubmitResult: ...
+
+
+@runtime_checkable
+class HasGenerateOptions(Protocol):
+    """A submitting adapter that passes provider-specific ``options`` through; without it
+    (or with plain ``BaseModel``) a request naming any option is refused."""
+
+    GenerateOptions: ClassVar[type[BaseModel]]
+
+
+@runtime_checkable
+class HasSubmitBudget(Protocol):
+    """A submitting adapter that knows its account's create-call budget: ``(count,
+    seconds)``, new generations per seconds (KIE: 20 per 10 s). Without it the core uses a
+    cautious default."""
+
+    submit_budget: ClassVar[tuple[int, float]]
+
+
+@runtime_checkable
+class FindsTasks(Protocol):
+    """An adapter that can look up the task a lost create call may have started, so the
+    core never submits blindly twice; ``None`` when the provider has no such task."""
+
+    async def find_task(
+        self, request: GenerationRequest, http: httpx.AsyncClient
+    ) -> str | None: ...
+
+
+@runtime_checkable
+class FollowsUp(Protocol):
+    """An adapter that can start a follow-up of a finished task (``POST /jobs/{id}/extend``
+    / ``upscale``, see :mod:`.followups`); ``follow_ups`` names the kinds it offers."""
+
+    follow_ups: ClassVar[frozenset[str]]
+
+    async def follow_up(
+        self,
+        request: Mapping[str, Any],
+        model: str,
+        callback_url: str | None,
+        http: httpx.AsyncClient,
+    ) -> SubmitResult: ...
+
+
+@runtime_checkable
+class Downloads(Protocol):
+    """An adapter that fetches a result that is not a plain public URL (Gemini's file API,
+    the demo file). ``None`` means "use the core's guarded HTTP fetcher"."""
+
+    async def download(self, url: str, http: httpx.AsyncClient) -> AsyncIterator[bytes] | None: ...
+
+
+@runtime_checkable
+class HasOwnCadence(Protocol):
+    """An adapter some of whose tasks are polled at a cadence of their own (KIE upscales);
+    ``poll_interval_s`` returns ``None`` to keep the usual interval."""
+
+    def poll_interval_s(self, task_id: str) -> float | None: ...
+
+
+@runtime_checkable
+class ChecksCredentials(Protocol):
+    """An adapter that can tell, before polling, that a setting is still to fill in (for
+    example ``"providers.kie.api_key (or KIE_API_KEY)"``); ``None`` when nothing is missing.
+    The service warns at start-up and refuses such jobs at intake with a 422."""
+
+    def missing_credentials(self) -> str | None: ...
+
+
+# --- what any plug-in class may declare ----------------------------------------------------
+
+
+@runtime_checkable
+class HasOptions(Protocol):
+    """A plug-in class with its own typed options model (unknown keys refused, its own
+    defaults): the core checks the plug-in's config block against it at load time."""
+
+    Options: ClassVar[type[BaseModel]]
+
+
+@runtime_checkable
+class HasConfigSection(Protocol):
+    """An adapter class that reads a shared ``providers.<section>`` block (the KIE family
+    shares ``kie``, and so one request budget); without it the section is the adapter name."""
+
+    config_section: ClassVar[str]
+
+
+@runtime_checkable
+class HasRoutes(Protocol):
+    """An adapter class that serves routes of its own, mounted under
+    ``/providers/{name}`` (the demo video)."""
+
+    @staticmethod
+    def routes() -> Sequence[BaseRoute]: ...
+
+
+@runtime_checkable
+class Closeable(Protocol):
+    """A plug-in holding a client of its own, closed when the service stops."""
+
+    async def aclose(self) -> None: ...
 
 
 # --- notifiers ---------------------------------------------------------------------------
@@ -263,6 +365,28 @@ class Notifier(Protocol):
     events: frozenset[str]
 
     async def send(self, notification: Notification) -> Receipt: ...
+
+
+@runtime_checkable
+class BuildsCallbackTargets(Protocol):
+    """A notifier class that can target a request's own ``callbackUrl`` (the ``webhook``
+    notifier): ``for_callback`` builds that one-off target, signed with
+    ``callbacks.secret``."""
+
+    @classmethod
+    def for_callback(cls, url: str, context: PluginContext) -> Notifier: ...
+
+
+@runtime_checkable
+class ReceivesBotUpdates(Protocol):
+    """A chat notifier whose app pushes button presses to ``POST /telegram/webhook``:
+    ``webhook_secret`` is the token the push carries (``None``: not set up);
+    ``set_webhook`` registers our URL with the chat app (``webhook-poller set-webhook``)."""
+
+    name: str
+    webhook_secret: str | None
+
+    async def set_webhook(self, url: str) -> bool: ...
 
 
 # --- job store ---------------------------------------------------------------------------
@@ -410,6 +534,21 @@ class BlobStorage(Protocol):
     async def keys_older_than(self, cutoff: datetime) -> list[str]: ...
 
 
+@runtime_checkable
+class HasLocalPath(Protocol):
+    """A blob storage on this machine's disk: videos are served straight from the file."""
+
+    def local_path(self, key: str) -> Path: ...
+
+
+@runtime_checkable
+class RemovesStaleParts(Protocol):
+    """A blob storage that can leave half-written parts behind after a kill (local disk):
+    the retention sweep removes them and counts them."""
+
+    async def remove_stale_parts(self) -> int: ...
+
+
 @dataclass(slots=True)
 class PluginContext:
     """What every plug-in constructor receives besides its own options.
@@ -427,8 +566,21 @@ class PluginContext:
 
 __all__ = [
     "BlobStorage",
+    "BuildsCallbackTargets",
     "CallbackHint",
+    "ChecksCredentials",
+    "Closeable",
+    "Downloads",
+    "FindsTasks",
+    "FollowsUp",
     "GenerationRequest",
+    "HasConfigSection",
+    "HasGenerateOptions",
+    "HasLocalPath",
+    "HasOptions",
+    "HasOwnCadence",
+    "HasRoutes",
+    "HasSubmitBudget",
     "JobStore",
     "ModelCapabilities",
     "Notification",
@@ -439,7 +591,9 @@ __all__ = [
     "ProviderAdapter",
     "ProviderTask",
     "Receipt",
+    "ReceivesBotUpdates",
     "ReceivesCallbacks",
+    "RemovesStaleParts",
     "StoredBlob",
     "SubmitResult",
     "Submits",
