@@ -204,6 +204,8 @@ class Services:
     changes: ChangeFeed = field(default_factory=ChangeFeed)
     #: Create-call budgets per provider section (submission.SubmitGate), made on first use.
     submit_gates: dict[str, Any] = field(default_factory=dict)
+    #: The notifier class that targets a request's ``callbackUrl`` (checked at build time).
+    callback_targets: BuildsCallbackTargets | None = None
 
     def gate_for(self, adapter_name: str) -> ProviderGate:
         return self.gates[adapter_name]
@@ -216,7 +218,9 @@ class Services:
 
     def callback_notifier(self, url: str) -> Notifier:
         """The one-off target of a request's ``callbackUrl``."""
-        return callback_targets().for_callback(url, self.context)
+        if self.callback_targets is None:
+            self.callback_targets = callback_targets()
+        return self.callback_targets.for_callback(url, self.context)
 
     async def open(self) -> None:
         await self.store.open()
@@ -324,6 +328,7 @@ def build_services(settings: Settings) -> Services:
         provider_http=provider_http,
         sessions=SessionSource(settings, store),
         context=context,
+        callback_targets=callback_targets(),
     )
     for adapter_name in adapters:
         missing = services.missing_credentials(adapter_name)
