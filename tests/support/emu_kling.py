@@ -130,8 +130,13 @@ class KlingEmulator(ScriptedEmulator):
         task_id = str(next(_task_numbers))
         if external:
             self.external[external] = task_id
-        self.script_kind(task_id, kind, [processing(), succeed([self.cdn_video(task_id)])])
         info = {"external_task_id": external} if external else {}
+        video = {"id": "v0", "url": self.cdn_video(task_id), "duration": "5.1"}
+        answers = [
+            task("processing", task_id=task_id, task_info=info),
+            task("succeed", task_id=task_id, task_info=info, task_result={"videos": [video]}),
+        ]
+        self.script_kind(task_id, kind, answers)
         data = {
             "task_id": task_id,
             "task_status": "submitted",
