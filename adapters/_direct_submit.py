@@ -20,15 +20,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from webhook_poller.errors import ProviderTaskFailed, ProviderUnavailable, SubmissionUncertain
+from webhook_poller.interfaces import SubmitResult
 from webhook_poller.model import ErrorCode
 
 from . import _provider_http as ph
 from .kie import classify_failure
+
+if TYPE_CHECKING:
+    from ._status_http import DirectAdapter
 
 #: Reads a family's own error codes in a JSON answer and raises our classes for them.
 BodyCheck = Callable[[Mapping[str, Any]], None]
@@ -82,40 +86,39 @@ def read_created(
     return payload
 
 
-def task_id_of(value: Any, *, provider: str) -> str:
-    """The new task's id from a create answer; a missing or odd one is SubmissionUncertain."""
+def submitted(value: Any, *, provider: str) -> SubmitResult:
+    """The new task from its id in a create answer; a missing or odd id is
+    SubmissionUncertain (the provider answered, but we cannot tell which task it made)."""
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if isinstance(value, str) and value.strip() and len(value) <= 256 and value.isprintable():
-        return value.strip()
+        return SubmitResult(task_id=value.strip())
     raise SubmissionUncertain("a create answer without a task id", provider=provider)
 
 
 async def create(
     http: httpx.AsyncClient,
-    url: str,
-    *,
-    provider: str,
+    adapter: DirectAdapter,
+    path: str,
     body: Mapping[str, Any],
-    headers: Mapping[str, str],
-    timeout_s: float,
     check_body: BodyCheck | None = None,
 ) -> Mapping[str, Any]:
-    """POST one create call (through :func:`_provider_http.post_create`) and read its answer."""
+    """POST one create call to ``adapter.base_url + path`` with the adapter's key (through
+    :func:`_provider_http.post_create`) and read its answer."""
     response = await ph.post_create(
         http,
-        url,
-        provider=provider,
+        f"{adapter.base_url}{path}",
+        provider=adapter.name,
         body=dict(body),
-        headers={"Accept": "application/json", **headers},
-        timeout_s=timeout_s,
+        headers={"Accept": "application/json", **adapter.auth_headers()},
+        timeout_s=adapter.timeout_s,
     )
-    return read_created(response, provider=provider, check_body=check_body)
+    return read_created(response, provider=adapter.name, check_body=check_body)
 
 
-def options_of(request_options: Mapping[str, Any]) -> dict[str, Any]:
-    """The checked ``options`` to merge into a create body (unset ones left out)."""
-    return {k: v for k, v in request_options.items() if v is not None}
+def present(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of a create body that are set (``options`` and optional request fields)."""
+    return {k: v for k, v in values.items() if v is not None}
 
 
-__all__ = ["BodyCheck", "create", "options_of", "read_created", "task_id_of"]
+__all__ = ["BodyCheck", "create", "present", "read_created", "submitted"]

@@ -37,29 +37,27 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from webhook_poller.errors import ProviderTaskFailed, ProviderUnavailable, UnrecognizedResponse
-from webhook_poller.interfaces import (
-    CallbackHint,
-    GenerationRequest,
-    ModelCapabilities,
-    PluginContext,
-    PollResult,
-    PollStatus,
-    ProviderTask,
-    SubmitResult,
-)
+from webhook_poller.interfaces import ModelCapabilities, PollResult, PollStatus
 from webhook_poller.model import ErrorCode
 from webhook_poller.options import ProviderOptions
 
 from . import _direct_submit as ds
-from . import _signatures
 from ._status_http import DirectAdapter, as_int, segment
 from .kie import classify_failure, extract_urls
+
+if TYPE_CHECKING:
+    from webhook_poller.interfaces import (
+        GenerationRequest,
+        PluginContext,
+        ProviderTask,
+        SubmitResult,
+    )
 
 PENDING = frozenset({"submitted", "processing", "queued", "queuing", "pending", "running"})
 SUCCEEDED = frozenset({"succeed", "succeeded", "success", "completed"})
@@ -223,22 +221,22 @@ def external_task_id(request: GenerationRequest) -> str | None:
 
 
 def create_call(request: GenerationRequest) -> tuple[str, dict[str, Any]]:
-    """(task kind, body) of the create call."""
-    body: dict[str, Any] = {"model_name": request.model, "prompt": request.prompt}
-    if request.duration_s is not None:
-        body["duration"] = str(request.duration_s)
-    body.update(ds.options_of(request.options))
-    if request.callback_url:
-        body["callback_url"] = request.callback_url
-    external = external_task_id(request)
-    if external:
-        body["external_task_id"] = external
-    if request.image_urls:
-        body["image"] = request.image_urls[0]
-        return "image2video", body
-    if request.aspect_ratio:
-        body["aspect_ratio"] = request.aspect_ratio
-    return "text2video", body
+    """(task kind, body) of the create call; image2video takes the image's aspect ratio."""
+    image = request.image_urls[0] if request.image_urls else None
+    duration = request.duration_s
+    body = ds.present(
+        {
+            "model_name": request.model,
+            "prompt": request.prompt,
+            "image": image,
+            "duration": str(duration) if duration is not None else None,
+            "aspect_ratio": None if image else request.aspect_ratio,
+            **request.options,
+            "callback_url": request.callback_url,
+            "external_task_id": external_task_id(request),
+        }
+    )
+    return ("image2video" if image else "text2video"), body
 
 
 def _b64(data: bytes) -> str:
@@ -353,21 +351,13 @@ class KlingAdapter(DirectAdapter):
     async def submit(self, request: GenerationRequest, http: httpx.AsyncClient) -> SubmitResult:
         """``POST /v1/videos/{text2video|image2video}``; ``data.task_id`` is the task id."""
         kind, body = create_call(request)
-        answer = await ds.create(
-            http,
-            f"{self.base_url}/v1/videos/{kind}",
-            provider=self.name,
-            body=body,
-            headers=self.auth_headers(),
-            timeout_s=self.timeout_s,
-            check_body=check_created,
-        )
+        answer = await ds.create(http, self, f"/v1/videos/{kind}", body, check_created)
         data = answer.get("data")
-        task_id = ds.task_id_of(
+        result = ds.submitted(
             data.get("task_id") if isinstance(data, Mapping) else None, provider=self.name
         )
-        self._remember(task_id, kind)
-        return SubmitResult(task_id=task_id)
+        self._remember(result.task_id, kind)
+        return result
 
     async def find_task(self, request: GenerationRequest, http: httpx.AsyncClient) -> str | None:
         """The task a lost create call may have started, by its ``external_task_id``."""
@@ -390,29 +380,3 @@ class KlingAdapter(DirectAdapter):
             return None
         self._remember(str(task_id), kind)
         return str(task_id)
-
-    def parse_callback(self, headers: Mapping[str, str], body: bytes) -> CallbackHint | None:
-        """A callback is the task unwrapped: ``{task_id, task_status, task_result, ...}``."""
-        payload = _signatures.json_object(body)
-        if payload is None:
-            return None
-        data = payload.get("data")
-        node = data if isinstance(data, Mapping) else payload
-        task_id = _signatures.task_id_of(node.get("task_id"))
-        if task_id is None:
-            return None
-        try:
-            status: PollStatus | None = parse_kling_payload(payload).status
-        except Exception:  # an odd status word: the poll will tell
-            status = None
-        return CallbackHint(task_id=task_id, status=status)
-
-    async def verify_callback(
-        self,
-        headers: Mapping[str, str],
-        body: bytes,
-        hint: CallbackHint,
-        http: httpx.AsyncClient,
-    ) -> bool:
-        """Kling signs nothing: the push stays a hint, re-read from the status endpoint."""
-        return True

@@ -18,26 +18,22 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from webhook_poller.errors import UnrecognizedResponse
-from webhook_poller.interfaces import (
-    GenerationRequest,
-    ModelCapabilities,
-    PollResult,
-    PollStatus,
-    ProviderTask,
-    SubmitResult,
-)
+from webhook_poller.interfaces import ModelCapabilities, PollResult, PollStatus
 from webhook_poller.model import ErrorCode
 from webhook_poller.options import ProviderOptions
 
 from . import _direct_submit as ds
 from ._status_http import DirectAdapter, segment
 from .kie import classify_failure, extract_urls
+
+if TYPE_CHECKING:
+    from webhook_poller.interfaces import GenerationRequest, ProviderTask, SubmitResult
 
 PENDING = frozenset({"queued", "pending", "dreaming", "processing", "running", "starting"})
 SUCCEEDED = frozenset({"completed", "complete", "succeeded", "success"})
@@ -113,20 +109,21 @@ CAPABILITIES: dict[str, ModelCapabilities] = {
 
 
 def create_body(request: GenerationRequest) -> dict[str, Any]:
-    body: dict[str, Any] = {"prompt": request.prompt, "model": request.model}
-    if request.aspect_ratio:
-        body["aspect_ratio"] = request.aspect_ratio
-    if request.duration_s is not None:
-        body["duration"] = f"{request.duration_s}s"
-    if request.resolution:
-        body["resolution"] = request.resolution
-    frames = dict(zip(("frame0", "frame1"), request.image_urls, strict=False))
-    if frames:
-        body["keyframes"] = {k: {"type": "image", "url": url} for k, url in frames.items()}
-    body.update(ds.options_of(request.options))
-    if request.callback_url:
-        body["callback_url"] = request.callback_url
-    return body
+    duration = request.duration_s
+    frames = zip(("frame0", "frame1"), request.image_urls, strict=False)
+    keyframes = {name: {"type": "image", "url": url} for name, url in frames}
+    return ds.present(
+        {
+            "prompt": request.prompt,
+            "model": request.model,
+            "aspect_ratio": request.aspect_ratio,
+            "duration": f"{duration}s" if duration is not None else None,
+            "resolution": request.resolution,
+            "keyframes": keyframes or None,
+            **request.options,
+            "callback_url": request.callback_url,
+        }
+    )
 
 
 class LumaAdapter(DirectAdapter):
@@ -147,12 +144,5 @@ class LumaAdapter(DirectAdapter):
 
     async def submit(self, request: GenerationRequest, http: httpx.AsyncClient) -> SubmitResult:
         """``POST /dream-machine/v1/generations``; the Generation ``id`` is the task id."""
-        answer = await ds.create(
-            http,
-            f"{self.base_url}/dream-machine/v1/generations",
-            provider=self.name,
-            body=create_body(request),
-            headers=self.auth_headers(),
-            timeout_s=self.timeout_s,
-        )
-        return SubmitResult(task_id=ds.task_id_of(answer.get("id"), provider=self.name))
+        answer = await ds.create(http, self, "/dream-machine/v1/generations", create_body(request))
+        return ds.submitted(answer.get("id"), provider=self.name)

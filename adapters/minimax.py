@@ -21,26 +21,22 @@ but by its id, so a create whose answer was lost is not looked up.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from webhook_poller.errors import ProviderTaskFailed, ProviderUnavailable, UnrecognizedResponse
-from webhook_poller.interfaces import (
-    GenerationRequest,
-    ModelCapabilities,
-    PollResult,
-    PollStatus,
-    ProviderTask,
-    SubmitResult,
-)
+from webhook_poller.interfaces import ModelCapabilities, PollResult, PollStatus
 from webhook_poller.model import ErrorCode
 from webhook_poller.options import ProviderOptions
 
 from . import _direct_submit as ds
 from ._status_http import DirectAdapter, as_int
 from .kie import classify_failure, extract_urls
+
+if TYPE_CHECKING:
+    from webhook_poller.interfaces import GenerationRequest, ProviderTask, SubmitResult
 
 PENDING = frozenset({"preparing", "queueing", "queuing", "queued", "processing", "running"})
 SUCCEEDED = frozenset({"success", "succeeded", "completed"})
@@ -213,19 +209,19 @@ CAPABILITIES: dict[str, ModelCapabilities] = {
 
 
 def create_body(request: GenerationRequest) -> dict[str, Any]:
-    body: dict[str, Any] = {"model": request.model, "prompt": request.prompt}
-    if request.duration_s is not None:
-        body["duration"] = request.duration_s
-    if request.resolution:
-        body["resolution"] = request.resolution
-    if request.image_urls:
-        body["first_frame_image"] = request.image_urls[0]
-    if len(request.image_urls) > 1:
-        body["last_frame_image"] = request.image_urls[1]
-    body.update(ds.options_of(request.options))
-    if request.callback_url:
-        body["callback_url"] = request.callback_url
-    return body
+    images = request.image_urls
+    return ds.present(
+        {
+            "model": request.model,
+            "prompt": request.prompt,
+            "duration": request.duration_s,
+            "resolution": request.resolution,
+            "first_frame_image": images[0] if images else None,
+            "last_frame_image": images[1] if len(images) > 1 else None,
+            **request.options,
+            "callback_url": request.callback_url,
+        }
+    )
 
 
 class MinimaxAdapter(DirectAdapter):
@@ -256,13 +252,6 @@ class MinimaxAdapter(DirectAdapter):
 
     async def submit(self, request: GenerationRequest, http: httpx.AsyncClient) -> SubmitResult:
         """``POST /v1/video_generation``; its ``task_id`` is the task id."""
-        answer = await ds.create(
-            http,
-            f"{self.base_url}/v1/video_generation",
-            provider=self.name,
-            body=create_body(request),
-            headers=self.auth_headers(),
-            timeout_s=self.timeout_s,
-            check_body=check_created,
-        )
-        return SubmitResult(task_id=ds.task_id_of(answer.get("task_id"), provider=self.name))
+        body = create_body(request)
+        answer = await ds.create(http, self, "/v1/video_generation", body, check_created)
+        return ds.submitted(answer.get("task_id"), provider=self.name)

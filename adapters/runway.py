@@ -18,26 +18,22 @@ concurrency a task waits as THROTTLED, so the core's default create budget appli
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from webhook_poller.errors import UnrecognizedResponse
-from webhook_poller.interfaces import (
-    GenerationRequest,
-    ModelCapabilities,
-    PollResult,
-    PollStatus,
-    ProviderTask,
-    SubmitResult,
-)
+from webhook_poller.interfaces import ModelCapabilities, PollResult, PollStatus
 from webhook_poller.model import ErrorCode
 from webhook_poller.options import ProviderOptions
 
 from . import _direct_submit as ds
 from ._status_http import DirectAdapter, as_fraction, segment
 from .kie import classify_failure, extract_urls
+
+if TYPE_CHECKING:
+    from webhook_poller.interfaces import GenerationRequest, ProviderTask, SubmitResult
 
 PENDING = frozenset({"PENDING", "THROTTLED", "RUNNING", "QUEUED", "IN_PROGRESS", "STARTING"})
 FAILED = frozenset({"FAILED", "FAILURE", "ERROR"})
@@ -147,24 +143,25 @@ def create_call(request: GenerationRequest) -> tuple[str, dict[str, Any]]:
     """(path, body) of the create call. ``ratio`` and ``duration`` are required by Runway:
     left out, they are the model's first ratio and longest duration (Runway's defaults)."""
     caps = CAPABILITIES.get(request.model, ModelCapabilities())
-    body: dict[str, Any] = {"model": request.model, "promptText": request.prompt}
-    ratio = request.aspect_ratio or (caps.aspect_ratios[0] if caps.aspect_ratios else None)
-    if ratio:
-        body["ratio"] = ratio
-    duration = request.duration_s or (caps.durations_s[-1] if caps.durations_s else None)
-    if duration:
-        body["duration"] = duration
-    body.update(ds.options_of(request.options))
+    ratios, durations = caps.aspect_ratios or (None,), caps.durations_s or (None,)
+    body = ds.present(
+        {
+            "model": request.model,
+            "promptText": request.prompt,
+            "ratio": request.aspect_ratio or ratios[0],
+            "duration": request.duration_s or durations[-1],
+            **request.options,
+        }
+    )
     images = request.image_urls
     if not images:
         return "/v1/text_to_video", body
     if len(images) == 1:
         body["promptImage"] = images[0]
     else:
-        first, last = images[0], images[-1]
         body["promptImage"] = [
-            {"uri": first, "position": "first"},
-            {"uri": last, "position": "last"},
+            {"uri": images[0], "position": "first"},
+            {"uri": images[-1], "position": "last"},
         ]
     return "/v1/image_to_video", body
 
@@ -192,12 +189,5 @@ class RunwayAdapter(DirectAdapter):
     async def submit(self, request: GenerationRequest, http: httpx.AsyncClient) -> SubmitResult:
         """``POST /v1/text_to_video`` or ``/v1/image_to_video``; the task ``id`` is the task id."""
         path, body = create_call(request)
-        answer = await ds.create(
-            http,
-            f"{self.base_url}{path}",
-            provider=self.name,
-            body=body,
-            headers=self.auth_headers(),
-            timeout_s=self.timeout_s,
-        )
-        return SubmitResult(task_id=ds.task_id_of(answer.get("id"), provider=self.name))
+        answer = await ds.create(http, self, path, body)
+        return ds.submitted(answer.get("id"), provider=self.name)

@@ -441,4 +441,4 @@ def test_create_answer_body_codes_decide_before_the_http_status():
         == "106"
     )
     with pytest.raises(SubmissionUncertain):
-        ds.task_id_of("", provider="minimax")
+        ds.submitted("", provider="minimax")
