@@ -442,3 +442,38 @@ def test_create_answer_body_codes_decide_before_the_http_status():
     )
     with pytest.raises(SubmissionUncertain):
         ds.submitted("", provider="minimax")
+
+
+def test_create_bodies_for_the_other_shapes_of_each_family():
+    """Runway text-only goes to text_to_video with the model's defaults, two images become
+    first and last frames; Kling's image task drops the aspect ratio (the image's is used)
+    and names no external id without a job; MiniMax sends a second image as the last frame."""
+    from webhook_poller.adapters import kling, minimax, runway
+    from webhook_poller.interfaces import GenerationRequest
+
+    text = runway.create_call(GenerationRequest(model="veo3.1", prompt="dunes"))
+    assert text == (
+        "/v1/text_to_video",
+        {"model": "veo3.1", "promptText": "dunes", "ratio": "1280:720", "duration": 8},
+    )
+    frames = runway.create_call(
+        GenerationRequest(
+            model="gen3a_turbo", prompt="p", image_urls=("https://a/1", "https://a/2")
+        )
+    )
+    assert frames[0] == "/v1/image_to_video"
+    assert frames[1]["promptImage"] == [
+        {"uri": "https://a/1", "position": "first"},
+        {"uri": "https://a/2", "position": "last"},
+    ]
+    image = GenerationRequest(
+        model="kling-v2-1", prompt="p", image_urls=("https://a/1",), aspect_ratio="16:9"
+    )
+    assert kling.create_call(image) == (
+        "image2video",
+        {"model_name": "kling-v2-1", "prompt": "p", "image": "https://a/1"},
+    )
+    two = GenerationRequest(
+        model="MiniMax-Hailuo-02", prompt="p", image_urls=("https://a/1", "https://a/2")
+    )
+    assert minimax.create_body(two)["last_frame_image"] == "https://a/2"
