@@ -18,7 +18,7 @@ from tests.support import emu_minimax as mm
 from tests.support import emu_runway as rw
 from tests.support.emu_scripted import ScriptedEmulator, json_answer
 from tests.support.servers import free_port
-from tests.support.service import base_config, run_service, wait_for
+from tests.support.service import ServiceProcess, base_config, run_service, wait_for
 from webhook_poller.adapters import _direct_submit as ds
 from webhook_poller.errors import ProviderTaskFailed, ProviderUnavailable, SubmissionUncertain
 from webhook_poller.model import ErrorCode
@@ -363,6 +363,36 @@ def test_kling_finds_the_task_of_a_lost_create_answer_by_external_task_id(tmp_pa
     assert len(emu.creates) == 1
     assert job["taskId"] == emu.creates[0]["task_id"]
     assert emu.creates[0]["body"]["external_task_id"] == f"{job['jobId']}-0"
+
+
+@pytest.mark.crash
+@pytest.mark.parametrize(("name", "outcome"), [("kling", "succeeded"), ("runway", "failed")])
+def test_kill_9_between_create_and_record_looks_the_task_up_or_fails(tmp_path, name, outcome):
+    """Killed while the provider is still answering a create call that made its task: after
+    the restart Kling's task is found by its external_task_id and finishes; Runway's cannot be
+    looked up, so the job fails saying it was not sent again. One create call either way."""
+    family = BY_NAME[name]
+    emu = family.emulator()
+    emu.create_delay_s = 4
+    with emu.start():
+        svc = ServiceProcess(config(tmp_path, family, emu, store={"lease_s": 1}), tmp_path)
+        svc.start()
+        try:
+            job_id = httpx.post(f"{svc.url}/generate", json=request_body(family)).json()["jobId"]
+            wait_for(lambda: emu.created_tasks())
+            svc.kill()
+            emu.create_delay_s = 0
+            svc.start()
+            with httpx.Client(base_url=svc.url) as c:
+                job = finished(c, job_id)
+        finally:
+            svc.kill()
+    assert job["status"] == outcome, job
+    assert len(emu.creates) == 1, "never a second paid submission"
+    if outcome == "succeeded":
+        assert job["taskId"] == emu.created_tasks()[0]
+    else:
+        assert "not sent again" in job["error"]["reason"]
 
 
 def test_minimax_callback_url_passes_its_challenge_and_kling_pushes_are_received(tmp_path):

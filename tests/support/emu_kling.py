@@ -144,7 +144,7 @@ class KlingEmulator(ScriptedEmulator):
             "created_at": 1722769557708,
             "updated_at": 1722769557708,
         }
-        return self.finish_create(record, task_id, envelope(0, "SUCCEED", data))
+        return await self.finish_create(record, task_id, envelope(0, "SUCCEED", data))
 
     async def status(self, request: Request) -> Response:
         task_id = request.path_params["task_id"]

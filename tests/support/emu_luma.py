@@ -95,7 +95,7 @@ class LumaEmulator(ScriptedEmulator):
         video = self.cdn_video(task_id)
         self.script(task_id, [generation("dreaming", id=task_id), completed(video)])
         _status, created, _headers = generation("queued", id=task_id, request=body)
-        return self.finish_create(record, task_id, json_answer(created, 201))
+        return await self.finish_create(record, task_id, json_answer(created, 201))
 
     def scenarios(self, task_id: str) -> dict[str, list[Answer]]:
         a = self.video(f"{task_id}-a")

@@ -118,7 +118,7 @@ class MinimaxEmulator(ScriptedEmulator):
         self.script(task_id, [processing(), success(file_id)])
         self.script(f"file:{file_id}", [file(self.cdn_video(task_id))])
         created = json_answer({"task_id": task_id, "base_resp": base_resp()})
-        return self.finish_create(record, task_id, created)
+        return await self.finish_create(record, task_id, created)
 
     async def query(self, request: Request) -> Response:
         return self.answer(

@@ -103,7 +103,7 @@ class RunwayEmulator(ScriptedEmulator):
             )
         task_id = str(uuid.uuid4())
         self.script(task_id, [running(0.5), succeeded([self.cdn_video(task_id)])])
-        return self.finish_create(record, task_id, json_answer({"id": task_id}))
+        return await self.finish_create(record, task_id, json_answer({"id": task_id}))
 
     def scenarios(self, task_id: str) -> dict[str, list[Answer]]:
         a, b = self.video(f"{task_id}-a"), self.video(f"{task_id}-b")

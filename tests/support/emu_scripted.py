@@ -16,7 +16,8 @@ headers, the task id given or None). ``create_answers`` holds answers for the ne
 calls in turn (``refuse_creates(n)`` queues n documented 429s); when it is empty the
 subclass creates a task that is pending once and then succeeds with a video on the CDN host
 (:meth:`cdn_video`). ``lose_create_answers`` makes the next create calls start the task and
-answer 502 anyway, as a proxy that lost the provider's answer would.
+answer 502 anyway, as a proxy that lost the provider's answer would; ``create_delay_s`` holds
+the answer to a create call whose task already exists (time to kill the caller).
 
 Each emulator is also a ``CaseEmulator`` of the contract suite (tests/support/
 provider_cases.py): ``task_id(name)``, ``scenario(task_id, name)`` from the subclass's
@@ -25,6 +26,7 @@ provider_cases.py): ``task_id(name)``, ``scenario(task_id, name)`` from the subc
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import json
@@ -74,6 +76,7 @@ class ScriptedEmulator:
         self.creates: list[dict[str, Any]] = []
         self.create_answers: list[Answer] = []
         self.lose_create_answers = 0
+        self.create_delay_s = 0.0
         self.url = ""
         self._lock = threading.Lock()
         self.app = Starlette(
@@ -134,9 +137,11 @@ class ScriptedEmulator:
             answer = self.create_answers.pop(0) if self.create_answers else None
         return record, answer
 
-    def finish_create(self, record: dict[str, Any], task_id: str, answer: Answer) -> Response:
+    async def finish_create(self, record: dict[str, Any], task_id: str, answer: Answer) -> Response:
         """A task was created: pending once, then a video on the CDN host."""
         record["task_id"] = task_id
+        if self.create_delay_s:
+            await asyncio.sleep(self.create_delay_s)
         with self._lock:
             lost = self.lose_create_answers > 0
             self.lose_create_answers -= 1 if lost else 0
