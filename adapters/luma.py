@@ -10,8 +10,9 @@ Generations start with ``POST /dream-machine/v1/generations`` ``{prompt, model,
 aspect_ratio, duration "5s", resolution, keyframes {frame0, frame1}, loop, callback_url}``,
 answered with the Generation object (``state`` queued). Luma posts the Generation to
 ``callback_url`` on dreaming, completed and failed, unsigned: the core treats it as a hint
-(``/callbacks/luma``). Luma documents no create limit, so the core's default budget applies;
-a create whose answer was lost is not looked up (the listing has no field of ours to match).
+(``/callbacks/luma``). We found no documented create limit, so the core's default budget
+applies; a create whose answer was lost is not looked up (the listing has no field of ours
+to match).
 """
 
 from __future__ import annotations

@@ -140,8 +140,8 @@ CAPABILITIES: dict[str, ModelCapabilities] = {
 
 
 def create_call(request: GenerationRequest) -> tuple[str, dict[str, Any]]:
-    """(path, body) of the create call. ``ratio`` and ``duration`` are required by Runway:
-    left out, they are the model's first ratio and longest duration (Runway's defaults)."""
+    """(path, body) of the create call. Runway requires ``ratio`` and ``duration``: left out
+    of the request, the model's first ratio and its longest duration are sent."""
     caps = CAPABILITIES.get(request.model, ModelCapabilities())
     ratios, durations = caps.aspect_ratios or (None,), caps.durations_s or (None,)
     body = ds.present(
