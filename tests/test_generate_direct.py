@@ -18,7 +18,13 @@ from tests.support import emu_minimax as mm
 from tests.support import emu_runway as rw
 from tests.support.emu_scripted import ScriptedEmulator, json_answer
 from tests.support.servers import free_port
-from tests.support.service import ServiceProcess, base_config, run_service, wait_for
+from tests.support.service import (
+    ServiceProcess,
+    base_config,
+    deep_merge,
+    run_service,
+    wait_for,
+)
 from webhook_poller.adapters import _direct_submit as ds
 from webhook_poller.errors import ProviderTaskFailed, ProviderUnavailable, SubmissionUncertain
 from webhook_poller.model import ErrorCode
@@ -179,14 +185,14 @@ def config(tmp_path, family: Family, emu: ScriptedEmulator, **extra: Any) -> dic
     """The service with ``server.public_url`` set, so families that push get our URL."""
     port = free_port()
     provider = {"base_url": emu.url, "min_interval_s": 0, **family.credentials}
-    return base_config(
+    cfg = base_config(
         tmp_path,
         port=port,
         server={"public_url": f"http://127.0.0.1:{port}"},
         providers={family.name: provider},
         polling={"push_fallback_interval_s": 0.05},
-        **extra,
     )
+    return deep_merge(cfg, extra)
 
 
 def request_body(family: Family, **changes: Any) -> dict[str, Any]:
@@ -393,6 +399,25 @@ def test_kill_9_between_create_and_record_looks_the_task_up_or_fails(tmp_path, n
         assert job["taskId"] == emu.created_tasks()[0]
     else:
         assert "not sent again" in job["error"]["reason"]
+
+
+def test_kling_push_moves_a_generated_job_at_once_while_polling_is_slow(tmp_path):
+    """The job we submitted carries /callbacks/kling; Kling's unsigned push of the finished
+    task makes it be read again now, not at the 300 s safety-net poll."""
+    family = BY_NAME["kling"]
+    emu = kl.KlingEmulator()
+    slow = {"polling": {"interval_s": 60, "push_fallback_interval_s": 300}}
+    with emu.start(), run_service(config(tmp_path, family, emu, **slow)) as url:
+        with httpx.Client(base_url=url) as c:
+            job_id = c.post("/generate", json=request_body(family)).json()["jobId"]
+            wait_for(lambda: emu.created_tasks() and emu.calls_for(emu.created_tasks()[0]))
+            task_id = emu.created_tasks()[0]
+            assert c.get(f"/jobs/{job_id}").json()["status"] != "succeeded"
+            push = {"task_id": task_id, "task_status": "succeed", "task_result": {}}
+            assert c.post("/callbacks/kling", json=push).status_code == 200
+            job = finished(c, job_id, timeout=10)
+    assert job["status"] == "succeeded", job
+    assert emu.creates[0]["body"]["callback_url"].endswith("/callbacks/kling")
 
 
 def test_minimax_callback_url_passes_its_challenge_and_kling_pushes_are_received(tmp_path):
