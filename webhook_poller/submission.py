@@ -166,6 +166,7 @@ def generation_request(job: Job, index: int, callback_url: str | None = None) ->
         options=dict(data.get("options") or {}),
         index=index,
         callback_url=callback_url,
+        job_id=job.id,
     )
 
 
