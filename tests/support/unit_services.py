@@ -23,7 +23,10 @@ def unit_config(tmp_path: Path, **extra: Any) -> dict[str, Any]:
         "storage": {"url": f"file://{tmp_path}/videos"},
         "callbacks": {"schedule_s": [5, 30, 120]},
         "polling": {"interval_s": 10, "first_poll_delay_s": 0, "jitter": 0, "tick_s": 0.05},
-        "providers": {"demo": {"polls_until_done": 2}},
+        # the global polling settings above apply to the demo too
+        "providers": {
+            "demo": {"polls_until_done": 2, "interval_s": None, "first_poll_delay_s": None}
+        },
         "logging": {"level": "WARNING"},
     }
     return deep_merge(cfg, extra)
