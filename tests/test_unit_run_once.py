@@ -9,6 +9,9 @@ import random
 from datetime import timedelta
 from pathlib import Path
 
+import structlog
+from structlog.testing import capture_logs
+
 from tests.support.clock import FakeClock
 from tests.support.factories import make_job
 from tests.support.unit_services import ScriptedNotifier, unit_services
@@ -99,6 +102,31 @@ async def test_demo_job_goes_from_intake_to_succeeded_round_by_round(tmp_path: P
         done = await _get(services, job)
         assert done.state is S.SUCCEEDED and done.finished_at == clock.now()
         assert len(target.received) == 1  # sent once
+
+
+async def test_each_state_change_logs_one_event_with_elapsed_time_on_the_clock(tmp_path: Path):
+    """job_<state> events come once per move, in order, and their elapsed_s is clock time."""
+    clock = FakeClock()
+    async with unit_services(tmp_path, clock) as services:
+        scheduler = Scheduler(services)
+        job = await _intake(services, clock)
+        # merge_contextvars: the job's bound context (job_id, provider) as the service logs it
+        with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+            await scheduler.run_once(wait=True)
+            clock.advance(INTERVAL_S)
+            await scheduler.run_once(wait=True)
+        moves = [e for e in logs if e["event"].startswith("job_") and "previous" in e]
+        assert [(e["event"], e["previous"]) for e in moves] == [
+            ("job_polling", "queued"),
+            ("job_downloading", "polling"),
+            ("job_storing", "downloading"),
+            ("job_notifying", "storing"),
+            ("job_succeeded", "notifying"),  # no notifier: nothing to wait for
+        ]
+        assert [e["elapsed_s"] for e in moves] == [0.0, 10.0, 10.0, 10.0, 10.0]
+        assert all(e["job_id"] == job.id and e["provider"] == "demo" for e in moves)
+        (summary,) = [e for e in logs if e["event"] == "job_summary"]
+        assert summary["status"] == "succeeded"
 
 
 async def test_a_failing_delivery_is_retried_on_the_clock_not_before(tmp_path: Path):
