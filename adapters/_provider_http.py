@@ -50,16 +50,22 @@ __all__ = [
     "require_key",
     "retry_after_s",
     "same_host",
+    "secret_or_env",
     "secret_text",
     "segment",
     "text_of",
 ]
 
 
-def api_key_from(options: Mapping[str, Any], env_var: str) -> str:
-    """The key from ``options['api_key']`` (SecretStr or str), else from ``env_var``."""
-    text = secret_text(options.get("api_key")).strip()
+def secret_or_env(value: Any, env_var: str) -> str:
+    """A secret option's text (SecretStr or str), else the environment variable ``env_var``."""
+    text = secret_text(value).strip()
     return text or (os.environ.get(env_var, "").strip() if env_var else "")
+
+
+def api_key_from(options: Mapping[str, Any], env_var: str) -> str:
+    """The key from ``options['api_key']``, else from ``env_var``."""
+    return secret_or_env(options.get("api_key"), env_var)
 
 
 def base_url_from(options: Mapping[str, Any], default: str) -> str:

@@ -23,6 +23,7 @@ from webhook_poller.interfaces import (
     ChecksCredentials,
     Closeable,
     Downloads,
+    FindsTasks,
     FollowsUp,
     HasGenerateOptions,
     HasLocalPath,
@@ -61,6 +62,7 @@ def _capabilities(obj: object, caps: tuple[type, ...]) -> set[str]:
 
 ADAPTER_CAPS: tuple[type, ...] = (
     Submits,
+    FindsTasks,
     HasGenerateOptions,
     HasSubmitBudget,
     FollowsUp,
@@ -74,7 +76,8 @@ ADAPTER_CAPS: tuple[type, ...] = (
 
 async def test_adapters_declare_the_capabilities_the_core_uses(services):
     """KIE Veo submits, follows up, keeps an upscale cadence and takes pushes; the demo
-    only downloads its own file and serves a route; a direct family only polls."""
+    only downloads its own file and serves a route; of the direct families only Kling can
+    look a lost task up."""
     veo = services.adapters["kie-veo"]
     assert _capabilities(veo, ADAPTER_CAPS) == {
         "Submits",
@@ -91,8 +94,10 @@ async def test_adapters_declare_the_capabilities_the_core_uses(services):
     assert _capabilities(demo, ADAPTER_CAPS) == {"Downloads"}
     assert isinstance(type(demo), HasRoutes)
     assert not isinstance(type(veo), HasRoutes)
-    assert "Submits" not in _capabilities(services.adapters["luma"], ADAPTER_CAPS)
-    assert "ChecksCredentials" in _capabilities(services.adapters["luma"], ADAPTER_CAPS)
+    kling = _capabilities(services.adapters["kling"], ADAPTER_CAPS)
+    assert {"Submits", "FindsTasks", "ChecksCredentials"} <= kling
+    runway = _capabilities(services.adapters["runway"], ADAPTER_CAPS)
+    assert "Submits" in runway and "FindsTasks" not in runway
 
 
 async def test_notifiers_and_blobs_declare_their_capabilities(services):

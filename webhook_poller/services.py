@@ -21,6 +21,7 @@ from aiolimiter import AsyncLimiter
 from pydantic import SecretStr
 
 from . import net, plugins
+from .clock import Clock, SystemClock
 from .config import DEFAULT_PROVIDERS, PollingSettings, Settings
 from .errors import ConfigError, StoreUnavailable
 from .interfaces import (
@@ -206,6 +207,8 @@ class Services:
     submit_gates: dict[str, Any] = field(default_factory=dict)
     #: The notifier class that targets a request's ``callbackUrl`` (checked at build time).
     callback_targets: BuildsCallbackTargets | None = None
+    #: The time the scheduler and the delivery outbox read (a fake one in unit tests).
+    clock: Clock = field(default_factory=SystemClock)
 
     def gate_for(self, adapter_name: str) -> ProviderGate:
         return self.gates[adapter_name]
