@@ -91,6 +91,18 @@ class IntakeRoutes(ApiBase):
             raise RequestRejected(str(exc), field="callbackUrl") from None
         return value
 
+    def _require_credentials(self, model: str, provider: str) -> None:
+        """Refuse a model whose provider has no API key configured, naming the key."""
+        missing = self.svc.missing_credentials(provider)
+        if missing:
+            raise RequestRejected(
+                f"model {model!r} goes to provider {provider!r}, which has no API key; "
+                f"set {missing}",
+                field="model",
+                code="provider_not_configured",
+                extra={"missingKey": missing},
+            )
+
     async def intake(self, request: Request) -> Response:
         counter = self.svc.metrics.intake
         try:
@@ -112,15 +124,7 @@ class IntakeRoutes(ApiBase):
                 field="model",
                 extra={"knownModels": known},
             )
-        missing = svc.missing_credentials(adapter)
-        if missing:
-            raise RequestRejected(
-                f"model {data['model']!r} goes to provider {adapter!r}, which has no API key; "
-                f"set {missing}",
-                field="model",
-                code="provider_not_configured",
-                extra={"missingKey": missing},
-            )
+        self._require_credentials(data["model"], adapter)
         now = utcnow()
         delay = svc.gate_for(adapter).first_poll_delay_s
         job = Job(
@@ -228,15 +232,7 @@ class IntakeRoutes(ApiBase):
             )
         adapter, caps = generate.submitting_adapter(svc, provider, model)
         checked = generate.check_request(data, adapter, caps, model)
-        missing = svc.missing_credentials(provider)
-        if missing:
-            raise RequestRejected(
-                f"model {model!r} goes to provider {provider!r}, which has no API key; "
-                f"set {missing}",
-                field="model",
-                code="provider_not_configured",
-                extra={"missingKey": missing},
-            )
+        self._require_credentials(model, provider)
         callback = self._callback(_pick(data, "callbackUrl"))
         context = _json_object(
             _pick(data, "context"), "context", self.settings.server.max_context_bytes
