@@ -10,13 +10,14 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
-from starlette.routing import Mount, Route
+from starlette.routing import Match, Mount, Route
 
 from tests.support.servers import serve_in_thread
 from tests.support.service import base_config
 from webhook_poller.app import create_app
 from webhook_poller.config import settings_from_mapping
 from webhook_poller.routes import PUBLIC, Auth
+from webhook_poller.routes.gate import AuthGate
 
 TOKEN = "a-token-for-the-route-walk"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -150,3 +151,17 @@ def test_the_declared_public_list_is_the_expected_one():
     assert set(PUBLIC) == expected
     signed = {t for t, auth in PUBLIC.items() if auth is Auth.SIGNED}
     assert signed == {t for _, t in EXPECTED_SIGNED}
+
+
+def test_the_gates_fast_match_picks_the_routers_route(served):
+    """The gate's regex shortcut finds the same route as Starlette's ``Route.matches``."""
+    app, _ = served
+    served_paths = [(m, concrete(t)) for m, t in walk(app)]
+    unserved = [("PUT", "/jobs/job_x"), ("GET", "/nope"), ("GET", "/jobs/"), ("POST", "/")]
+    for method, path in served_paths + unserved:
+        for root_path in ("", "/behind-a-proxy"):
+            scope = {"type": "http", "method": method, "path": root_path + path}
+            scope.update(root_path=root_path, app=app)
+            slow = next((r for r in app.routes if r.matches(scope)[0] is Match.FULL), None)
+            assert AuthGate.route_for(scope) is slow, (method, root_path, path)
+            assert (slow is not None) == ((method, path) in served_paths)
