@@ -165,3 +165,18 @@ def test_the_gates_fast_match_picks_the_routers_route(served):
             slow = next((r for r in app.routes if r.matches(scope)[0] is Match.FULL), None)
             assert AuthGate.route_for(scope) is slow, (method, root_path, path)
             assert (slow is not None) == ((method, path) in served_paths)
+
+
+def test_the_spec_marks_public_exactly_the_public_routes(served):
+    """``/openapi.json`` drops the bearer requirement on the same operations the gate opens."""
+    _, client = served
+    spec = client.get("/openapi.json").json()
+    assert spec["security"] == [{"bearer": []}]
+    in_spec = {
+        (method.upper(), path)
+        for path, operations in spec["paths"].items()
+        for method, operation in operations.items()
+        if isinstance(operation, dict) and operation.get("security") == []
+    }
+    gate_open = {(m, t) for m, t in EXPECTED_PUBLIC if m != "HEAD" and "/providers/" not in t}
+    assert in_spec == gate_open
