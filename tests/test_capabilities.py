@@ -168,3 +168,22 @@ def test_retry_after_reads_seconds_and_dates_and_refuses_nonsense():
     assert retry_after_s(_answer(earlier), now) == 0.0
     for junk in ("soon", "inf", "nan", "", None):
         assert retry_after_s(_answer(junk)) is None
+
+
+def test_capability_answers_are_kept_per_class_never_shared():
+    """The cached capability check answers each plug-in class for itself, and judges a
+    class object (all of type ``type``) by the class, not by ``type``."""
+
+    class Cadenced:
+        def poll_interval_s(self, task_id: str) -> float | None:
+            return 1.0
+
+    class Plain:
+        pass
+
+    assert isinstance(Cadenced(), HasOwnCadence)
+    assert not isinstance(Plain(), HasOwnCadence)
+    assert isinstance(Cadenced(), HasOwnCadence)  # asked again after a negative answer
+    assert isinstance(Cadenced, HasOwnCadence)
+    assert not isinstance(Plain, HasOwnCadence)
+    assert not isinstance(int, HasOwnCadence)

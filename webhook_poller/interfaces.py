@@ -27,7 +27,14 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+from typing import (  # _ProtocolMeta: the metaclass a cached capability check extends
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    Protocol,
+    _ProtocolMeta,
+    runtime_checkable,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -38,6 +45,29 @@ if TYPE_CHECKING:
 
     from .config import Settings
     from .model import Delivery, ErrorCode, Event, Job, VideoMetadata
+
+
+class _CapabilityMeta(_ProtocolMeta):
+    """``isinstance`` against a capability, answered once per plug-in class.
+
+    On Python 3.11 a ``runtime_checkable`` check walks the Protocol's members on every call
+    (10-30 us), and the core asks on every intake and every poll. What a plug-in class can do
+    does not change, so the answer is kept per class (or per class object, for class-level
+    capabilities). Only for capabilities whose members are methods or ClassVars: one with
+    instance attributes (:class:`ReceivesBotUpdates`) is checked afresh each time.
+    """
+
+    def __instancecheck__(cls, instance: Any) -> bool:
+        key = instance if isinstance(instance, type) else type(instance)
+        # "_abc_" names are not protocol members, so the cache is not asked of plug-ins.
+        cache: dict[type, bool] | None = cls.__dict__.get("_abc_capability_cache")
+        if cache is None:
+            cache = {}
+            type.__setattr__(cls, "_abc_capability_cache", cache)
+        found = cache.get(key)
+        if found is None:
+            found = cache[key] = super().__instancecheck__(instance)
+        return found
 
 
 # --- provider adapters -------------------------------------------------------------------
@@ -117,7 +147,7 @@ class CallbackHint:
 
 
 @runtime_checkable
-class ReceivesCallbacks(Protocol):
+class ReceivesCallbacks(Protocol, metaclass=_CapabilityMeta):
     """An adapter whose provider can push to ``POST /callbacks/{provider}``.
 
     ``parse_callback`` reads the raw push (headers lower-cased) and returns the provider task
@@ -188,7 +218,7 @@ class SubmitResult:
 
 
 @runtime_checkable
-class Submits(Protocol):
+class Submits(Protocol, metaclass=_CapabilityMeta):
     """An adapter that can start generations as well as poll them (``POST /generate``).
 
     ``submit`` returns the new task's id. It raises ``ProviderUnavailable`` only when the
@@ -214,7 +244,7 @@ class Submits(Protocol):
 
 
 @runtime_checkable
-class HasGenerateOptions(Protocol):
+class HasGenerateOptions(Protocol, metaclass=_CapabilityMeta):
     """A submitting adapter that passes provider-specific ``options`` through; without it
     (or with plain ``BaseModel``) a request naming any option is refused."""
 
@@ -222,7 +252,7 @@ class HasGenerateOptions(Protocol):
 
 
 @runtime_checkable
-class HasSubmitBudget(Protocol):
+class HasSubmitBudget(Protocol, metaclass=_CapabilityMeta):
     """A submitting adapter that knows its account's create-call budget: ``(count,
     seconds)``, new generations per seconds (KIE: 20 per 10 s). Without it the core uses a
     cautious default."""
@@ -231,7 +261,7 @@ class HasSubmitBudget(Protocol):
 
 
 @runtime_checkable
-class FindsTasks(Protocol):
+class FindsTasks(Protocol, metaclass=_CapabilityMeta):
     """An adapter that can look up the task a lost create call may have started, so the
     core never submits blindly twice; ``None`` when the provider has no such task."""
 
@@ -241,7 +271,7 @@ class FindsTasks(Protocol):
 
 
 @runtime_checkable
-class FollowsUp(Protocol):
+class FollowsUp(Protocol, metaclass=_CapabilityMeta):
     """An adapter that can start a follow-up of a finished task (``POST /jobs/{id}/extend``
     / ``upscale``, see :mod:`.followups`); ``follow_ups`` names the kinds it offers."""
 
@@ -257,7 +287,7 @@ class FollowsUp(Protocol):
 
 
 @runtime_checkable
-class Downloads(Protocol):
+class Downloads(Protocol, metaclass=_CapabilityMeta):
     """An adapter that fetches a result that is not a plain public URL (Gemini's file API,
     the demo file). ``None`` means "use the core's guarded HTTP fetcher"."""
 
@@ -265,7 +295,7 @@ class Downloads(Protocol):
 
 
 @runtime_checkable
-class HasOwnCadence(Protocol):
+class HasOwnCadence(Protocol, metaclass=_CapabilityMeta):
     """An adapter some of whose tasks are polled at a cadence of their own (KIE upscales);
     ``poll_interval_s`` returns ``None`` to keep the usual interval."""
 
@@ -273,7 +303,7 @@ class HasOwnCadence(Protocol):
 
 
 @runtime_checkable
-class ChecksCredentials(Protocol):
+class ChecksCredentials(Protocol, metaclass=_CapabilityMeta):
     """An adapter that can tell, before polling, that a setting is still to fill in (for
     example ``"providers.kie.api_key (or KIE_API_KEY)"``); ``None`` when nothing is missing.
     The service warns at start-up and refuses such jobs at intake with a 422."""
@@ -285,7 +315,7 @@ class ChecksCredentials(Protocol):
 
 
 @runtime_checkable
-class HasOptions(Protocol):
+class HasOptions(Protocol, metaclass=_CapabilityMeta):
     """A plug-in class with its own typed options model (unknown keys refused, its own
     defaults): the core checks the plug-in's config block against it at load time."""
 
@@ -293,7 +323,7 @@ class HasOptions(Protocol):
 
 
 @runtime_checkable
-class HasConfigSection(Protocol):
+class HasConfigSection(Protocol, metaclass=_CapabilityMeta):
     """An adapter class that reads a shared ``providers.<section>`` block (the KIE family
     shares ``kie``, and so one request budget); without it the section is the adapter name."""
 
@@ -301,7 +331,7 @@ class HasConfigSection(Protocol):
 
 
 @runtime_checkable
-class HasRoutes(Protocol):
+class HasRoutes(Protocol, metaclass=_CapabilityMeta):
     """An adapter class that serves routes of its own, mounted under
     ``/providers/{name}`` (the demo video)."""
 
@@ -310,7 +340,7 @@ class HasRoutes(Protocol):
 
 
 @runtime_checkable
-class Closeable(Protocol):
+class Closeable(Protocol, metaclass=_CapabilityMeta):
     """A plug-in holding a client of its own, closed when the service stops."""
 
     async def aclose(self) -> None: ...
@@ -371,7 +401,7 @@ class Notifier(Protocol):
 
 
 @runtime_checkable
-class BuildsCallbackTargets(Protocol):
+class BuildsCallbackTargets(Protocol, metaclass=_CapabilityMeta):
     """A notifier class that can target a request's own ``callbackUrl`` (the ``webhook``
     notifier): ``for_callback`` builds that one-off target, signed with
     ``callbacks.secret``."""
@@ -538,14 +568,14 @@ class BlobStorage(Protocol):
 
 
 @runtime_checkable
-class HasLocalPath(Protocol):
+class HasLocalPath(Protocol, metaclass=_CapabilityMeta):
     """A blob storage on this machine's disk: videos are served straight from the file."""
 
     def local_path(self, key: str) -> Path: ...
 
 
 @runtime_checkable
-class RemovesStaleParts(Protocol):
+class RemovesStaleParts(Protocol, metaclass=_CapabilityMeta):
     """A blob storage that can leave half-written parts behind after a kill (local disk):
     the retention sweep removes them and counts them."""
 
