@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import hmac
-import json
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -45,6 +44,7 @@ from . import (
     live,
     net,
     push,
+    shapes,
 )
 from . import metrics as metrics_mod
 from .config import Settings
@@ -62,12 +62,12 @@ from .model import Job, JobState, new_job_id, utcnow
 from .openapi import openapi_document
 from .scheduler import Scheduler
 from .services import Services, adapter_class, build_services
-from .views import job_json, job_summary, status_url, video_refs
+from .views import job_answer, job_json, job_summary, json_answer, status_url, video_refs
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
-MAX_ID_LEN = 256
+MAX_ID_LEN = shapes.MAX_ID_LEN
 
 
 def error_response(exc: RequestRejected) -> JSONResponse:
@@ -130,6 +130,7 @@ class Api:
         self._token = token.get_secret_value().encode() if token is not None else None
         self._live_all: live.SharedSnapshot | None = None
         self._live_all_for: Services | None = None
+        self._intake_rules: shapes.IntakeRules | None = None
 
     @property
     def svc(self) -> Services:
@@ -219,20 +220,13 @@ class Api:
 
     # --- intake ------------------------------------------------------------------------
 
-    def validate_intake(self, data: Mapping[str, Any]) -> dict[str, Any]:
+    def validate_intake(self, data: Mapping[str, Any]) -> shapes.IntakeRequest:
         """Check the intake body field by field; the first problem names its field."""
-        return {
-            "sessionId": _required_str(data, "sessionId", "session_id"),
-            "taskId": _required_str(data, "taskId", "task_id"),
-            "model": _required_str(data, "model"),
-            "provider": self._provider(_pick(data, "provider")),
-            "attempt": _attempt(_pick(data, "attempt")),
-            "callbackUrl": self._callback(_pick(data, "callbackUrl", "callback_url")),
-            "context": _json_object(
-                _pick(data, "context"), "context", self.settings.server.max_context_bytes
-            ),
-            "expectPush": _flag(_pick(data, "expectPush", "expect_push"), "expectPush"),
-        }
+        if self._intake_rules is None:
+            self._intake_rules = shapes.IntakeRules(
+                self._provider, self._callback, self.settings.server.max_context_bytes
+            )
+        return shapes.parse_intake(data, self._intake_rules)
 
     def _provider(self, value: Any) -> str | None:
         """The optional adapter name; it must be one this service has built."""
@@ -276,18 +270,18 @@ class Api:
         self.check_auth(request)
         svc = self.svc
         data = self.validate_intake(await self.read_object(request))
-        adapter = data["provider"] or svc.router.adapter_for(data["model"])
+        adapter = data.provider or svc.router.adapter_for(data.model)
         if adapter is None:
             known = svc.router.known()
             raise RequestRejected(
-                f"unknown model {data['model']!r}; known models: {', '.join(known)}",
+                f"unknown model {data.model!r}; known models: {', '.join(known)}",
                 field="model",
                 extra={"knownModels": known},
             )
         missing = svc.missing_credentials(adapter)
         if missing:
             raise RequestRejected(
-                f"model {data['model']!r} goes to provider {adapter!r}, which has no API key; "
+                f"model {data.model!r} goes to provider {adapter!r}, which has no API key; "
                 f"set {missing}",
                 field="model",
                 code="provider_not_configured",
@@ -296,22 +290,22 @@ class Api:
         now = utcnow()
         delay = svc.gate_for(adapter).first_poll_delay_s
         job = Job(
-            id=new_job_id(adapter, data["taskId"]),
-            session_id=data["sessionId"],
-            task_id=data["taskId"],
-            model=data["model"],
+            id=new_job_id(adapter, data.taskId),
+            session_id=data.sessionId,
+            task_id=data.taskId,
+            model=data.model,
             provider=adapter,
             state=JobState.QUEUED,
             created_at=now,
             updated_at=now,
             due_at=now + timedelta(seconds=delay),
-            start_attempt=data["attempt"],
-            callback_url=data["callbackUrl"],
-            context=data["context"],
-            expect_push=data["expectPush"],
+            start_attempt=data.attempt,
+            callback_url=data.callbackUrl,
+            context=data.context,
+            expect_push=data.expectPush,
         )
         stored, created = await self._store_call(svc.store.create(job))
-        callback = "registered" if data["callbackUrl"] and created else None
+        callback = "registered" if data.callbackUrl and created else None
         if not created:
             stored, callback = await self._known_task(stored, data)
         if created:
@@ -326,7 +320,7 @@ class Api:
                 model=stored.model,
                 provider=adapter,
             )
-        body = {
+        body: shapes.IntakeResponse = {
             "ok": True,
             "jobId": stored.id,
             "status": stored.state.value,
@@ -336,18 +330,18 @@ class Api:
         }
         if callback is not None:
             body["callback"] = callback
-        return JSONResponse(body), created
+        return json_answer(shapes.INTAKE_RESPONSE, body), created
 
-    async def _known_task(self, job: Job, data: Mapping[str, Any]) -> tuple[Job, str | None]:
+    async def _known_task(self, job: Job, data: shapes.IntakeRequest) -> tuple[Job, str | None]:
         """A re-post of a known task: refuse another session, give a new callbackUrl the
         outcome (see :func:`lifecycle.add_callback`)."""
-        if job.session_id != data["sessionId"]:
+        if job.session_id != data.sessionId:
             raise Conflict(
                 f"this task is already being polled for session {job.session_id!r}",
                 field="sessionId",
                 extra={"jobId": job.id, "sessionId": job.session_id},
             )
-        url = data["callbackUrl"]
+        url = data.callbackUrl
         if not url:
             return job, None
         job, case = await self._store_call(lifecycle.add_callback(self.svc, job.id, url))
@@ -389,9 +383,9 @@ class Api:
         svc = self.svc
         key = generate.idempotency_hash(request.headers.get("idempotency-key"))
         data = await self.read_object(request)
-        session_id = _required_str(data, "sessionId")
-        model = _required_str(data, "model")
-        provider = self._provider(_pick(data, "provider")) or svc.router.adapter_for(model)
+        session_id = shapes.required_str(data, "sessionId")
+        model = shapes.required_str(data, "model")
+        provider = self._provider(shapes.pick(data, "provider")) or svc.router.adapter_for(model)
         if provider is None:
             models = generate.generatable_models(svc)
             raise RequestRejected(
@@ -410,9 +404,9 @@ class Api:
                 code="provider_not_configured",
                 extra={"missingKey": missing},
             )
-        callback = self._callback(_pick(data, "callbackUrl"))
-        context = _json_object(
-            _pick(data, "context"), "context", self.settings.server.max_context_bytes
+        callback = self._callback(shapes.pick(data, "callbackUrl"))
+        context = shapes.json_object(
+            shapes.pick(data, "context"), "context", self.settings.server.max_context_bytes
         )
         job = generate.new_job(
             session_id=session_id,
@@ -467,7 +461,7 @@ class Api:
             deliveries=deliveries,
             queue_position=position,
         )
-        return JSONResponse({"ok": True, **body})
+        return job_answer(body)
 
     async def video(self, request: Request) -> Response:
         job_id = request.path_params["job_id"]
@@ -511,7 +505,7 @@ class Api:
         if len(session_id) > MAX_ID_LEN:
             raise RequestRejected("sessionId is too long", field="sessionId")
         data = await self.read_object(request)
-        _json_object(data, "session", self.settings.server.max_context_bytes)
+        shapes.json_object(data, "session", self.settings.server.max_context_bytes)
         await self._store_call(self.svc.sessions.put(session_id, data))
         return JSONResponse({"ok": True, "sessionId": session_id})
 
@@ -536,7 +530,8 @@ class Api:
             store.list_jobs(states=states, cursor=cursor, limit=limit, **filters)
         )
         items = [job_summary(j, base, await self._position(j)) for j in jobs]
-        return JSONResponse({"ok": True, "jobs": items, "nextCursor": next_cursor})
+        page: shapes.JobPage = {"ok": True, "jobs": items, "nextCursor": next_cursor}
+        return json_answer(shapes.JOB_PAGE, page)
 
     async def _position(self, job: Job) -> int | None:
         if job.state is not JobState.QUEUED:
@@ -592,7 +587,7 @@ class Api:
         body = job_json(
             new, refs, self.settings.server.base_url(), queue_position=await self._position(new)
         )
-        return JSONResponse({"ok": True, "action": action, **body})
+        return job_answer(body, action)
 
     async def extend_job(self, request: Request) -> Response:
         """A new job extending a finished video (KIE Veo extend), linked by parentJobId."""
@@ -612,7 +607,7 @@ class Api:
             self.scheduler.poke()
         self.svc.changes.notify()
         body = job_json(new, [], self.settings.server.base_url())
-        return JSONResponse({"ok": True, **body})
+        return job_answer(body)
 
     async def telegram_webhook(self, request: Request) -> Response:
         """Button presses from Telegram, verified by X-Telegram-Bot-Api-Secret-Token."""
@@ -637,7 +632,7 @@ class Api:
         body = job_json(
             job, refs, self.settings.server.base_url(), queue_position=await self._position(job)
         )
-        return JSONResponse({"ok": True, **body})
+        return job_answer(body)
 
     async def delete_job(self, request: Request) -> Response:
         self.check_auth(request)
@@ -724,7 +719,7 @@ class Api:
         svc = self.svc
         base = self.settings.server.base_url()
 
-        async def snapshot() -> dict[str, dict[str, Any]]:
+        async def snapshot() -> dict[str, Mapping[str, Any]]:
             current = await svc.store.get(job.id)
             if current is None:
                 return {}
@@ -750,7 +745,7 @@ class Api:
         shared = self._all_jobs_snapshot()
         feed = self.svc.changes
 
-        async def snapshot() -> dict[str, dict[str, Any]]:
+        async def snapshot() -> dict[str, Mapping[str, Any]]:
             # fresh enough: read after the last local change, and at most a period old
             return await shared.get(max(feed.changed_at, time.monotonic() - live.REFRESH_S))
 
@@ -763,10 +758,10 @@ class Api:
             self._live_all_for = self.svc
         return self._live_all
 
-    async def _read_all_jobs(self) -> dict[str, dict[str, Any]]:
+    async def _read_all_jobs(self) -> dict[str, Mapping[str, Any]]:
         svc = self.svc
         base = self.settings.server.base_url()
-        out: dict[str, dict[str, Any]] = {}
+        out: dict[str, Mapping[str, Any]] = {}
         # Groups are read in the order jobs move through them (queued, processing, history):
         # a job that moves on between two reads is then seen in one of them, instead of
         # being missed by both.
@@ -919,60 +914,6 @@ def _since_param(value: str | None) -> datetime | None:
             "since must be an ISO 8601 time or Unix seconds", field="since"
         ) from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def _pick(data: Mapping[str, Any], *names: str) -> Any:
-    for name in names:
-        if data.get(name) is not None:
-            return data[name]
-    return None
-
-
-def _required_str(data: Mapping[str, Any], field: str, *aliases: str) -> str:
-    value = _pick(data, field, *aliases)
-    if value is None or (isinstance(value, str) and not value.strip()):
-        raise RequestRejected(f"{field} is required", field=field)
-    if not isinstance(value, str):
-        raise RequestRejected(f"{field} must be a string", field=field)
-    value = value.strip()
-    if len(value) > MAX_ID_LEN or not value.isprintable():
-        raise RequestRejected(
-            f"{field} must be printable and at most {MAX_ID_LEN} characters", field=field
-        )
-    return value
-
-
-def _flag(value: Any, field: str) -> bool:
-    """An optional true/false field; a form post sends it as text."""
-    if value is None or value == "":
-        return False
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0"):
-        return value.strip().lower() in ("true", "1")
-    raise RequestRejected(f"{field} must be true or false", field=field)
-
-
-def _attempt(value: Any) -> int:
-    return inputs.client_int(
-        value, "attempt", default=1, low=1, high=10000, allow_integral_float=True
-    )
-
-
-def _json_object(value: Any, field: str, max_bytes: int) -> dict[str, Any] | None:
-    """An optional JSON object (or a form field holding one), at most ``max_bytes``."""
-    if isinstance(value, str) and value.strip():
-        value = inputs.load_json(value, field, field=field)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, dict):
-        raise RequestRejected(f"{field} must be a JSON object", field=field)
-    size = len(json.dumps(value).encode())
-    if size > max_bytes:
-        raise RequestRejected(
-            f"{field} is {size} bytes; at most {max_bytes} are allowed", field=field
-        )
-    return value
 
 
 def create_app(
