@@ -21,6 +21,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from tests.support import kie_emulator as kie
+from tests.support.chat_servers import BOT_TOKEN, TelegramEmulator
 from tests.support.servers import serve_in_thread
 from tests.support.service import (
     CALLBACK_SECRET as SECRET,
@@ -114,6 +115,18 @@ class Conformance:
         self.events.add(body["event"])
 
 
+TG_SECRET = "tg-hook_secret-42"
+CHAT = 4242
+
+
+@pytest.fixture
+def telegram():
+    emu = TelegramEmulator()
+    with emu.serving() as url:
+        emu.url = url
+        yield emu
+
+
 @pytest.fixture
 def emulator():
     emu = kie.KieEmulator()
@@ -175,7 +188,7 @@ def _seed(db: str, base: dict[str, Any]) -> dict[str, str]:
     return ids
 
 
-def test_every_answer_state_and_event_matches_the_openapi_document(tmp_path, emulator):
+def test_every_answer_state_and_event_matches_the_openapi_document(tmp_path, emulator, telegram):
     """Every endpoint answered for real (successes and refusals), a job in every state, and
     every event a callback receiver got, each valid under /openapi.json."""
     receiver = CallbackReceiver()
@@ -185,7 +198,13 @@ def test_every_answer_state_and_event_matches_the_openapi_document(tmp_path, emu
             server={"auth_token": TOKEN},
             providers={"kie": {"base_url": emulator.url, "upscale_interval_s": 0.3}},
             notifiers=[
-                {"type": "webhook", "url": f"{hook}/all", "secret": SECRET, "events": ["*"]}
+                {"type": "webhook", "url": f"{hook}/all", "secret": SECRET, "events": ALL},
+                {
+                    "type": "telegram",
+                    "bot_token": BOT_TOKEN,
+                    "base_url": telegram.base_url(telegram.url),
+                    "webhook_secret": TG_SECRET,
+                },
             ],
             polling={"max_attempts": 3, "give_up_after_s": 1.5, "delayed_interval_s": 0.3},
         )
@@ -195,7 +214,8 @@ def test_every_answer_state_and_event_matches_the_openapi_document(tmp_path, emu
             check.answer(doc, "/openapi.json", "get")
             ids = _seed(cfg["store"]["url"], cfg)
             _exercise(c, check, ids, f"{hook}/cb")
-            wanted = {"video.succeeded", "video.failed", "video.delayed"}
+            _publish(c, check, telegram)
+            wanted = {"video.succeeded", "video.failed", "video.delayed", "video.publish_requested"}
             wait_for(lambda: wanted <= {e["body"]["event"] for e in receiver.events()})
             for request in receiver.events():
                 assert request["verified"]
@@ -275,6 +295,7 @@ def _exercise(c: httpx.Client, check: Conformance, seeded: dict[str, str], hook:
 
     # generation and its follow-ups, on the KIE emulator
     gen = {"sessionId": "s1", "model": "veo3_fast", "prompt": "a fox", "callbackUrl": hook}
+    gen["context"] = {"chatId": CHAT}
     made = ok(c.post("/generate", json=gen), "/generate", "post").json()
     ok(c.post("/generate", json={**gen, "durationSeconds": 99}), "/generate", "post")
     parent = _finished(c, made["jobId"])
@@ -306,3 +327,23 @@ def _exercise(c: httpx.Client, check: Conformance, seeded: dict[str, str], hook:
     for job in c.get("/jobs", params={"sessionId": "s1", "limit": 50}).json()["jobs"]:
         if job["taskId"] == "slow-1":
             assert _finished(c, job["jobId"])["status"] == "failed"
+
+
+def _publish(c: httpx.Client, check: Conformance, telegram: TelegramEmulator) -> None:
+    """A Publish press on the generated video's Telegram message: video.publish_requested."""
+    call = wait_for(lambda: telegram.sent("sendVideo") and telegram.sent("sendVideo")[0])
+    rows = telegram.markup(call)["inline_keyboard"]
+    data = {b["text"]: b["callback_data"] for b in rows[0]}["Publish"]
+    update = {
+        "update_id": 1001,
+        "callback_query": {
+            "id": "cq1",
+            "from": {"id": 7, "is_bot": False, "first_name": "Ann"},
+            "chat_instance": "ci",
+            "data": data,
+            "message": {"message_id": 101, "date": 0, "chat": {"id": CHAT, "type": "private"}},
+        },
+    }
+    headers = {"X-Telegram-Bot-Api-Secret-Token": TG_SECRET}
+    pressed = c.post("/telegram/webhook", json=update, headers=headers)
+    assert check.answer(pressed, "/telegram/webhook", "post").json()["result"] == "publish"
