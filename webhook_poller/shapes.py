@@ -472,9 +472,7 @@ class VideoEvent(TypedDict):
 #: Answer shapes with their serializer, built once at import.
 JOB = TypeAdapter(Job)
 JOB_PAGE = TypeAdapter(JobPage)
-JOB_GROUPS = TypeAdapter(JobGroups)
 INTAKE_RESPONSE = TypeAdapter(IntakeResponse)
-VIDEO_EVENT = TypeAdapter(VideoEvent)
 
 #: Every shape ``/openapi.json`` lists under ``components.schemas``.
 COMPONENTS: tuple[type[Any], ...] = (
