@@ -4,7 +4,7 @@
 "after" is the working tree. Both run in turn in the same process, so the machine's noise
 hits them alike. Prints median µs per call over the rounds and after/before ratios.
 
-    PYTHONPATH=. .venv/bin/python -m bench.shapes_micro --rounds 15 --ref main
+    PYTHONPATH=. .venv/bin/python -m bench.shapes_micro --rounds 31
 
 * intake: read the body (``inputs.load_json`` on the raw bytes) + ``Api.validate_intake``
 * job answer: ``job_json`` + the bytes of the ``GET /jobs/{id}`` answer
@@ -139,10 +139,16 @@ def _median_us(fn: Any, number: int, rounds: int) -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--ref", default="main", help="git ref of the 'before' code")
+    parser.add_argument(
+        "--ref", default=None, help="git ref of the 'before' code (default: merge-base with main)"
+    )
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--number", type=int, default=5000)
     args = parser.parse_args()
+    if args.ref is None:
+        args.ref = subprocess.run(
+            ["git", "merge-base", "HEAD", "main"], check=True, capture_output=True, text=True
+        ).stdout.strip()
 
     old_inputs = _git_module(args.ref, "webhook_poller/inputs.py", "_bench_old_inputs")
     old_views = _git_module(args.ref, "webhook_poller/views.py", "_bench_old_views")
@@ -213,11 +219,14 @@ def main() -> None:
         for name, (before, after) in cases.items():
             samples[name][0].extend(_median_us(before, args.number, 1))
             samples[name][1].extend(_median_us(after, args.number, 1))
-    print(f"| path ({args.rounds} rounds x {args.number}) | before µs | after µs | after/before |")
-    print("|---|---|---|---|")
+    print(
+        f"| path ({args.rounds} rounds x {args.number}) | before µs | after µs "
+        "| after/before | min before | min after |"
+    )
+    print("|---|---|---|---|---|---|")
     for name, (b, a) in samples.items():
         mb, ma = statistics.median(b), statistics.median(a)
-        print(f"| {name} | {mb:.2f} | {ma:.2f} | {ma / mb:.2f} |")
+        print(f"| {name} | {mb:.2f} | {ma:.2f} | {ma / mb:.2f} | {min(b):.2f} | {min(a):.2f} |")
 
 
 if __name__ == "__main__":
