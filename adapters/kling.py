@@ -14,6 +14,16 @@ token itself; a ready token in ``api_key`` / ``KLING_API_KEY`` is sent as it is.
 
 A task id does not say whether it was a text or an image task: the adapter asks the
 endpoints in ``providers.kling.endpoints`` in turn and remembers which one knew the task.
+
+Generations start with ``POST /v1/videos/text2video`` (no image) or ``/v1/videos/image2video``
+(``image``), answered ``{code: 0, data: {task_id, task_status: submitted}}``. Each create
+carries ``external_task_id`` = our job id and the task's index, so after a crash between the
+create call and its record :meth:`KlingAdapter.find_task` asks ``GET /v1/videos/<kind>/
+{external_task_id}`` instead of paying twice. ``callback_url`` is our ``/callbacks/kling``:
+Kling posts the task unwrapped (``{task_id, task_status, ...}``) and signs nothing, so the
+push is only a hint. Kling limits running tasks per account (code 1303, "parallel task
+over resource pack limit") rather than create calls per minute: that answer means nothing
+was created, and the job stays ``submitting``.
 """
 
 from __future__ import annotations
@@ -27,18 +37,27 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import httpx
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from webhook_poller.errors import ProviderTaskFailed, ProviderUnavailable, UnrecognizedResponse
-from webhook_poller.interfaces import PluginContext, PollResult, PollStatus, ProviderTask
+from webhook_poller.interfaces import ModelCapabilities, PollResult, PollStatus
 from webhook_poller.model import ErrorCode
 from webhook_poller.options import ProviderOptions
 
+from . import _direct_submit as ds
 from ._status_http import DirectAdapter, as_int, segment
 from .kie import classify_failure, extract_urls
+
+if TYPE_CHECKING:
+    from webhook_poller.interfaces import (
+        GenerationRequest,
+        PluginContext,
+        ProviderTask,
+        SubmitResult,
+    )
 
 PENDING = frozenset({"submitted", "processing", "queued", "queuing", "pending", "running"})
 SUCCEEDED = frozenset({"succeed", "succeeded", "success", "completed"})
@@ -152,6 +171,74 @@ def parse_kling_payload(payload: object) -> PollResult:
     raise UnrecognizedResponse(f"unknown task_status {word[:40]!r}", provider="kling")
 
 
+def check_created(payload: Mapping[str, Any]) -> None:
+    """A create answer's ``code``: 1200-1299 are bad requests, 1300/1301 the content policy;
+    the rest as on a status answer (1302/1303 "try later": nothing was created)."""
+    code = as_int(payload.get("code"))
+    if code is None or code == 0:
+        return
+    message = str(payload.get("message") or "")
+    if code in MODERATION_CODES:
+        raise ProviderTaskFailed(ErrorCode.MODERATION_REJECTED, provider="kling", detail=message)
+    if 1200 <= code < 1300:
+        raise ProviderTaskFailed(
+            ErrorCode.VALIDATION_FAILED, provider="kling", detail=f"code {code} {message}"
+        )
+    _raise_for_code(code, message)
+
+
+class KlingGenerateOptions(BaseModel):
+    """``options`` of a Kling generation (text2video / image2video body fields)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    negative_prompt: str | None = Field(default=None, max_length=2500)
+    cfg_scale: float | None = Field(default=None, ge=0, le=1)
+    #: std (720p) or pro (1080p, more credits).
+    mode: Literal["std", "pro"] | None = None
+
+
+#: Kling's API reference: ``duration`` "5" | "10"; ``aspect_ratio`` 16:9 | 9:16 | 1:1 on
+#: text2video (image2video takes the image's); one ``image``; kling-v2-1 is image-only.
+_ASPECTS = ("16:9", "9:16", "1:1")
+_ANY = ModelCapabilities(durations_s=(5, 10), aspect_ratios=_ASPECTS, max_images=1)
+CAPABILITIES: dict[str, ModelCapabilities] = {
+    "kling-v1": _ANY,
+    "kling-v1-5": _ANY,
+    "kling-v1-6": _ANY,
+    "kling-v2-master": _ANY,
+    "kling-v2-1": ModelCapabilities(
+        durations_s=(5, 10), aspect_ratios=_ASPECTS, min_images=1, max_images=1
+    ),
+    "kling-v2-1-master": _ANY,
+    "kling-v2-5-turbo": _ANY,
+}
+
+
+def external_task_id(request: GenerationRequest) -> str | None:
+    """Our name for the task at Kling (unique per job and index), or None without a job."""
+    return f"{request.job_id}-{request.index}" if request.job_id else None
+
+
+def create_call(request: GenerationRequest) -> tuple[str, dict[str, Any]]:
+    """(task kind, body) of the create call; image2video takes the image's aspect ratio."""
+    image = request.image_urls[0] if request.image_urls else None
+    duration = request.duration_s
+    body = ds.present(
+        {
+            "model_name": request.model,
+            "prompt": request.prompt,
+            "image": image,
+            "duration": str(duration) if duration is not None else None,
+            "aspect_ratio": None if image else request.aspect_ratio,
+            **request.options,
+            "callback_url": request.callback_url,
+            "external_task_id": external_task_id(request),
+        }
+    )
+    return ("image2video" if image else "text2video"), body
+
+
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
@@ -177,6 +264,8 @@ class KlingAdapter(DirectAdapter):
     #: Kling keeps generated videos for 30 days (its API notes); fetched at once anyway.
     result_link_ttl_s: ClassVar[float] = 30 * 86400.0
     unknown_task_error: ClassVar[type[ProviderTaskFailed]] = KlingTaskUnknown
+    capabilities: ClassVar[Mapping[str, ModelCapabilities]] = CAPABILITIES
+    GenerateOptions: ClassVar[type[BaseModel]] = KlingGenerateOptions
     _KINDS_REMEMBERED = 10_000
 
     def __init__(self, options: Mapping[str, Any], context: PluginContext) -> None:
@@ -247,11 +336,47 @@ class KlingAdapter(DirectAdapter):
             except KlingTaskUnknown as exc:
                 last = exc
                 continue
-            self._kind_of[task.task_id] = kind
-            self._kind_of.move_to_end(task.task_id)
-            while len(self._kind_of) > self._KINDS_REMEMBERED:
-                self._kind_of.popitem(last=False)
+            self._remember(task.task_id, kind)
             return result
         if last is None:  # pragma: no cover - kinds is never empty
             raise UnrecognizedResponse("no Kling endpoint to ask", provider=self.name)
         raise last
+
+    def _remember(self, task_id: str, kind: str) -> None:
+        self._kind_of[task_id] = kind
+        self._kind_of.move_to_end(task_id)
+        while len(self._kind_of) > self._KINDS_REMEMBERED:
+            self._kind_of.popitem(last=False)
+
+    async def submit(self, request: GenerationRequest, http: httpx.AsyncClient) -> SubmitResult:
+        """``POST /v1/videos/{text2video|image2video}``; ``data.task_id`` is the task id."""
+        kind, body = create_call(request)
+        answer = await ds.create(http, self, f"/v1/videos/{kind}", body, check_created)
+        data = answer.get("data")
+        result = ds.submitted(
+            data.get("task_id") if isinstance(data, Mapping) else None, provider=self.name
+        )
+        self._remember(result.task_id, kind)
+        return result
+
+    async def find_task(self, request: GenerationRequest, http: httpx.AsyncClient) -> str | None:
+        """The task a lost create call may have started, by its ``external_task_id``."""
+        external = external_task_id(request)
+        if external is None:
+            return None
+        kind = "image2video" if request.image_urls else "text2video"
+        try:
+            body = await self.get_json(http, f"/v1/videos/{kind}/{segment(external)}")
+            parse_kling_payload(body)
+        except KlingTaskUnknown:
+            return None
+        data = body.get("data")
+        if not isinstance(data, Mapping):
+            return None
+        info = data.get("task_info")
+        named = info.get("external_task_id") if isinstance(info, Mapping) else external
+        task_id = data.get("task_id")
+        if named != external or not isinstance(task_id, str | int) or isinstance(task_id, bool):
+            return None
+        self._remember(str(task_id), kind)
+        return str(task_id)

@@ -8,23 +8,35 @@ capitalised (Preparing | Queueing | Processing | Success | Fail); success carrie
 an error inside HTTP 200 otherwise: 1026 (input sensitive) and 1027 (output sensitive) are
 moderation, 1004 a refused key, 1008 an empty balance, 1002/1041 rate limits. The
 deprecated Video Agent answer with ``video_url`` directly is read as well.
+
+Generations start with ``POST /v1/video_generation`` ``{model, prompt, duration, resolution,
+first_frame_image, last_frame_image, callback_url, ...}``, answered ``{task_id, base_resp}``
+(errors again inside HTTP 200: 1002 means nothing was created, 2013 invalid parameters).
+MiniMax posts status changes to ``callback_url`` (our ``/callbacks/minimax``, which echoes its
+``challenge`` first), unsigned: a hint. Video generation is limited to 5 requests per minute
+on a free account (20 paid), hence the create budget; MiniMax has no way to look a task up
+but by its id, so a create whose answer was lost is not looked up.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import httpx
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from webhook_poller.errors import ProviderTaskFailed, ProviderUnavailable, UnrecognizedResponse
-from webhook_poller.interfaces import PollResult, PollStatus, ProviderTask
+from webhook_poller.interfaces import ModelCapabilities, PollResult, PollStatus
 from webhook_poller.model import ErrorCode
 from webhook_poller.options import ProviderOptions
 
+from . import _direct_submit as ds
 from ._status_http import DirectAdapter, as_int
 from .kie import classify_failure, extract_urls
+
+if TYPE_CHECKING:
+    from webhook_poller.interfaces import GenerationRequest, ProviderTask, SubmitResult
 
 PENDING = frozenset({"preparing", "queueing", "queuing", "queued", "processing", "running"})
 SUCCEEDED = frozenset({"success", "succeeded", "completed"})
@@ -140,6 +152,78 @@ def parse_minimax_file(payload: object) -> tuple[str, ...]:
     return tuple(dict.fromkeys(extract_urls(file.get("download_url"))))
 
 
+#: ``base_resp`` codes of a create call that refuse the request itself.
+INVALID_CODES = frozenset({2013})
+
+
+def check_created(payload: Mapping[str, Any]) -> None:
+    """A create answer's ``base_resp``: sensitive input and invalid parameters are final."""
+    base = payload.get("base_resp")
+    code = as_int(base.get("status_code")) if isinstance(base, Mapping) else None
+    message = str(base.get("status_msg") or "") if isinstance(base, Mapping) else ""
+    if code in INVALID_CODES:
+        raise ProviderTaskFailed(
+            ErrorCode.VALIDATION_FAILED, provider="minimax", detail=f"code {code} {message}"
+        )
+    try:
+        check_base_resp(payload)
+    except MinimaxModerated as exc:
+        raise ProviderTaskFailed(
+            ErrorCode.MODERATION_REJECTED,
+            provider="minimax",
+            detail=f"code {exc.code} {exc.message}",
+        ) from None
+
+
+class MinimaxGenerateOptions(BaseModel):
+    """``options`` of a MiniMax generation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt_optimizer: bool | None = None
+    fast_pretreatment: bool | None = None
+    aigc_watermark: bool | None = None
+
+
+#: platform.minimax.io video generation: Hailuo 2.3 and 02 take 6 or 10 s (10 s not at
+#: 1080P: MiniMax refuses that pair with 2013) and 768P / 1080P (02 also 512P, and a last
+#: frame); the 01 models 6 s at 720P; the I2V models and Hailuo 2.3 Fast need a first frame.
+#: No aspect ratio: the first frame's, or 16:9.
+_HAILUO_23 = ModelCapabilities(durations_s=(6, 10), resolutions=("768P", "1080P"), max_images=1)
+_O1_TEXT = ModelCapabilities(durations_s=(6,), resolutions=("720P",))
+_O1_IMAGE = ModelCapabilities(durations_s=(6,), resolutions=("720P",), min_images=1, max_images=1)
+CAPABILITIES: dict[str, ModelCapabilities] = {
+    "MiniMax-Hailuo-2.3": _HAILUO_23,
+    "MiniMax-Hailuo-2.3-Fast": ModelCapabilities(
+        durations_s=(6, 10), resolutions=("768P", "1080P"), min_images=1, max_images=1
+    ),
+    "MiniMax-Hailuo-02": ModelCapabilities(
+        durations_s=(6, 10), resolutions=("512P", "768P", "1080P"), max_images=2
+    ),
+    "T2V-01-Director": _O1_TEXT,
+    "T2V-01": _O1_TEXT,
+    "I2V-01-Director": _O1_IMAGE,
+    "I2V-01-live": _O1_IMAGE,
+    "I2V-01": _O1_IMAGE,
+}
+
+
+def create_body(request: GenerationRequest) -> dict[str, Any]:
+    images = request.image_urls
+    return ds.present(
+        {
+            "model": request.model,
+            "prompt": request.prompt,
+            "duration": request.duration_s,
+            "resolution": request.resolution,
+            "first_frame_image": images[0] if images else None,
+            "last_frame_image": images[1] if len(images) > 1 else None,
+            **request.options,
+            "callback_url": request.callback_url,
+        }
+    )
+
+
 class MinimaxAdapter(DirectAdapter):
     """Polls MiniMax's query endpoint, then resolves ``file_id``; key ``MINIMAX_API_KEY``."""
 
@@ -149,6 +233,10 @@ class MinimaxAdapter(DirectAdapter):
     env_key = "MINIMAX_API_KEY"
     #: MiniMax: the download URL "is valid for 9 hours".
     result_link_ttl_s: ClassVar[float] = 32400.0
+    capabilities: ClassVar[Mapping[str, ModelCapabilities]] = CAPABILITIES
+    GenerateOptions: ClassVar[type[BaseModel]] = MinimaxGenerateOptions
+    #: MiniMax rate limits: video generation, 5 requests per minute (free accounts).
+    submit_budget: ClassVar[tuple[int, float]] = (5, 60.0)
 
     async def poll(self, task: ProviderTask, http: httpx.AsyncClient) -> PollResult:
         body = await self.get_json(http, "/v1/query/video_generation", {"task_id": task.task_id})
@@ -161,3 +249,9 @@ class MinimaxAdapter(DirectAdapter):
             params["GroupId"] = str(group)
         urls = parse_minimax_file(await self.get_json(http, "/v1/files/retrieve", params))
         return PollResult(PollStatus.SUCCEEDED, video_urls=urls, progress=1.0)
+
+    async def submit(self, request: GenerationRequest, http: httpx.AsyncClient) -> SubmitResult:
+        """``POST /v1/video_generation``; its ``task_id`` is the task id."""
+        body = create_body(request)
+        answer = await ds.create(http, self, "/v1/video_generation", body, check_created)
+        return ds.submitted(answer.get("task_id"), provider=self.name)

@@ -60,17 +60,27 @@ def _git_module(ref: str, path: str, name: str) -> types.ModuleType:
 
 
 def _old_validate_intake(ref: str, old_inputs: types.ModuleType) -> Any:
-    """``Api.validate_intake`` and its helpers exactly as ``app.py`` had them at ``ref``."""
-    source = subprocess.run(
-        ["git", "show", f"{ref}:webhook_poller/app.py"], check=True, capture_output=True, text=True
-    ).stdout
+    """``validate_intake`` and its helpers exactly as ``ref`` had them (in ``app.py``'s
+    ``Api``, or in ``routes/intake.py`` once the routes were split out)."""
+    for path in ("webhook_poller/routes/intake.py", "webhook_poller/app.py"):
+        shown = subprocess.run(["git", "show", f"{ref}:{path}"], capture_output=True, text=True)
+        if shown.returncode == 0 and "def _required_str" in shown.stdout:
+            source = shown.stdout
+            break
+    else:
+        raise SystemExit(f"no validate_intake at {ref}")
     tree = ast.parse(source)
     wanted = {"_pick", "_required_str", "_flag", "_attempt", "_json_object"}
     parts = [
         ast.get_source_segment(source, n) for n in tree.body if getattr(n, "name", "") in wanted
     ]
-    api = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Api")
-    method = next(n for n in api.body if getattr(n, "name", "") == "validate_intake")
+    method = next(
+        m
+        for n in tree.body
+        if isinstance(n, ast.ClassDef)
+        for m in n.body
+        if getattr(m, "name", "") == "validate_intake"
+    )
     body = ast.get_source_segment(source, method)
     assert body is not None
     parts.append(

@@ -1,4 +1,10 @@
-"""Logs never carry secrets; local storage never writes outside its root or half a file."""
+"""Logs never carry secrets; local storage never writes outside its root or half a file.
+
+Tests that check *which* events we log use ``structlog.testing.capture_logs``. The redaction
+tests below read the rendered output instead, on purpose: ``capture_logs`` replaces the
+processor chain, so it would skip the redaction and the renderer they are about, and the
+stdlib records only reach redaction through the root handler's ``ProcessorFormatter``.
+"""
 
 from __future__ import annotations
 
@@ -59,6 +65,7 @@ def test_stdlib_and_library_logs_are_redacted_like_ours(capsys):
 
 
 def test_configure_twice_keeps_one_handler(capsys):
+    """Configuring logging again replaces our root handler, so a record is written once."""
     configure("INFO", "json")
     configure("INFO", "json")
     logging.getLogger("some.library").error("once")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from structlog.testing import capture_logs
 
 from tests.support import kie_emulator
 from tests.support.redis_server import RedisServer
@@ -147,7 +148,8 @@ async def test_without_a_rate_the_shared_pause_still_holds(stores):
     assert time.monotonic() - started >= 0.55
 
 
-async def test_redis_down_falls_back_to_the_process_budget(tmp_path: Path, caplog):
+async def test_redis_down_falls_back_to_the_process_budget(tmp_path: Path):
+    """With Redis gone the gate keeps working on the process's own budget, and says so once."""
     server = RedisServer(tmp_path / "redis").start()
     store = RedisJobStore({"url": server.url})
     await store.open()
@@ -156,12 +158,17 @@ async def test_redis_down_falls_back_to_the_process_budget(tmp_path: Path, caplo
         await g.acquire()
         server.stop(kill=True)
         started = time.monotonic()
-        for _ in range(3):
-            await g.acquire()  # no exception: the process's own limiter takes over
-        g.pause(0.01)  # and a pause that cannot reach Redis does not raise either
-        await asyncio.sleep(0.05)
+        with capture_logs() as logs:
+            for _ in range(3):
+                await g.acquire()  # no exception: the process's own limiter takes over
+            g.pause(0.01)  # and a pause that cannot reach Redis does not raise either
+            await asyncio.sleep(0.05)
         assert time.monotonic() - started < 10
         assert g._shared_down
+        unshared = [e for e in logs if e["event"] == "rate_budget_unshared"]
+        assert len(unshared) == 1, logs
+        assert unshared[0]["reason"] == "store_unreachable"
+        assert unshared[0]["log_level"] == "warning"
     finally:
         await store.close()
         server.stop()

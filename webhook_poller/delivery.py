@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import httpx
 import structlog
 
+from .clock import Clock
 from .errors import BlobError, NotifyRejected, NotifyTransient, StoreUnavailable
 from .interfaces import Notification, Notifier, VideoRef
 from .logging import scrub
@@ -29,7 +30,6 @@ from .model import (
     Job,
     JobState,
     event_matches,
-    utcnow,
     webhook_id_for,
 )
 from .policy import retry_delay_s
@@ -67,11 +67,18 @@ def _error_text(exc: BaseException) -> str:
 
 
 class Dispatcher:
-    """Plans and sends deliveries; the scheduler calls it, retries go through the store."""
+    """Plans and sends deliveries; the scheduler calls it, retries go through the store.
 
-    def __init__(self, services: Services, rng: random.Random) -> None:
+    Arguments: ``services``, ``rng`` (retry jitter) and ``clock`` (when an attempt is made,
+    how old a delivery is; ``services.clock`` when not given).
+    """
+
+    def __init__(
+        self, services: Services, rng: random.Random, *, clock: Clock | None = None
+    ) -> None:
         self.services = services
         self.rng = rng
+        self.clock = clock or services.clock
         self.wake = asyncio.Event()
 
     def targets_for(self, job: Job, event: Event) -> list[str]:
@@ -116,7 +123,7 @@ class Dispatcher:
     async def attempt(self, delivery: Delivery) -> Delivery:
         """Send one delivery once and record the result before returning it."""
         services = self.services
-        now = utcnow()
+        now = self.clock.now()
         job = await services.store.get(delivery.job_id)
         if job is None or job.run != delivery.run:
             done = dataclasses.replace(
@@ -211,7 +218,7 @@ class Dispatcher:
             )
         except NotifyTransient as exc:
             # the target's pause (Retry-After) counts from its answer, not from when we began
-            return self._later(delivery, attempt_no, utcnow(), _error_text(exc), exc)
+            return self._later(delivery, attempt_no, self.clock.now(), _error_text(exc), exc)
         except (OSError, TimeoutError, httpx.TransportError, StoreUnavailable) as exc:
             # transport trouble a plug-in did not classify: try again later
             log.warning("notifier_unreachable", target=delivery.target, error=_error_text(exc))
@@ -232,7 +239,7 @@ class Dispatcher:
             delivery,
             status=DeliveryStatus.SENT,
             attempts=attempt_no,
-            sent_at=utcnow(),
+            sent_at=self.clock.now(),
             last_error=None,
             next_attempt_at=None,
         )

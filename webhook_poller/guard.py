@@ -16,8 +16,8 @@ Kubernetes network may use whatever name reaches us; no URL we hand out is built
 * **Redirects to ourselves** (Starlette's trailing-slash redirect) are made relative, so
   the ``Location`` never reflects the Host header.
 
-What it leaves to others: bearer-token checks (the routes) and the response headers of the
-dashboard (the dashboard route).
+What it leaves to others: bearer-token checks (``routes/gate.py``, inside this guard) and
+the response headers of the dashboard (the dashboard route).
 """
 
 from __future__ import annotations

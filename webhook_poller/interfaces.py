@@ -166,7 +166,9 @@ class GenerationRequest:
     ``index`` is the task's place among the job's ``count`` tasks (0..count-1);
     ``callback_url`` is where the provider may push the result (``None``: poll only).
     ``options`` holds the provider-specific fields, already checked against the adapter's
-    ``GenerateOptions`` model.
+    ``GenerateOptions`` model. ``job_id`` is our job's id: an adapter whose provider takes a
+    caller-chosen task id (Kling's ``external_task_id``) derives one from it, so ``find_task``
+    can look the task up after a crash.
     """
 
     model: str
@@ -178,6 +180,7 @@ class GenerationRequest:
     options: Mapping[str, Any] = field(default_factory=dict)
     index: int = 0
     callback_url: str | None = None
+    job_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from .errors import Conflict, LeaseLost, NotFound, StoreUnavailable
-from .model import ACTIVE_STATES, Event, Job, JobState, can_transition, transition, utcnow
+from .model import ACTIVE_STATES, Event, Job, JobState, can_transition, transition
 
 if TYPE_CHECKING:
     from .services import Services
@@ -40,7 +40,7 @@ async def _change(
         job = await services.store.get(job_id)
         if job is None:
             raise NotFound("no such job")
-        changed = decide(job, utcnow())
+        changed = decide(job, services.clock.now())
         try:
             return await services.store.save(changed, expected_version=job.version)
         except LeaseLost:
@@ -121,23 +121,36 @@ def slot_counts(counts: Mapping[str, int]) -> int:
     return sum(n for state, n in counts.items() if state in SLOT_STATES)
 
 
+def admitted(limit: int | None, held: int, position: int | None) -> bool:
+    """The admission rule, pure: may a queued job start now?
+
+    ``limit`` is ``polling.max_active_jobs`` (``None``: no limit), ``held`` how many jobs
+    hold a slot, ``position`` the job's 1-based place among the queued jobs, oldest first
+    (``None``: not found among them, so nothing older waits ahead of it).
+    """
+    if limit is None:
+        return True
+    free = limit - held
+    return free > 0 and (position is None or position <= free)
+
+
 async def admit(services: Services, job: Job, now: datetime, recheck_s: float) -> Job | None:
     """FIFO admission: ``None`` when ``job`` may start now, else the job with a later due time.
 
     With ``polling.max_active_jobs`` unset every job is admitted. Otherwise a queued job
     starts only when fewer jobs hold a slot than allowed and it is among the oldest queued
-    jobs that fit into the free slots. Two instances deciding at the same instant can each
-    admit one job; the overshoot is bounded by the number of instances and heals itself.
+    jobs that fit into the free slots (:func:`admitted`). Two instances deciding at the same
+    instant can each admit one job; the overshoot is bounded by the number of instances and
+    heals itself.
     """
     limit = services.settings.polling.max_active_jobs
     if limit is None:
         return None
-    counts = await services.store.count_by_state()
-    free = limit - slot_counts(counts)
-    if free > 0:
-        position = await services.store.queue_position(job)
-        if position is None or position <= free:
-            return None
+    held = slot_counts(await services.store.count_by_state())
+    # the queue position is only worth a read when a slot is free
+    position = await services.store.queue_position(job) if held < limit else None
+    if admitted(limit, held, position):
+        return None
     return dataclasses.replace(job, due_at=now + timedelta(seconds=recheck_s), updated_at=now)
 
 
@@ -149,7 +162,7 @@ async def sweep_retention(
     days = services.settings.storage.retention_days
     if days is None:
         return 0
-    now = now or utcnow()
+    now = now or services.clock.now()
     cutoff = now - timedelta(days=days)
     removed = 0
     for state in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED):
@@ -218,7 +231,7 @@ async def add_callback(services: Services, job_id: str, url: str) -> tuple[Job, 
         deliveries = []
         if final is not None:
             dispatcher = Dispatcher(services, random.Random())
-            rows = await dispatcher.plan(changed, [final], utcnow())
+            rows = await dispatcher.plan(changed, [final], services.clock.now())
             deliveries = [r for r in rows if r.target == target]
         try:
             saved = await services.store.save(

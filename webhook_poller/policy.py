@@ -11,6 +11,7 @@ import random
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
+from .clock import SYSTEM_CLOCK, Clock
 from .config import PollingSettings
 from .interfaces import PollResult, PollStatus
 from .model import ErrorCode, Event, Job, JobState, events_for, transition
@@ -67,7 +68,13 @@ class Outcome:
 
 
 class PollPolicy:
-    """Turns poll answers into the job's next state and due time."""
+    """Turns poll answers into the job's next state and due time.
+
+    Arguments: ``polling`` (the provider's polling settings), ``min_interval_s`` (the least
+    spacing of two polls), ``rng`` (jitter), ``push_interval_s`` (the safety-net spacing of
+    a push job) and ``clock``. Every decision takes the instant it is made at (``now``), so
+    it is pure; :meth:`now` reads the policy's clock for callers that have no instant yet.
+    """
 
     def __init__(
         self,
@@ -76,14 +83,20 @@ class PollPolicy:
         min_interval_s: float,
         rng: random.Random | None = None,
         push_interval_s: float | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.polling = polling
         self.min_interval_s = min_interval_s
         self.rng = rng or random.Random()
+        self.clock = clock or SYSTEM_CLOCK
         #: Spacing of a job that expects a push (``expect_push``): the safety-net poll.
         self.push_interval_s = (
             polling.push_fallback_interval_s if push_interval_s is None else push_interval_s
         )
+
+    def now(self) -> datetime:
+        """The current instant on this policy's clock."""
+        return self.clock.now()
 
     def _past_deadline(self, job: Job, now: datetime) -> bool:
         return (now - job.created_at).total_seconds() >= self.polling.give_up_after_s

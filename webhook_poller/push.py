@@ -76,7 +76,8 @@ def _plain_id(value: Any) -> str | None:
 class UnsignedPushes:
     """Push reading for families that sign nothing, for adapters without their own hooks.
 
-    Luma posts the Generation object (``{id, state, ...}``) to ``callback_url``; MiniMax posts
+    Luma posts the Generation object (``{id, state, ...}``) to ``callback_url``; Kling the
+    task unwrapped (``{task_id, task_status, ...}``); MiniMax posts
     ``{task_id, status, file_id, base_resp}`` and first checks the URL with a
     ``{"challenge": ...}`` that must be echoed (see :func:`challenge_answer`). There is no
     signature to check, so such a push only ever makes the job be polled.
@@ -84,6 +85,7 @@ class UnsignedPushes:
 
     ID_KEYS: ClassVar[dict[str, tuple[str, ...]]] = {
         "luma": ("id", "generation_id"),
+        "kling": ("task_id",),
         "minimax": ("task_id", "taskId"),
     }
 

@@ -27,6 +27,7 @@ from typing import Any
 import structlog
 
 from . import analytics, lifecycle, pipeline, submission
+from .clock import Clock
 from .delivery import Dispatcher
 from .errors import LeaseLost, ProviderTaskFailed, ProviderUnavailable, UnrecognizedResponse
 from .interfaces import PollStatus
@@ -39,7 +40,6 @@ from .model import (
     Job,
     JobState,
     transition,
-    utcnow,
 )
 from .policy import Outcome, PollPolicy, backoff_s, transient_base_s
 from .services import Services
@@ -50,22 +50,52 @@ log = structlog.get_logger(__name__)
 MAX_STEP_CRASHES = 5
 
 
-class Scheduler:
-    """Claims and advances jobs and deliveries until stopped. One per process."""
+@dataclasses.dataclass(frozen=True, slots=True)
+class Round:
+    """What one claim round (:meth:`Scheduler.run_once`) did.
 
-    def __init__(self, services: Services, *, rng: random.Random | None = None) -> None:
+    ``jobs`` and ``deliveries`` are the records as claimed (before any work); ``saturated``
+    means every worker slot was busy, so nothing was claimed and the round waited for one.
+    """
+
+    jobs: tuple[Job, ...] = ()
+    deliveries: tuple[Delivery, ...] = ()
+    saturated: bool = False
+
+    @property
+    def busy(self) -> bool:
+        """Whether the loop should go on at once rather than idle until the next due time."""
+        return self.saturated or bool(self.jobs or self.deliveries)
+
+
+class Scheduler:
+    """Claims and advances jobs and deliveries until stopped. One per process.
+
+    Arguments: ``services`` (the process's wiring), ``rng`` (jitter; seeded in tests) and
+    ``clock`` (the time every decision reads; ``services.clock`` when not given).
+    """
+
+    def __init__(
+        self,
+        services: Services,
+        *,
+        rng: random.Random | None = None,
+        clock: Clock | None = None,
+    ) -> None:
         self.services = services
         self.settings = services.settings
         self.store = services.store
         self.owner = services.instance_id
         self.rng = rng or random.Random()
-        self.dispatcher = Dispatcher(services, self.rng)
+        self.clock = clock or services.clock
+        self.dispatcher = Dispatcher(services, self.rng, clock=self.clock)
         self.policies = {
             name: PollPolicy(
                 services.gate_for(name).polling,
                 min_interval_s=services.gate_for(name).min_interval_s,
                 rng=self.rng,
                 push_interval_s=services.gate_for(name).push_interval_s,
+                clock=self.clock,
             )
             for name in services.adapters
         }
@@ -128,7 +158,7 @@ class Scheduler:
         failures = 0
         while not self._stopping:
             try:
-                busy = await self._claim_round()
+                busy = (await self.run_once()).busy
                 if failures:
                     log.info("store_reachable_again")
                 failures = 0
@@ -143,7 +173,15 @@ class Scheduler:
             if not busy:
                 await self._idle()
 
-    async def _claim_round(self) -> bool:
+    async def run_once(self, *, wait: bool = False) -> Round:
+        """One claim round: claim due jobs, then due deliveries, into the free worker slots
+        and start working them; the loop calls this until stopped.
+
+        With every slot busy it waits (up to ``polling.tick_s``) for one to free instead. With
+        ``wait`` it returns only once the work it started is done: a job is worked on for as
+        long as it stays due, so one round can take a job through several states. A store
+        error is raised to the caller (the loop backs off and tries again).
+        """
         free = self.concurrency - len(self.inflight)
         if free <= 0:
             await asyncio.wait(
@@ -151,27 +189,30 @@ class Scheduler:
                 timeout=self.settings.polling.tick_s,
                 return_when=asyncio.FIRST_COMPLETED,
             )
-            return True
-        now = utcnow()
+            return Round(saturated=True)
+        now = self.clock.now()
+        started: list[asyncio.Task[None]] = []
         jobs = await self.store.claim_due(self.owner, now, self.lease_s, free)
         lateness = self.services.metrics.lateness
         for job in jobs:
             lateness.observe(max(0.0, (now - job.due_at).total_seconds()))
-            self._spawn(self._run_job(job))
+            started.append(self._spawn(self._run_job(job)))
         free = self.concurrency - len(self.inflight)
         deliveries: list[Delivery] = []
         if free > 0:
             deliveries = await self.store.claim_deliveries(self.owner, now, self.lease_s, free)
             for delivery in deliveries:
-                self._spawn(self._run_delivery(delivery))
-        return bool(jobs or deliveries)
+                started.append(self._spawn(self._run_delivery(delivery)))
+        if wait and started:
+            await asyncio.wait(started)  # each task logs and handles its own errors
+        return Round(tuple(jobs), tuple(deliveries))
 
     async def _idle(self) -> None:
         tick = self.settings.polling.tick_s
         timeout = tick
         next_due = await self.store.next_due_at()
         if next_due is not None:
-            timeout = min(tick, max(0.0, (next_due - utcnow()).total_seconds()))
+            timeout = min(tick, max(0.0, (next_due - self.clock.now()).total_seconds()))
         await self._sleep(timeout)
 
     async def _sleep(self, seconds: float) -> None:
@@ -182,10 +223,11 @@ class Scheduler:
             await asyncio.wait_for(self.wake.wait(), timeout=seconds)
         self.wake.clear()
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.create_task(coro)
         self.inflight.add(task)
         task.add_done_callback(self.inflight.discard)
+        return task
 
     # --- one job -----------------------------------------------------------------------
 
@@ -215,7 +257,7 @@ class Scheduler:
         while True:
             await asyncio.sleep(interval)
             try:
-                until = utcnow() + timedelta(seconds=self.lease_s)
+                until = self.clock.now() + timedelta(seconds=self.lease_s)
                 ok = await self.store.renew_lease(job_id, self.owner, until)
             except Exception as exc:
                 log.warning("lease_renew_failed", error=str(exc)[:200])
@@ -228,7 +270,7 @@ class Scheduler:
 
     async def _advance(self, job: Job) -> None:
         while True:
-            now = utcnow()
+            now = self.clock.now()
             outcome = await self._step(job, now)
             job = await self._commit(job, outcome)
             if job.lease_owner is None:
@@ -283,7 +325,7 @@ class Scheduler:
             return await self.store.save(moved, expected_version=moved.version)
 
     def _fallback_policy(self) -> PollPolicy:
-        return PollPolicy(self.settings.polling, min_interval_s=0, rng=self.rng)
+        return PollPolicy(self.settings.polling, min_interval_s=0, rng=self.rng, clock=self.clock)
 
     async def _poll(self, job: Job, now: datetime) -> Outcome:
         adapter = self.services.adapters.get(job.provider)
@@ -313,19 +355,19 @@ class Scheduler:
                 rate_limited=exc.rate_limited,
                 retry_after_s=exc.retry_after_s,
             )
-            return policy.after_transient(job, utcnow(), retry_after_s=exc.retry_after_s)
+            return policy.after_transient(job, self.clock.now(), retry_after_s=exc.retry_after_s)
         except UnrecognizedResponse as exc:
             polls.labels(job.provider, "unrecognized").inc()
             log.warning("poll_unrecognized", reason=str(exc)[:200])
-            return policy.after_transient(job, utcnow())
+            return policy.after_transient(job, self.clock.now())
         except ProviderTaskFailed as exc:
             polls.labels(job.provider, "refused").inc()
             log.warning("poll_refused", code=exc.code.value, detail=(exc.detail or "")[:300])
-            return policy.failed(job, utcnow(), exc.code, None)
+            return policy.failed(job, self.clock.now(), exc.code, None)
         except Exception:  # an adapter bug must not end the loop or the job
             polls.labels(job.provider, "crashed").inc()
             log.exception("poll_adapter_crashed")
-            return policy.after_transient(job, utcnow())
+            return policy.after_transient(job, self.clock.now())
         polls.labels(job.provider, result.status.value).inc()
         if result.status is PollStatus.FAILED:
             log.info(
@@ -333,7 +375,8 @@ class Scheduler:
                 code=(result.error_code or ErrorCode.UNKNOWN_PROVIDER_ERROR).value,
                 detail=(result.detail or "")[:300],
             )
-        return _own_cadence(adapter, policy.after_answer(job, result, utcnow()))
+        now = self.clock.now()
+        return _own_cadence(adapter, policy.after_answer(job, result, now), now)
 
     async def _notifying(self, job: Job, now: datetime) -> Outcome:
         rows = [
@@ -353,7 +396,7 @@ class Scheduler:
 
     async def _commit(self, before: Job, outcome: Outcome) -> Job:
         """Write the step's result with its outbox rows; keep the lease only to go on now."""
-        now = utcnow()
+        now = self.clock.now()
         job = outcome.job
         deliveries = await self.dispatcher.plan(job, outcome.events, now)
         go_on = not job.is_terminal and job.due_at <= now
@@ -397,7 +440,7 @@ class Scheduler:
             job = await self.store.get(job_id)
             if job is None or job.is_terminal:
                 return
-            now = utcnow()
+            now = self.clock.now()
             failures = job.transient_failures + 1
             if failures > MAX_STEP_CRASHES:
                 outcome = self._fallback_policy().failed(
@@ -427,7 +470,7 @@ class Scheduler:
             log.exception("delivery_crashed", target=delivery.target, job_id=delivery.job_id)
 
 
-def _own_cadence(adapter: Any, outcome: Outcome) -> Outcome:
+def _own_cadence(adapter: Any, outcome: Outcome, now: datetime) -> Outcome:
     """A task with a cadence of its own (a KIE upscale: ``poll_interval_s``) is checked at
     that spacing while it is pending, whatever the usual interval."""
     job = outcome.job
@@ -438,5 +481,5 @@ def _own_cadence(adapter: Any, outcome: Outcome) -> Outcome:
     if seconds is None:
         return outcome
     return Outcome(
-        dataclasses.replace(job, due_at=utcnow() + timedelta(seconds=seconds)), outcome.events
+        dataclasses.replace(job, due_at=now + timedelta(seconds=seconds)), outcome.events
     )

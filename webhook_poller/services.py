@@ -20,6 +20,7 @@ import structlog
 from aiolimiter import AsyncLimiter
 
 from . import net, plugins
+from .clock import Clock, SystemClock
 from .config import DEFAULT_PROVIDERS, PollingSettings, Settings
 from .errors import ConfigError, StoreUnavailable
 from .interfaces import BlobStorage, JobStore, Notifier, PluginContext, ProviderAdapter
@@ -188,6 +189,8 @@ class Services:
     changes: ChangeFeed = field(default_factory=ChangeFeed)
     #: Create-call budgets per provider section (submission.SubmitGate), made on first use.
     submit_gates: dict[str, Any] = field(default_factory=dict)
+    #: The time the scheduler and the delivery outbox read (a fake one in unit tests).
+    clock: Clock = field(default_factory=SystemClock)
 
     def gate_for(self, adapter_name: str) -> ProviderGate:
         return self.gates[adapter_name]

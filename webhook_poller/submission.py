@@ -41,7 +41,7 @@ from .interfaces import (
     SubmitResult,
     Submits,
 )
-from .model import ErrorCode, Job, JobState, transition, utcnow
+from .model import ErrorCode, Job, JobState, transition
 from .policy import Outcome, PollPolicy, backoff_s
 from .services import SharedBudget
 
@@ -166,6 +166,7 @@ def generation_request(job: Job, index: int, callback_url: str | None = None) ->
         options=dict(data.get("options") or {}),
         index=index,
         callback_url=callback_url,
+        job_id=job.id,
     )
 
 
@@ -206,7 +207,7 @@ async def _save(services: Services, job: Job, **changes: Any) -> Job:
     budget longer than a lease lasts)."""
     if job.lease_owner is not None:
         lease_s = services.settings.store.lease_s
-        changes["lease_expires_at"] = utcnow() + timedelta(seconds=lease_s)
+        changes["lease_expires_at"] = services.clock.now() + timedelta(seconds=lease_s)
     return await services.store.save(
         dataclasses.replace(job, **changes), expected_version=job.version
     )
@@ -216,7 +217,7 @@ def _later(services: Services, policy: PollPolicy, job: Job, exc: ProviderUnavai
     """Try the create call again after a backoff (at least Retry-After), until the job's
     ``polling.give_up_after_s`` is spent. The poll spacing (``min_interval_s``) is for status
     checks of one task and does not apply here."""
-    now = utcnow()
+    now = policy.now()
     failures = job.transient_failures + 1
     polling = policy.polling
     cleared = dataclasses.replace(job, submit_intent=None, transient_failures=failures)
@@ -259,7 +260,8 @@ async def submit_step(
         index = len(job.task_ids)
         wait = await gate.wait_s()
         if wait > 0:
-            return Outcome(dataclasses.replace(job, due_at=utcnow() + timedelta(seconds=wait)), [])
+            due = policy.now() + timedelta(seconds=wait)
+            return Outcome(dataclasses.replace(job, due_at=due), [])
         await gate.acquire()
         # The intent is durable before the paid call goes out.
         job = await _save(services, job, submit_intent=index)
@@ -281,7 +283,7 @@ async def submit_step(
             log.warning("submit_refused", index=index, code=exc.code.value, detail=exc.detail)
             return policy.failed(
                 dataclasses.replace(job, submit_intent=None),
-                utcnow(),
+                policy.now(),
                 exc.code,
                 "the provider refused the submission",
             )
@@ -295,7 +297,7 @@ async def submit_step(
                 log.warning("submit_uncertain", index=index, reason=str(exc)[:200])
                 return policy.failed(
                     dataclasses.replace(job, submit_intent=None),
-                    utcnow(),
+                    policy.now(),
                     ErrorCode.UNKNOWN_PROVIDER_ERROR,
                     UNCERTAIN,
                 )
@@ -310,7 +312,7 @@ async def submit_step(
             submit_intent=None,
             transient_failures=0,
         )
-    now = utcnow()
+    now = policy.now()
     delay = services.gate_for(job.provider).first_poll_delay_s
     moved = transition(
         job,

@@ -4,10 +4,14 @@ Shapes follow ``lumalabs/lumaai-api`` openapi.yaml and ``lumaai-python``
 ``types/generation.py``: ``state`` queued / dreaming / completed / failed, the video in
 ``assets.video`` next to ``assets.image`` and ``assets.progress_video`` (not results),
 input keyframe URLs under ``request``, ``failure_reason`` (``state_reason`` in v1alpha).
+
+Create calls: ``POST /dream-machine/v1/generations`` answers 201 with the Generation
+(``state`` queued); no ``prompt`` is a 400 ``{detail}``.
 """
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from starlette.requests import Request
@@ -60,7 +64,10 @@ def failed(reason: str, key: str = "failure_reason") -> Answer:
 class LumaEmulator(ScriptedEmulator):
     def __init__(self) -> None:
         super().__init__(
-            [Route("/dream-machine/v1/generations/{generation_id:path}", self.status)],
+            [
+                Route("/dream-machine/v1/generations", self.create, methods=["POST"]),
+                Route("/dream-machine/v1/generations/{generation_id:path}", self.status),
+            ],
             lambda r: r.headers.get("authorization") == f"Bearer {API_KEY}",
         )
 
@@ -71,6 +78,24 @@ class LumaEmulator(ScriptedEmulator):
             missing=json_answer({"detail": "Generation not found"}, 404),
             unauthorized=json_answer({"detail": "Invalid API key"}, 401),
         )
+
+    def rate_limited_create(self) -> Answer:
+        return json_answer({"detail": "Too many requests"}, 429, {"Retry-After": "1"})
+
+    async def create(self, request: Request) -> Response:
+        record, answer = await self.begin_create(request)
+        if not self.authorized(request):
+            return self.render(json_answer({"detail": "Invalid API key"}, 401))
+        if answer is not None:
+            return self.render(answer)
+        body = record["body"] if isinstance(record["body"], dict) else {}
+        if not body.get("prompt"):
+            return self.render(json_answer({"detail": "prompt is required"}, 400))
+        task_id = str(uuid.uuid4())
+        video = self.cdn_video(task_id)
+        self.script(task_id, [generation("dreaming", id=task_id), completed(video)])
+        _status, created, _headers = generation("queued", id=task_id, request=body)
+        return await self.finish_create(record, task_id, json_answer(created, 201))
 
     def scenarios(self, task_id: str) -> dict[str, list[Answer]]:
         a = self.video(f"{task_id}-a")

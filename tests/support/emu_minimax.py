@@ -7,6 +7,11 @@ pages: capitalised ``status`` (Preparing / Queueing / Processing / Success / Fai
 int there), and ``base_resp {status_code, status_msg}`` carrying errors inside HTTP 200
 (1004 auth, 1008 balance, 1002 rate limit, 1026/1027 sensitive content). Files are
 scripted under the key ``file:<file_id>``.
+
+Create calls: ``POST /v1/video_generation`` answers ``{task_id, base_resp}``; a wrong key is
+``base_resp`` 1004 and a missing ``model`` or ``prompt`` 2013, both with HTTP 200 as
+MiniMax answers them. A ``callback_url`` is first checked the way MiniMax does: a POST of
+``{"challenge": ...}`` that must be echoed (``challenges`` records the answers).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+import httpx
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -82,11 +88,37 @@ class MinimaxEmulator(ScriptedEmulator):
     def __init__(self) -> None:
         super().__init__(
             [
+                Route("/v1/video_generation", self.create, methods=["POST"]),
                 Route("/v1/query/video_generation", self.query),
                 Route("/v1/files/retrieve", self.retrieve),
             ],
             lambda r: r.headers.get("authorization") == f"Bearer {API_KEY}",
         )
+        self.challenges: list[Any] = []
+
+    def rate_limited_create(self) -> Answer:
+        return json_answer({"task_id": "", "base_resp": base_resp(1002, "rate limit exceeded")})
+
+    async def create(self, request: Request) -> Response:
+        record, answer = await self.begin_create(request)
+        if not self.authorized(request):
+            return self.render(error(1004, "login fail: Please carry the API secret key"))
+        if answer is not None:
+            return self.render(answer)
+        body = record["body"] if isinstance(record["body"], dict) else {}
+        if not body.get("model") or not body.get("prompt"):
+            return self.render(error(2013, "invalid params"))
+        callback = body.get("callback_url")
+        if callback:
+            async with httpx.AsyncClient() as http:
+                echoed = await http.post(callback, json={"challenge": "minimax-check-1"})
+            self.challenges.append(echoed.json() if echoed.status_code == 200 else None)
+        task_id = str(106916112212032 + next(_file_ids))
+        file_id = str(305258526306433 + next(_file_ids))
+        self.script(task_id, [processing(), success(file_id)])
+        self.script(f"file:{file_id}", [file(self.cdn_video(task_id))])
+        created = json_answer({"task_id": task_id, "base_resp": base_resp()})
+        return await self.finish_create(record, task_id, created)
 
     async def query(self, request: Request) -> Response:
         return self.answer(

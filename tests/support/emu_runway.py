@@ -4,10 +4,15 @@ Shapes follow Runway's docs and ``runwayml/sdk-python`` ``TaskRetrieveResponse``
 PENDING / THROTTLED / RUNNING (``progress`` 0..1) / SUCCEEDED (``output[]``) / FAILED
 (``failure``, ``failureCode``) / CANCELLED. Like Runway, a request without the
 ``X-Runway-Version`` header is refused with 400, a wrong key with 401, an unknown task 404.
+
+Create calls: ``POST /v1/text_to_video`` (``model``, ``promptText``, ``ratio``, ``duration``
+required) and ``POST /v1/image_to_video`` (``promptImage`` too) answer ``{id}``; a body
+missing a required field is a 400 ``{error, issues}``, as Runway's validation answers.
 """
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from starlette.requests import Request
@@ -60,7 +65,11 @@ def cancelled() -> Answer:
 class RunwayEmulator(ScriptedEmulator):
     def __init__(self) -> None:
         super().__init__(
-            [Route("/v1/tasks/{task_id:path}", self.status)],
+            [
+                Route("/v1/tasks/{task_id:path}", self.status),
+                Route("/v1/text_to_video", self.create, methods=["POST"]),
+                Route("/v1/image_to_video", self.create, methods=["POST"]),
+            ],
             lambda r: r.headers.get("authorization") == f"Bearer {API_KEY}",
         )
 
@@ -73,6 +82,28 @@ class RunwayEmulator(ScriptedEmulator):
             missing=json_answer({"error": "Task not found"}, 404),
             unauthorized=json_answer({"error": "Incorrect API key provided"}, 401),
         )
+
+    async def create(self, request: Request) -> Response:
+        record, answer = await self.begin_create(request)
+        if not self.authorized(request):
+            return self.render(json_answer({"error": "Incorrect API key provided"}, 401))
+        if request.headers.get("x-runway-version") != VERSION:
+            return self.render(json_answer({"error": "Invalid API version"}, 400))
+        if answer is not None:
+            return self.render(answer)
+        body = record["body"] if isinstance(record["body"], dict) else {}
+        required = ["model", "promptText", "ratio", "duration"]
+        if request.url.path.endswith("image_to_video"):
+            required.append("promptImage")
+        missing = [name for name in required if name not in body]
+        if missing:
+            issues = [{"path": [name], "message": "Required"} for name in missing]
+            return self.render(
+                json_answer({"error": "Validation of body failed", "issues": issues}, 400)
+            )
+        task_id = str(uuid.uuid4())
+        self.script(task_id, [running(0.5), succeeded([self.cdn_video(task_id)])])
+        return await self.finish_create(record, task_id, json_answer({"id": task_id}))
 
     def scenarios(self, task_id: str) -> dict[str, list[Answer]]:
         a, b = self.video(f"{task_id}-a"), self.video(f"{task_id}-b")

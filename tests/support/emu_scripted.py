@@ -11,6 +11,14 @@ answers HTTP 410 as a CDN does for a dead link. :meth:`cdn_video` names them on
 ``localhost`` instead of ``127.0.0.1``: the same server, but another host than the API's
 base URL, so a test can check the API key never travels with a download.
 
+Create calls (``POST /generate`` submissions) are recorded in ``creates`` (path, JSON body,
+headers, the task id given or None). ``create_answers`` holds answers for the next create
+calls in turn (``refuse_creates(n)`` queues n documented 429s); when it is empty the
+subclass creates a task that is pending once and then succeeds with a video on the CDN host
+(:meth:`cdn_video`). ``lose_create_answers`` makes the next create calls start the task and
+answer 502 anyway, as a proxy that lost the provider's answer would; ``create_delay_s`` holds
+the answer to a create call whose task already exists (time to kill the caller).
+
 Each emulator is also a ``CaseEmulator`` of the contract suite (tests/support/
 provider_cases.py): ``task_id(name)``, ``scenario(task_id, name)`` from the subclass's
 :meth:`scenarios`, ``expired_fetches()``, and ``start()``.
@@ -18,8 +26,10 @@ provider_cases.py): ``task_id(name)``, ``scenario(task_id, name)`` from the subc
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -63,6 +73,10 @@ class ScriptedEmulator:
         self.downloads: list[dict[str, Any]] = []
         self.video_bytes = Path(sample_video_path()).read_bytes()
         self.authorized = authorized
+        self.creates: list[dict[str, Any]] = []
+        self.create_answers: list[Answer] = []
+        self.lose_create_answers = 0
+        self.create_delay_s = 0.0
         self.url = ""
         self._lock = threading.Lock()
         self.app = Starlette(
@@ -94,6 +108,50 @@ class ScriptedEmulator:
     def cdn_video(self, name: str) -> str:
         """A result URL on another host name (same server): a CDN, as far as names go."""
         return f"{self.url.replace('127.0.0.1', 'localhost')}/files/{name}.mp4"
+
+    # --- create calls ------------------------------------------------------------------
+
+    def rate_limited_create(self) -> Answer:
+        """The family's documented answer to a create call over its rate limit."""
+        return json_answer({"error": "Too many requests"}, 429, {"Retry-After": "1"})
+
+    def refuse_creates(self, count: int = 1) -> None:
+        with self._lock:
+            self.create_answers.extend([self.rate_limited_create()] * count)
+
+    async def begin_create(self, request: Request) -> tuple[dict[str, Any], Answer | None]:
+        """Record a create call; return (its record, the scripted answer to send, if any)."""
+        try:
+            body = json.loads(await request.body() or b"null")
+        except ValueError:
+            body = None
+        record: dict[str, Any] = {
+            "time": time.monotonic(),
+            "path": request.url.path,
+            "body": body,
+            "headers": dict(request.headers),
+            "task_id": None,
+        }
+        with self._lock:
+            self.creates.append(record)
+            answer = self.create_answers.pop(0) if self.create_answers else None
+        return record, answer
+
+    async def finish_create(self, record: dict[str, Any], task_id: str, answer: Answer) -> Response:
+        """A task was created: pending once, then a video on the CDN host."""
+        record["task_id"] = task_id
+        if self.create_delay_s:
+            await asyncio.sleep(self.create_delay_s)
+        with self._lock:
+            lost = self.lose_create_answers > 0
+            self.lose_create_answers -= 1 if lost else 0
+        if lost:
+            return self.render(json_answer({"error": "Bad gateway"}, 502))
+        return self.render(answer)
+
+    def created_tasks(self) -> list[str]:
+        with self._lock:
+            return [c["task_id"] for c in self.creates if c["task_id"]]
 
     # --- serving -----------------------------------------------------------------------
 

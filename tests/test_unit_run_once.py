@@ -1,0 +1,176 @@
+"""Scheduler.run_once with the demo adapter, a SQLite store in tmp and a fake clock: each
+claim round does exactly the work that is due at the clock's time. No server, no sockets,
+no waiting loops; the clock is stepped by hand."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from datetime import timedelta
+from pathlib import Path
+
+import structlog
+from structlog.testing import capture_logs
+
+from tests.support.clock import FakeClock
+from tests.support.factories import make_job
+from tests.support.unit_services import ScriptedNotifier, unit_services
+from webhook_poller.errors import NotifyTransient
+from webhook_poller.model import DeliveryStatus, ErrorCode, Event, Job, JobState
+from webhook_poller.scheduler import Scheduler
+from webhook_poller.services import Services
+
+S = JobState
+INTERVAL_S = 10.0  # polling.interval_s in unit_config; jitter 0
+
+
+async def _intake(services: Services, clock: FakeClock, task_id: str | None = None) -> Job:
+    job = make_job(state=S.QUEUED, due_at=clock.now(), task_id=task_id)
+    job = dataclasses.replace(job, created_at=clock.now(), updated_at=clock.now())
+    return (await services.store.create(job))[0]
+
+
+async def _get(services: Services, job: Job) -> Job:
+    found = await services.store.get(job.id)
+    assert found is not None
+    return found
+
+
+async def test_scheduler_takes_its_clock_from_the_services(tmp_path: Path):
+    """Without a clock argument the scheduler, its policies and dispatcher share services'."""
+    clock = FakeClock()
+    async with unit_services(tmp_path, clock) as services:
+        scheduler = Scheduler(services)
+        assert scheduler.clock is clock and scheduler.dispatcher.clock is clock
+        assert all(p.clock is clock for p in scheduler.policies.values())
+        other = FakeClock()
+        assert Scheduler(services, clock=other).dispatcher.clock is other
+
+
+async def test_a_round_with_nothing_due_does_nothing(tmp_path: Path):
+    """An empty store, or a job due later, gives an idle round."""
+    clock = FakeClock()
+    async with unit_services(tmp_path, clock) as services:
+        scheduler = Scheduler(services)
+        assert not (await scheduler.run_once(wait=True)).busy
+        job = make_job(state=S.QUEUED, due_at=clock.now() + timedelta(seconds=5))
+        await services.store.create(job)
+        idle = await scheduler.run_once(wait=True)
+        assert not idle.busy and idle.jobs == () and idle.deliveries == ()
+        clock.advance(5)
+        assert [j.id for j in (await scheduler.run_once(wait=True)).jobs] == [job.id]
+
+
+async def test_demo_job_goes_from_intake_to_succeeded_round_by_round(tmp_path: Path):
+    """Demo finishes on its 2nd poll: round 1 polls once and schedules the next poll one
+    interval later; nothing is due until the clock gets there; round 2 polls, downloads,
+    stores and plans the notification; round 3 sends it; round 4 ends the job."""
+    clock = FakeClock()
+    async with unit_services(tmp_path, clock) as services:
+        target = ScriptedNotifier()
+        services.notifiers.append(target)
+        scheduler = Scheduler(services, rng=random.Random(1))
+        job = await _intake(services, clock)
+
+        first = await scheduler.run_once(wait=True)
+        assert [j.id for j in first.jobs] == [job.id] and first.busy
+        polled = await _get(services, job)
+        assert polled.state is S.POLLING and polled.polls == 1
+        assert polled.due_at == clock.now() + timedelta(seconds=INTERVAL_S)
+        assert polled.lease_owner is None  # let go until due again
+
+        clock.advance(INTERVAL_S - 0.01)
+        assert not (await scheduler.run_once(wait=True)).busy
+        assert (await _get(services, job)).polls == 1
+
+        clock.advance(0.01)
+        await scheduler.run_once(wait=True)
+        notifying = await _get(services, job)
+        assert notifying.state is S.NOTIFYING and notifying.polls == 2
+        assert len(notifying.videos) == 1 and notifying.result_urls
+        (row,) = await services.store.deliveries_for(job.id)
+        assert row.status is DeliveryStatus.PENDING and row.event is Event.SUCCEEDED
+
+        sent = await scheduler.run_once(wait=True)
+        assert [d.webhook_id for d in sent.deliveries] == [row.webhook_id]
+        (row,) = await services.store.deliveries_for(job.id)
+        assert row.status is DeliveryStatus.SENT and row.sent_at == clock.now()
+        assert [n.event for n in target.received] == [Event.SUCCEEDED]
+
+        clock.advance(0.2)  # the notifying step looks again 0.2 s later
+        await scheduler.run_once(wait=True)
+        done = await _get(services, job)
+        assert done.state is S.SUCCEEDED and done.finished_at == clock.now()
+        assert len(target.received) == 1  # sent once
+
+
+async def test_each_state_change_logs_one_event_with_elapsed_time_on_the_clock(tmp_path: Path):
+    """job_<state> events come once per move, in order, and their elapsed_s is clock time."""
+    clock = FakeClock()
+    async with unit_services(tmp_path, clock) as services:
+        scheduler = Scheduler(services)
+        job = await _intake(services, clock)
+        # merge_contextvars: the job's bound context (job_id, provider) as the service logs it
+        with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+            await scheduler.run_once(wait=True)
+            clock.advance(INTERVAL_S)
+            await scheduler.run_once(wait=True)
+        moves = [e for e in logs if e["event"].startswith("job_") and "previous" in e]
+        assert [(e["event"], e["previous"]) for e in moves] == [
+            ("job_polling", "queued"),
+            ("job_downloading", "polling"),
+            ("job_storing", "downloading"),
+            ("job_notifying", "storing"),
+            ("job_succeeded", "notifying"),  # no notifier: nothing to wait for
+        ]
+        assert [e["elapsed_s"] for e in moves] == [0.0, 10.0, 10.0, 10.0, 10.0]
+        assert all(e["job_id"] == job.id and e["provider"] == "demo" for e in moves)
+        (summary,) = [e for e in logs if e["event"] == "job_summary"]
+        assert summary["status"] == "succeeded"
+
+
+async def test_a_failing_delivery_is_retried_on_the_clock_not_before(tmp_path: Path):
+    """A target that says "later" is tried again only once the clock reaches its retry."""
+    clock = FakeClock()
+    async with unit_services(tmp_path, clock, providers={"demo": {"polls_until_done": 1}}) as (
+        services
+    ):
+        target = ScriptedNotifier().then(NotifyTransient("busy", retry_after_s=60))
+        services.notifiers.append(target)
+        scheduler = Scheduler(services)
+        job = await _intake(services, clock)
+        await scheduler.run_once(wait=True)  # poll, download, store, plan
+        await scheduler.run_once(wait=True)  # first attempt: busy
+        clock.advance(30)
+        assert (await scheduler.run_once(wait=True)).deliveries == ()
+        clock.advance(30)
+        assert len((await scheduler.run_once(wait=True)).deliveries) == 1
+        (row,) = await services.store.deliveries_for(job.id)
+        assert row.status is DeliveryStatus.SENT and row.attempts == 2
+
+
+async def test_pending_demo_job_times_out_at_give_up_after_s(tmp_path: Path):
+    """A task that never finishes (``slow``) fails with provider_timeout once the clock
+    passes give_up_after_s, without anyone waiting for it."""
+    clock = FakeClock()
+    async with unit_services(tmp_path, clock, polling={"give_up_after_s": 25}) as services:
+        scheduler = Scheduler(services)
+        job = await _intake(services, clock, task_id="slow-task-1")
+        for _ in range(3):  # polls at 0, 10 and 20 s: still pending, next one at 30 s
+            await scheduler.run_once(wait=True)
+            clock.advance(INTERVAL_S)
+        assert (await _get(services, job)).state is S.POLLING
+        await scheduler.run_once(wait=True)  # 30 s: past the deadline, no poll is made
+        failed = await _get(services, job)
+        assert failed.state is S.FAILED and failed.error_code is ErrorCode.PROVIDER_TIMEOUT
+        assert failed.polls == 3 and failed.finished_at == clock.now()
+
+
+async def test_a_refused_demo_task_fails_in_one_round(tmp_path: Path):
+    """The demo's pretend moderation refusal ends the job in the first round."""
+    clock = FakeClock()
+    async with unit_services(tmp_path, clock) as services:
+        job = await _intake(services, clock, task_id="moderation-1")
+        await Scheduler(services).run_once(wait=True)
+        failed = await _get(services, job)
+        assert failed.state is S.FAILED and failed.error_code is ErrorCode.MODERATION_REJECTED

@@ -1,0 +1,155 @@
+"""The one auth check of the HTTP edge: an ASGI middleware in front of the router.
+
+For each request it finds the route the router will pick (the first full match), reads the
+auth and body limit that route declared, and
+
+* answers 401 (``WWW-Authenticate: Bearer``) to a ``token`` route without the right
+  bearer token, before the handler runs or the body is read;
+* lets a ``signed`` route through when the token is right or the query carries a link
+  signature (``sig``), which the handler then verifies;
+* lets a ``public`` route through: its handler checks the caller's own signature, if any.
+
+A route nobody declared needs the token; a route may be public only when it is in
+:data:`~webhook_poller.routes.PUBLIC`. Paths that match no route, or only with another
+method, go on to the router untouched (404, 405 with ``Allow``, the trailing-slash
+redirect), as before. The Host and cross-site guard (``guard.py``) runs outside this one.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from pydantic import SecretStr
+from starlette.datastructures import Headers
+from starlette.requests import Request
+from starlette.routing import BaseRoute, Match, Mount, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ..errors import Unauthorized
+from . import PUBLIC, Auth, Endpoint
+from .errors import error_response
+
+#: Scope keys the gate sets for the handlers: the token verdict and the body limit.
+TOKEN_OK = "webhook_poller.token_ok"
+BODY_LIMIT = "webhook_poller.body_limit"
+#: Route types whose match the gate repeats with a regex test.
+_PLAIN = (Route, Mount)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What a route declared: who may call it and how large a body it reads."""
+
+    auth: Auth = Auth.TOKEN
+    body_limit: int | None = None
+
+
+#: Routes nobody declared: the token, the server's body limit.
+DEFAULT = Policy()
+
+
+def unauthorized() -> Unauthorized:
+    return Unauthorized("missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+
+def require_token(request: Request) -> None:
+    """For a ``signed`` handler whose link did not verify: the token the gate saw, or 401."""
+    if not request.scope.get(TOKEN_OK, False):
+        raise unauthorized()
+
+
+def declared_limit(request: Request) -> int | None:
+    limit: int | None = request.scope.get(BODY_LIMIT)
+    return limit
+
+
+class AuthGate:
+    """ASGI middleware applying the rules in the module docstring.
+
+    ``policies`` pairs routes of the app with what they declared; ``token`` is
+    ``server.auth_token`` (``None``: no token, every route open, as on loopback by default).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        policies: Iterable[tuple[BaseRoute, Policy]],
+        token: SecretStr | None,
+    ) -> None:
+        self.app = app
+        self.policies = {id(route): policy for route, policy in policies}
+        self._token = token.get_secret_value().encode() if token is not None else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        policy = self._policy(scope)
+        if policy is None:  # 404 / 405 / redirect: the router's answer, as before
+            await self.app(scope, receive, send)
+            return
+        token_ok = self._token_ok(scope)
+        scope[TOKEN_OK] = token_ok
+        scope[BODY_LIMIT] = policy.body_limit
+        if policy.auth is Auth.TOKEN and not token_ok:
+            await error_response(unauthorized())(scope, receive, send)
+            return
+        if policy.auth is Auth.SIGNED and not token_ok and not _has_signature(scope):
+            await error_response(unauthorized())(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    def _policy(self, scope: Scope) -> Policy | None:
+        """The policy of the route the router will run, or ``None`` when none matches fully."""
+        route = self.route_for(scope)
+        return None if route is None else self.policies.get(id(route), DEFAULT)
+
+    @staticmethod
+    def route_for(scope: Scope) -> BaseRoute | None:
+        """The route the router will run: its rule (the first full match), with a plain
+        regex test for our routes and mounts, since ``Route.matches`` builds a child scope
+        per route tried (about 40 us a request over the whole table)."""
+        path = scope["path"] if not scope.get("root_path") else None
+        method = scope["method"]
+        route: BaseRoute
+        for route in scope["app"].routes:
+            # exact types only: a subclass may match differently
+            if path is not None and isinstance(route, Route | Mount) and type(route) in _PLAIN:
+                if not route.path_regex.match(path):
+                    continue
+                methods = getattr(route, "methods", None)
+                if methods and method not in methods:
+                    continue
+            elif route.matches(scope)[0] is not Match.FULL:
+                continue
+            return route
+        return None
+
+    def _token_ok(self, scope: Scope) -> bool:
+        if self._token is None:
+            return True
+        header = Headers(scope=scope).get("authorization", "")
+        scheme, _, value = header.partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            value.strip().encode(), self._token
+        )
+
+
+def _has_signature(scope: Scope) -> bool:
+    return bool(Request(scope).query_params.get("sig"))
+
+
+def policies_of(endpoints: Iterable[Endpoint]) -> list[tuple[BaseRoute, Policy]]:
+    """Routes and their policies; a route declared public but missing from ``PUBLIC`` is a
+    bug and fails at startup, so opening an endpoint takes two deliberate edits."""
+    out: list[tuple[BaseRoute, Policy]] = []
+    for endpoint in endpoints:
+        if endpoint.auth is not Auth.TOKEN and PUBLIC.get(endpoint.path) is not endpoint.auth:
+            raise RuntimeError(
+                f"{endpoint.path} is declared {endpoint.auth.value} but is not listed as such "
+                "in webhook_poller.routes.PUBLIC"
+            )
+        out.append((endpoint.route(), Policy(endpoint.auth, endpoint.body_limit)))
+    return out
