@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 #: The ``status`` an event reports, as in the webhook contract.
-EVENT_STATUS = {
+EVENT_STATUS: dict[Event, shapes.EventStatus] = {
     Event.SUCCEEDED: "succeeded",
     Event.FAILED: "failed",
     Event.TIMED_OUT: "failed",
@@ -71,8 +71,9 @@ def job_answer(detail: shapes.JobDetail, action: str | None = None) -> Response:
     return json_answer(shapes.JOB, data)
 
 
-def _metadata(ref: VideoRef) -> shapes.VideoMetadata:
-    return cast("shapes.VideoMetadata", ref.metadata.to_dict())
+def _metadata(refs: Sequence[VideoRef]) -> list[shapes.VideoMetadata]:
+    """Each video's metadata (``VideoMetadata.to_dict`` gives exactly the shape's keys)."""
+    return cast("list[shapes.VideoMetadata]", [r.metadata.to_dict() for r in refs])
 
 
 def error_json(job: Job) -> shapes.JobError | None:
@@ -98,7 +99,7 @@ def job_json(
 ) -> shapes.JobDetail:
     """The full shape of ``GET /jobs/{jobId}``: the summary plus links, metadata, deliveries."""
     has_callback = bool(job.callback_url or job.extra_callback_urls)
-    metadata = [_metadata(r) for r in refs]
+    metadata = _metadata(refs)
     # mypy's strict ** check asks for the optional "deliveries" key in the summary it unpacks
     data: shapes.JobDetail = {
         **job_summary(job, base_url, queue_position),  # type: ignore[typeddict-item]
@@ -157,7 +158,7 @@ def event_payload(
     job: Job, event: Event, refs: Sequence[VideoRef], base_url: str
 ) -> shapes.VideoEvent:
     """The flat JSON every webhook target receives (also handed to every notifier)."""
-    metadata = [_metadata(r) for r in refs]
+    metadata = _metadata(refs)
     return {
         "event": event.value,
         "jobId": job.id,
@@ -165,7 +166,7 @@ def event_payload(
         "taskId": job.task_id,
         "model": job.model,
         "provider": job.provider,
-        "status": cast("shapes.EventStatus", EVENT_STATUS[event]),
+        "status": EVENT_STATUS[event],
         "videoUrls": [r.url for r in refs],
         "error": error_json(job),
         "userMessage": job.user_message,
