@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from pydantic import BaseModel, ValidationError
 
-from . import inputs
+from . import inputs, shapes
 from .errors import Conflict, NotFound, RequestRejected
 from .interfaces import HasGenerateOptions, ModelCapabilities, Submits
 from .model import TERMINAL_STATES, Job, JobState, utcnow
@@ -31,26 +31,12 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-MAX_PROMPT_CHARS = 5000
-MAX_COUNT = 4
+MAX_PROMPT_CHARS = shapes.MAX_PROMPT_CHARS
+MAX_COUNT = shapes.MAX_COUNT
 MAX_KEY_LEN = 256
-#: The fields of the body; anything else is refused so a typo is not silently ignored.
-FIELDS = frozenset(
-    {
-        "sessionId",
-        "model",
-        "provider",
-        "prompt",
-        "imageUrls",
-        "aspectRatio",
-        "durationSeconds",
-        "resolution",
-        "count",
-        "callbackUrl",
-        "context",
-        "options",
-    }
-)
+#: The fields of the body (:class:`~webhook_poller.shapes.GenerateRequest`); anything else is
+#: refused so a typo is not silently ignored.
+FIELDS = shapes.GENERATE_FIELDS
 
 
 def _allowed(field: str, value: Any, allowed: Sequence[Any], what: str) -> RequestRejected:

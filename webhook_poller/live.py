@@ -17,7 +17,7 @@ import contextlib
 import json
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 #: Seconds between two looks at the store when nothing local happened.
@@ -49,7 +49,7 @@ class ChangeFeed:
             await asyncio.wait_for(event.wait(), seconds)
 
 
-Snapshot = Callable[[], Awaitable[dict[str, dict[str, Any]]]]
+Snapshot = Callable[[], Awaitable[dict[str, Mapping[str, Any]]]]
 
 
 class SharedSnapshot:
@@ -65,11 +65,11 @@ class SharedSnapshot:
         self._load = load
         self.min_interval_s = min_interval_s
         self.loads = 0
-        self._value: dict[str, dict[str, Any]] | None = None
+        self._value: dict[str, Mapping[str, Any]] | None = None
         self._started = -math.inf
         self._refresh: asyncio.Future[None] | None = None
 
-    async def get(self, newer_than: float) -> dict[str, dict[str, Any]]:
+    async def get(self, newer_than: float) -> dict[str, Mapping[str, Any]]:
         while self._value is None or self._started < newer_than:
             if self._refresh is None:
                 self._refresh = asyncio.ensure_future(self._reload())

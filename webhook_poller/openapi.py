@@ -1,553 +1,420 @@
-"""The OpenAPI 3.1 document served at ``/openapi.json``: every route of the app, by hand.
+"""The OpenAPI 3.1 document served at ``/openapi.json``, built from :mod:`.shapes`.
 
-Kept next to the routes it describes; ``tests/test_openapi.py`` checks that each route of
-the app appears here and runs schemathesis against it.
+Components are the shapes' ``model_json_schema`` (requests as validated, answers as
+serialized); the event notifiers send is under ``webhooks``; the path table below says per
+route which shapes go in and out. Limits (body and ``context`` sizes) come from the settings.
+``tests/test_openapi.py`` checks every route appears here and runs schemathesis against it;
+``tests/test_openapi_conformance.py`` validates real answers and events against it.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 from typing import Any
 
-from .config import Settings
-from .model import ErrorCode, JobState
+from pydantic import BaseModel, TypeAdapter
+from pydantic.json_schema import JsonSchemaMode
 
-_STATES = [s.value for s in JobState]
+from . import shapes
+from .config import Settings
+
+_REF = "#/components/schemas/{model}"
+
+_ERROR_TEXT = {
+    400: "The body or a cursor is not readable (not JSON, too deep, lone surrogate)",
+    401: "Missing or wrong bearer token",
+    404: "No such job or video",
+    409: "The action is not allowed in the job's current status",
+    410: "A single-use link was used already",
+    413: "The body is larger than {max_body} bytes",
+    422: "A field is missing or wrong; `error.field` names it",
+    503: "The store is unreachable; retry after Retry-After seconds",
+}
+_BINARY = {"type": "string", "format": "binary"}
+_TEXT = {"type": "string"}
+_SIGNED_LINK = [
+    ("expires", "Signed link expiry"),
+    ("sig", "Signed link signature"),
+    ("once", "Single-use nonce"),
+]
+_IDEMPOTENCY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "The same key with the same body gives the same job and never a second "
+    "paid submission; with another body it is a 409",
+    "schema": {"type": "string", "maxLength": shapes.MAX_ID_LEN},
+}
+
+# path -> method -> (operationId, summary, request shape, answer shape, error codes, extras)
+# A shape is a component name, a media type -> schema mapping, or None (no body).
+_PATHS: dict[str, dict[str, tuple[str, str, Any, Any, tuple[int, ...], dict[str, Any]]]] = {
+    "/poll-video": {
+        "post": (
+            "pollVideo",
+            "Accept a provider task to wait for; answers once the job is stored",
+            "IntakeRequest+forms",
+            "IntakeResponse",
+            (400, 401, 409, 413, 422, 503),
+            {},
+        )
+    },
+    "/webhook/poll-video": {
+        "post": (
+            "pollVideoWebhookAlias",
+            "Accept a provider task to wait for (alias of /poll-video)",
+            "IntakeRequest+forms",
+            "IntakeResponse",
+            (400, 401, 409, 413, 422, 503),
+            {},
+        )
+    },
+    "/generate": {
+        "post": (
+            "generateVideo",
+            "Check a generation request, store its job, answer; the service submits it to the "
+            "provider, polls, stores the video and calls back",
+            "GenerateRequest",
+            "GenerateResponse",
+            (400, 401, 409, 413, 422, 503),
+            {"parameters": [_IDEMPOTENCY]},
+        )
+    },
+    "/jobs": {
+        "get": (
+            "listJobs",
+            "List jobs, newest first, or grouped as processing/queued/history",
+            None,
+            {"anyOf": [{"$ref": "JobPage"}, {"$ref": "JobGroups"}]},
+            (400, 401, 422, 503),
+            {
+                "parameters": [
+                    ("status", "Comma-separated statuses", _TEXT),
+                    ("sessionId", "Only this session's jobs", _TEXT),
+                    ("model", "Only this model", _TEXT),
+                    ("since", "ISO 8601 time or Unix seconds", _TEXT),
+                    ("cursor", "nextCursor of the previous page", _TEXT),
+                    ("limit", "Page size", {"type": "integer", "minimum": 1, "maximum": 200}),
+                    ("group", "true: {processing, queued, history}", {"type": "boolean"}),
+                ]
+            },
+        )
+    },
+    "/jobs/{jobId}": {
+        "get": (
+            "getJob",
+            "A job's status, attempts, videos, metadata and deliveries",
+            None,
+            "Job",
+            (401, 404, 503),
+            {},
+        ),
+        "delete": (
+            "deleteJob",
+            "Remove the job's videos and record (idempotent; deleted: false if already gone)",
+            None,
+            "Deleted",
+            (401, 503),
+            {},
+        ),
+    },
+    "/jobs/{jobId}/cancel": {
+        "post": (
+            "cancelJob",
+            "Stop polling at once; status cancelled",
+            None,
+            "Job",
+            (401, 404, 409, 503),
+            {},
+        )
+    },
+    "/jobs/{jobId}/retry": {
+        "post": (
+            "retryJob",
+            "A finished job we submitted is generated again as a new job (retryOf, "
+            "attemptNumber); a failed or cancelled poll-only job goes back to queued",
+            None,
+            "Job",
+            (401, 404, 409, 503),
+            {},
+        )
+    },
+    "/jobs/{jobId}/extend": {
+        "post": (
+            "extendJob",
+            "A new job extending a succeeded KIE Veo video (parentJobId), delivered to the "
+            "parent's session, context and callbacks",
+            "ExtendRequest",
+            "Job",
+            (400, 401, 404, 409, 413, 422, 503),
+            {"parameters": [_IDEMPOTENCY]},
+        )
+    },
+    "/jobs/{jobId}/upscale": {
+        "post": (
+            "upscaleJob",
+            "A new job fetching a succeeded KIE Veo video at 1080p or 4K (parentJobId), "
+            "polled at its own cadence",
+            "UpscaleRequest",
+            "Job",
+            (400, 401, 404, 409, 413, 422, 503),
+            {"parameters": [_IDEMPOTENCY]},
+        )
+    },
+    "/jobs/{jobId}/links": {
+        "post": (
+            "createDownloadLinks",
+            "Expiring, optionally single-use links to the ZIP and each video",
+            "LinksRequest?",
+            "Links",
+            (400, 401, 404, 413, 422, 503),
+            {},
+        )
+    },
+    "/jobs/{jobId}/download.zip": {
+        "get": (
+            "downloadZip",
+            "All of the job's videos as one streamed ZIP (token or signed link)",
+            None,
+            {"application/zip": _BINARY},
+            (401, 404, 410, 503),
+            {"parameters": _SIGNED_LINK},
+        )
+    },
+    "/jobs/{jobId}/videos/{index}": {
+        "get": (
+            "getVideo",
+            "One stored video (token or signed link); S3 answers a redirect",
+            None,
+            {"video/mp4": _BINARY},
+            (401, 404, 410, 503),
+            {"parameters": _SIGNED_LINK, "redirect": True},
+        )
+    },
+    "/jobs/{jobId}/events": {
+        "get": (
+            "jobEvents",
+            "Server-Sent Events for one job: `snapshot` first, then `job` and `deleted` events",
+            None,
+            {"text/event-stream": _TEXT},
+            (401, 404, 503),
+            {},
+        )
+    },
+    "/events": {
+        "get": (
+            "allEvents",
+            "Server-Sent Events for all jobs: `snapshot` first, then `job` and `deleted` events",
+            None,
+            {"text/event-stream": _TEXT},
+            (401, 404, 503),
+            {},
+        )
+    },
+    "/sessions/{sessionId}": {
+        "put": (
+            "putSession",
+            "Store a user session (for stores without Redis sessions)",
+            {"application/json": {"type": "object"}},
+            "SessionStored",
+            (400, 401, 413, 422, 503),
+            {},
+        )
+    },
+    "/callbacks/{provider}": {
+        "post": (
+            "providerPush",
+            "A provider's push (KIE callBackUrl, Replicate/Gemini webhook, fal fal_webhook): a "
+            "hint that makes the job's status be read again now; the same answer for a task "
+            "we do not know (no job data), or MiniMax's URL check echoed",
+            {"application/json": {"type": "object"}},
+            "PushAccepted",
+            (400, 401, 404, 413, 503),
+            {"public": True},
+        )
+    },
+    "/telegram/webhook": {
+        "post": (
+            "telegramWebhook",
+            "Telegram button presses (Bot API updates), verified by "
+            "X-Telegram-Bot-Api-Secret-Token = the telegram notifier's webhook_secret",
+            {"application/json": {"type": "object"}},
+            "TelegramHandled",
+            (400, 401, 413, 503),
+            {
+                "public": True,
+                "headers": [("X-Telegram-Bot-Api-Secret-Token", "The notifier's secret")],
+            },
+        )
+    },
+    "/healthz": {"get": ("healthz", "The process is alive", None, "Health", (), {"public": True})},
+    "/readyz": {
+        "get": (
+            "readyz",
+            "Store, storage and scheduler are working (503 with the same body when not)",
+            None,
+            "Readiness",
+            (),
+            {"public": True, "not_ready": True},
+        )
+    },
+    "/metrics": {
+        "get": (
+            "metrics",
+            "Prometheus text exposition",
+            None,
+            {"text/plain": _TEXT},
+            (401, 503),
+            {},
+        )
+    },
+    "/openapi.json": {
+        "get": (
+            "openapi",
+            "This document",
+            None,
+            {"application/json": {"type": "object"}},
+            (),
+            {"public": True},
+        )
+    },
+    "/": {
+        "get": (
+            "dashboard",
+            "The live dashboard (HTML; its data calls use the bearer token)",
+            None,
+            {"text/html": _TEXT},
+            (),
+            {"public": True},
+        )
+    },
+}
+
+_PATH_PARAMS = {
+    "jobId": {"type": "string"},
+    "index": {"type": "integer", "minimum": 0},
+    "sessionId": {"type": "string"},
+    "provider": {"type": "string"},
+}
+
+
+@functools.cache
+def _components() -> dict[str, Any]:
+    """``model_json_schema`` of every shape: requests as validated, answers as serialized."""
+    inputs: list[tuple[str, JsonSchemaMode, TypeAdapter[Any]]] = []
+    for shape in shapes.COMPONENTS:
+        mode: JsonSchemaMode = "validation" if issubclass(shape, BaseModel) else "serialization"
+        inputs.append((shape.__name__, mode, TypeAdapter(shape)))
+    _, defs = TypeAdapter.json_schemas(inputs, ref_template=_REF)
+    schemas: dict[str, Any] = defs["$defs"]
+    return schemas
 
 
 def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
+    return {"$ref": _REF.format(model=name)}
 
 
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+def _content(shape: Any) -> dict[str, Any]:
+    if isinstance(shape, str):
+        name = shape.rstrip("?").removesuffix("+forms")
+        media = ["application/json"]
+        if shape.endswith("+forms"):
+            media += ["application/x-www-form-urlencoded", "multipart/form-data"]
+        return {m: {"schema": _ref(name)} for m in media}
+    if "anyOf" in shape:
+        return {
+            "application/json": {"schema": {"anyOf": [_ref(s["$ref"]) for s in shape["anyOf"]]}}
+        }
+    return {media: {"schema": schema} for media, schema in shape.items()}
 
 
-def _errors(*codes: int) -> dict[str, Any]:
-    text = {
-        400: "The body or a cursor is not readable (not JSON, too deep, lone surrogate)",
-        401: "Missing or wrong bearer token",
-        404: "No such job or video",
-        409: "The action is not allowed in the job's current status",
-        410: "A single-use link was used already",
-        413: "The body is larger than 64 KB",
-        422: "A field is missing or wrong; `error.field` names it",
-        503: "The store is unreachable; retry after Retry-After seconds",
+def _parameters(path: str, extras: dict[str, Any]) -> list[dict[str, Any]]:
+    params = [
+        {"name": name, "in": "path", "required": True, "schema": _PATH_PARAMS[name]}
+        for name in _PATH_PARAMS
+        if "{" + name + "}" in path
+    ]
+    for item in extras.get("parameters", ()):
+        if isinstance(item, dict):
+            params.append(item)
+        else:
+            name, description, *schema = item
+            params.append(
+                {
+                    "name": name,
+                    "in": "query",
+                    "required": False,
+                    "description": description,
+                    "schema": schema[0] if schema else _TEXT,
+                }
+            )
+    for name, description in extras.get("headers", ()):
+        params.append(
+            {"name": name, "in": "header", "required": True, "description": description}
+            | {"schema": _TEXT}
+        )
+    return params
+
+
+def _operation(path: str, spec: tuple[Any, ...], max_body: int) -> dict[str, Any]:
+    operation_id, summary, request, answer, errors, extras = spec
+    op: dict[str, Any] = {"operationId": operation_id, "summary": summary}
+    if extras.get("public"):
+        op["security"] = []
+    params = _parameters(path, extras)
+    if params:
+        op["parameters"] = params
+    if request is not None:
+        optional = isinstance(request, str) and request.endswith("?")
+        op["requestBody"] = {"required": not optional, "content": _content(request)}
+    responses: dict[str, Any] = {"200": {"description": "OK", "content": _content(answer)}}
+    if extras.get("redirect"):
+        responses["302"] = {"description": "Redirect to a presigned storage URL"}
+    if extras.get("not_ready"):
+        responses["503"] = {"description": "Not ready", "content": _content(answer)}
+    for code in errors:
+        text = _ERROR_TEXT[code].format(max_body=max_body)
+        responses[str(code)] = {"description": text, "content": _content("Error")}
+    op["responses"] = responses
+    return op
+
+
+def _event_webhook() -> dict[str, Any]:
+    headers = [
+        ("webhook-id", "Stable per job run, event and target: drop repeats by it"),
+        ("webhook-timestamp", "Unix seconds"),
+        ("webhook-signature", "Standard Webhooks signature (v1,<base64 HMAC-SHA256>)"),
+    ]
+    return {
+        "post": {
+            "operationId": "videoEvent",
+            "summary": "What each callbackUrl and webhook notifier receives: video.succeeded, "
+            "video.failed, video.timed_out, video.delayed, video.publish_requested",
+            "parameters": [
+                {"name": n, "in": "header", "required": True, "description": d, "schema": _TEXT}
+                for n, d in headers
+            ],
+            "requestBody": {"required": True, "content": _content("VideoEvent")},
+            "responses": {
+                "2XX": {"description": "Received; anything else is retried on callbacks.schedule_s"}
+            },
+        }
     }
-    return {str(c): _json(_ref("Error"), text[c]) for c in codes}
-
-
-_JOB_ID = {"name": "jobId", "in": "path", "required": True, "schema": {"type": "string"}}
-
-_SCHEMAS: dict[str, Any] = {
-    "Error": {
-        "type": "object",
-        "required": ["ok", "error"],
-        "properties": {
-            "ok": {"const": False},
-            "error": {
-                "type": "object",
-                "required": ["code", "message"],
-                "properties": {
-                    "code": {"type": "string"},
-                    "message": {"type": "string"},
-                    "field": {"type": "string"},
-                },
-            },
-        },
-    },
-    "IntakeRequest": {
-        "type": "object",
-        "required": ["sessionId", "taskId", "model"],
-        "properties": {
-            "sessionId": {"type": "string", "minLength": 1, "maxLength": 256},
-            "taskId": {"type": "string", "minLength": 1, "maxLength": 256},
-            "model": {"type": "string", "minLength": 1, "maxLength": 256},
-            "provider": {
-                "type": "string",
-                "description": "Adapter name (gemini, replicate, kie-market ...); "
-                "default: the first models: pattern that matches the model",
-            },
-            "attempt": {"type": "integer", "minimum": 1, "maximum": 10000, "default": 1},
-            "callbackUrl": {"type": "string", "format": "uri"},
-            "context": {"type": "object", "description": "At most 16 KB of JSON"},
-            "expectPush": {
-                "type": "boolean",
-                "default": False,
-                "description": "The provider pushes to /callbacks/{provider}: poll only every"
-                " polling.push_fallback_interval_s as a safety net",
-            },
-        },
-    },
-    "GenerateRequest": {
-        "type": "object",
-        "required": ["sessionId", "model", "prompt"],
-        "properties": {
-            "sessionId": {"type": "string", "minLength": 1, "maxLength": 256},
-            "model": {
-                "type": "string",
-                "description": "A model the adapter can submit (veo3, veo3_fast, veo3_lite, "
-                "sora-2-text-to-video ...); a 422 lists them",
-            },
-            "provider": {"type": "string", "description": "Adapter name; default: models:"},
-            "prompt": {"type": "string", "minLength": 1, "maxLength": 5000},
-            "imageUrls": {"type": "array", "items": {"type": "string", "format": "uri"}},
-            "aspectRatio": {"type": "string", "description": "One the model offers (16:9 ...)"},
-            "durationSeconds": {"type": "integer"},
-            "resolution": {"type": "string", "description": "One the model offers (1080p ...)"},
-            "count": {
-                "type": "integer",
-                "minimum": 1,
-                "maximum": 4,
-                "default": 1,
-                "description": "Provider tasks under this one job (videos 0..count-1, one ZIP)",
-            },
-            "callbackUrl": {"type": "string", "format": "uri"},
-            "context": {"type": "object", "description": "At most 16 KB of JSON"},
-            "options": {
-                "type": "object",
-                "description": "Provider-specific fields the adapter declares (Veo: "
-                "generationType, enableTranslation, watermark, seeds; Sora: remove_watermark, "
-                "character_id_list)",
-            },
-        },
-    },
-    "GenerateResponse": {
-        "type": "object",
-        "required": ["ok", "jobId", "status", "statusUrl"],
-        "properties": {
-            "ok": {"const": True},
-            "jobId": {"type": "string"},
-            "status": {"enum": _STATES},
-            "statusUrl": {"type": "string"},
-            "alreadyKnown": {
-                "type": "boolean",
-                "description": "true: this Idempotency-Key was seen with this body before",
-            },
-        },
-    },
-    "IntakeResponse": {
-        "type": "object",
-        "required": ["ok", "jobId", "status", "message", "statusUrl"],
-        "properties": {
-            "ok": {"const": True},
-            "jobId": {"type": "string"},
-            "status": {"enum": _STATES},
-            "message": {"type": "string"},
-            "alreadyKnown": {"type": "boolean"},
-            "statusUrl": {"type": "string"},
-            "callback": {
-                "description": "What happened to the posted callbackUrl: a new job's target,"
-                " added to a running job, the ended job's final event sent to it, known already,"
-                " or no final event (a cancelled job)",
-                "enum": [
-                    "registered",
-                    "added",
-                    "final_event_sent",
-                    "already_registered",
-                    "no_final_event",
-                ],
-            },
-        },
-    },
-    "JobError": {
-        "type": ["object", "null"],
-        "properties": {
-            "code": {"enum": [c.value for c in ErrorCode]},
-            "message": {"type": "string"},
-            "reason": {"type": "string"},
-        },
-    },
-    "VideoMetadata": {
-        "type": "object",
-        "properties": {
-            "size_bytes": {"type": "integer"},
-            "duration_s": {"type": "number"},
-            "width": {"type": "integer"},
-            "height": {"type": "integer"},
-            "resolution": {"type": "string"},
-            "codec": {"type": "string"},
-            "content_type": {"type": "string"},
-            "sha256": {"type": "string"},
-        },
-    },
-    "Delivery": {
-        "type": "object",
-        "properties": {
-            "event": {"type": "string"},
-            "target": {"type": "string"},
-            "webhookId": {"type": "string"},
-            "status": {"enum": ["pending", "sent", "failed"]},
-            "attempts": {"type": "integer"},
-            "lastError": {"type": ["string", "null"]},
-            "nextAttemptAt": {"type": ["string", "null"]},
-            "sentAt": {"type": ["string", "null"]},
-        },
-    },
-    "JobSummary": {
-        "type": "object",
-        "required": ["jobId", "status", "model", "attempts", "createdAt"],
-        "properties": {
-            "jobId": {"type": "string"},
-            "sessionId": {"type": "string"},
-            "taskId": {"type": ["string", "null"]},
-            "taskIds": {"type": "array", "items": {"type": "string"}},
-            "retryOf": {"type": ["string", "null"]},
-            "parentJobId": {"type": ["string", "null"]},
-            "attemptNumber": {"type": "integer"},
-            "model": {"type": "string"},
-            "provider": {"type": "string"},
-            "status": {"enum": _STATES},
-            "message": {"type": "string"},
-            "attempts": {"type": "integer"},
-            "createdAt": {"type": "string"},
-            "updatedAt": {"type": "string"},
-            "finishedAt": {"type": ["string", "null"]},
-            "nextPollAt": {"type": ["string", "null"]},
-            "error": _ref("JobError"),
-            "videoCount": {"type": "integer"},
-            "queuePosition": {"type": "integer"},
-            "statusUrl": {"type": "string"},
-        },
-    },
-    "Job": {
-        "type": "object",
-        "required": ["ok", "jobId", "status", "attempts", "videoUrls"],
-        "properties": {
-            "ok": {"const": True},
-            "jobId": {"type": "string"},
-            "status": {"enum": _STATES},
-            "message": {"type": "string"},
-            "attempts": {"type": "integer"},
-            "elapsedSeconds": {"type": "number"},
-            "expectPush": {"type": "boolean"},
-            "error": _ref("JobError"),
-            "videoUrls": {"type": "array", "items": {"type": "string"}},
-            "metadata": {"type": "array", "items": _ref("VideoMetadata")},
-            "deliveries": {"type": "array", "items": _ref("Delivery")},
-            "queuePosition": {"type": "integer"},
-            "taskIds": {"type": "array", "items": {"type": "string"}},
-            "retryOf": {"type": ["string", "null"]},
-            "parentJobId": {"type": ["string", "null"]},
-            "attemptNumber": {"type": "integer"},
-            "action": {
-                "enum": ["resubmitted", "requeued"],
-                "description": "retry only: a new job and provider task, or the same job "
-                "polled again (a job this service did not submit)",
-            },
-            "hasCallback": {
-                "type": "boolean",
-                "description": "Whether the job was posted with a callbackUrl (never shown)",
-            },
-            "callbackUrl": {
-                "type": "boolean",
-                "deprecated": True,
-                "description": "Old name of hasCallback; removed in the next release",
-            },
-        },
-    },
-}
 
 
 def openapi_document(settings: Settings) -> dict[str, Any]:
     """The document; the server URL is the configured public base URL."""
-    secured: list[dict[str, list[str]]] = (
-        [{"bearer": []}] if settings.server.auth_token is not None else []
-    )
-    job_ops_errors = _errors(401, 404, 503)
-    paths: dict[str, Any] = {
-        "/poll-video": {"post": _intake_op("pollVideo")},
-        "/webhook/poll-video": {"post": _intake_op("pollVideoWebhookAlias")},
-        "/generate": {"post": _generate_op()},
-        "/jobs": {
-            "get": {
-                "operationId": "listJobs",
-                "summary": "List jobs, newest first, or grouped as processing/queued/history",
-                "parameters": [
-                    _query("status", "Comma-separated statuses", {"type": "string"}),
-                    _query("sessionId", "Only this session's jobs", {"type": "string"}),
-                    _query("model", "Only this model", {"type": "string"}),
-                    _query("since", "ISO 8601 time or Unix seconds", {"type": "string"}),
-                    _query("cursor", "nextCursor of the previous page", {"type": "string"}),
-                    _query("limit", "Page size", {"type": "integer", "minimum": 1, "maximum": 200}),
-                    _query("group", "true: {processing, queued, history}", {"type": "boolean"}),
-                ],
-                "responses": {
-                    "200": _json(
-                        {
-                            "type": "object",
-                            "properties": {
-                                "ok": {"const": True},
-                                "jobs": {"type": "array", "items": _ref("JobSummary")},
-                                "nextCursor": {"type": ["string", "null"]},
-                                "processing": {"type": "array", "items": _ref("JobSummary")},
-                                "queued": {"type": "array", "items": _ref("JobSummary")},
-                                "history": {"type": "array", "items": _ref("JobSummary")},
-                            },
-                        },
-                        "A page of jobs",
-                    ),
-                    **_errors(400, 401, 422, 503),
-                },
-            }
-        },
-        "/jobs/{jobId}": {
-            "parameters": [_JOB_ID],
-            "get": {
-                "operationId": "getJob",
-                "summary": "A job's status, attempts, videos, metadata and deliveries",
-                "responses": {"200": _json(_ref("Job"), "The job"), **job_ops_errors},
-            },
-            "delete": {
-                "operationId": "deleteJob",
-                "summary": "Remove the job's videos and record (idempotent)",
-                "responses": {
-                    "200": _json(
-                        {
-                            "type": "object",
-                            "properties": {"ok": {"const": True}, "deleted": {"type": "boolean"}},
-                        },
-                        "Deleted, or was already gone (deleted: false)",
-                    ),
-                    **_errors(401, 503),
-                },
-            },
-        },
-        "/jobs/{jobId}/cancel": _action("cancelJob", "Stop polling at once; status cancelled"),
-        "/jobs/{jobId}/retry": _action(
-            "retryJob",
-            "A finished job we submitted is generated again as a new job (retryOf, "
-            "attemptNumber); a failed or cancelled poll-only job goes back to queued",
-        ),
-        "/jobs/{jobId}/extend": _follow_up(
-            "extendJob",
-            "A new job extending a succeeded KIE Veo video (parentJobId), delivered to the "
-            "parent's session, context and callbacks",
-            {
-                "prompt": {"type": "string", "minLength": 1, "maxLength": 5000},
-                "index": {"type": "integer", "minimum": 0},
-            },
-            ["prompt"],
-        ),
-        "/jobs/{jobId}/upscale": _follow_up(
-            "upscaleJob",
-            "A new job fetching a succeeded KIE Veo video at 1080p or 4K (parentJobId), "
-            "polled at its own cadence",
-            {
-                "resolution": {"type": "string", "enum": ["1080p", "4k"]},
-                "index": {"type": "integer", "minimum": 0},
-            },
-            ["resolution"],
-        ),
-        "/telegram/webhook": {
-            "post": {
-                "operationId": "telegramWebhook",
-                "summary": "Telegram button presses (Bot API updates), verified by "
-                "X-Telegram-Bot-Api-Secret-Token = the telegram notifier's webhook_secret",
-                "security": [],
-                "parameters": [
-                    {
-                        "name": "X-Telegram-Bot-Api-Secret-Token",
-                        "in": "header",
-                        "required": True,
-                        "schema": {"type": "string"},
-                    }
-                ],
-                "requestBody": {
-                    "required": True,
-                    "content": {"application/json": {"schema": {"type": "object"}}},
-                },
-                "responses": {
-                    "200": _json({"type": "object"}, "Taken (or ignored)"),
-                    **_errors(400, 401, 413, 503),
-                },
-            },
-        },
-        "/jobs/{jobId}/links": {
-            "parameters": [_JOB_ID],
-            "post": {
-                "operationId": "createDownloadLinks",
-                "summary": "Expiring, optionally single-use links to the ZIP and each video",
-                "requestBody": {
-                    "required": False,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "properties": {
-                                    "expiresIn": {"type": "integer", "minimum": 60},
-                                    "singleUse": {"type": "boolean"},
-                                },
-                            }
-                        }
-                    },
-                },
-                "responses": {
-                    "200": _json({"type": "object"}, "The links"),
-                    **_errors(400, 401, 404, 413, 422, 503),
-                },
-            },
-        },
-        "/jobs/{jobId}/download.zip": {
-            "parameters": [_JOB_ID],
-            "get": {
-                "operationId": "downloadZip",
-                "summary": "All of the job's videos as one streamed ZIP (token or signed link)",
-                "parameters": [
-                    _query("expires", "Signed link expiry", {"type": "string"}),
-                    _query("sig", "Signed link signature", {"type": "string"}),
-                    _query("once", "Single-use nonce", {"type": "string"}),
-                ],
-                "responses": {
-                    "200": {
-                        "description": "The ZIP",
-                        "content": {
-                            "application/zip": {"schema": {"type": "string", "format": "binary"}}
-                        },
-                    },
-                    **_errors(401, 404, 410, 503),
-                },
-            },
-        },
-        "/jobs/{jobId}/videos/{index}": {
-            "parameters": [
-                _JOB_ID,
-                {
-                    "name": "index",
-                    "in": "path",
-                    "required": True,
-                    "schema": {"type": "integer", "minimum": 0},
-                },
-            ],
-            "get": {
-                "operationId": "getVideo",
-                "summary": "One stored video (token or signed link); S3 answers a redirect",
-                "parameters": [
-                    _query("expires", "Signed link expiry", {"type": "string"}),
-                    _query("sig", "Signed link signature", {"type": "string"}),
-                    _query("once", "Single-use nonce", {"type": "string"}),
-                ],
-                "responses": {
-                    "200": {
-                        "description": "The video",
-                        "content": {
-                            "video/mp4": {"schema": {"type": "string", "format": "binary"}}
-                        },
-                    },
-                    "302": {"description": "Redirect to a presigned storage URL"},
-                    **_errors(401, 404, 410, 503),
-                },
-            },
-        },
-        "/jobs/{jobId}/events": {
-            "parameters": [_JOB_ID],
-            "get": _sse("jobEvents", "Server-Sent Events for one job"),
-        },
-        "/events": {"get": _sse("allEvents", "Server-Sent Events for all jobs")},
-        "/sessions/{sessionId}": {
-            "parameters": [
-                {"name": "sessionId", "in": "path", "required": True, "schema": {"type": "string"}}
-            ],
-            "put": {
-                "operationId": "putSession",
-                "summary": "Store a user session (for stores without Redis sessions)",
-                "requestBody": {
-                    "required": True,
-                    "content": {"application/json": {"schema": {"type": "object"}}},
-                },
-                "responses": {
-                    "200": _json({"type": "object"}, "Stored"),
-                    **_errors(400, 401, 413, 422, 503),
-                },
-            },
-        },
-        "/callbacks/{provider}": {
-            "parameters": [
-                {
-                    "name": "provider",
-                    "in": "path",
-                    "required": True,
-                    "description": "Provider family (kie, replicate, gemini, fal ...) or adapter",
-                    "schema": {"type": "string"},
-                }
-            ],
-            "post": {
-                "operationId": "providerPush",
-                "summary": "A provider's push (KIE callBackUrl, Replicate/Gemini webhook, fal"
-                " fal_webhook): a hint that makes the job's status be read again now",
-                "security": [],
-                "requestBody": {
-                    "required": True,
-                    "content": {"application/json": {"schema": {"type": "object"}}},
-                },
-                "responses": {
-                    "200": _json(
-                        {
-                            "type": "object",
-                            "properties": {
-                                "ok": {"const": True},
-                                "challenge": {"type": "string"},
-                            },
-                        },
-                        "Accepted (also for a task we do not know; no job data), or"
-                        " MiniMax's URL check echoed",
-                    ),
-                    **_errors(400, 401, 404, 413, 503),
-                },
-            },
-        },
-        "/healthz": {
-            "get": {
-                "operationId": "healthz",
-                "summary": "The process is alive",
-                "security": [],
-                "responses": {"200": _json({"type": "object"}, "Alive")},
-            }
-        },
-        "/readyz": {
-            "get": {
-                "operationId": "readyz",
-                "summary": "Store, storage and scheduler are working",
-                "security": [],
-                "responses": {
-                    "200": _json({"type": "object"}, "Ready"),
-                    "503": _json({"type": "object"}, "Not ready"),
-                },
-            }
-        },
-        "/metrics": {
-            "get": {
-                "operationId": "metrics",
-                "summary": "Prometheus text exposition",
-                "responses": {
-                    "200": {
-                        "description": "Metrics",
-                        "content": {"text/plain": {"schema": {"type": "string"}}},
-                    },
-                    **_errors(401, 503),
-                },
-            }
-        },
-        "/openapi.json": {
-            "get": {
-                "operationId": "openapi",
-                "summary": "This document",
-                "security": [],
-                "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1")},
-            }
-        },
-        "/": {
-            "get": {
-                "operationId": "dashboard",
-                "summary": "The live dashboard (HTML; its data calls use the bearer token)",
-                "security": [],
-                "responses": {
-                    "200": {
-                        "description": "HTML",
-                        "content": {"text/html": {"schema": {"type": "string"}}},
-                    }
-                },
-            }
-        },
+    server = settings.server
+    schemas = copy.deepcopy(_components())
+    context = f"At most {server.max_context_bytes} bytes of JSON"
+    for name in ("IntakeRequest", "GenerateRequest"):
+        schemas[name]["properties"]["context"]["description"] = context
+    paths = {
+        path: {
+            method: _operation(path, spec, server.max_body_bytes) for method, spec in ops.items()
+        }
+        for path, ops in _PATHS.items()
     }
     return {
         "openapi": "3.1.0",
@@ -557,133 +424,12 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             "description": "Waits for AI video generations, stores the video, tells your "
             "workflow. Errors share one envelope: {ok: false, error: {code, message, field}}.",
         },
-        "servers": [{"url": settings.server.base_url()}],
-        "security": secured,
+        "servers": [{"url": server.base_url()}],
+        "security": [{"bearer": []}] if server.auth_token is not None else [],
         "components": {
-            "schemas": _SCHEMAS,
+            "schemas": schemas,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
         "paths": paths,
-    }
-
-
-def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "query",
-        "required": False,
-        "description": description,
-        "schema": schema,
-    }
-
-
-def _intake_op(operation_id: str) -> dict[str, Any]:
-    return {
-        "operationId": operation_id,
-        "summary": "Accept a provider task to wait for; answers once the job is stored",
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {"schema": _ref("IntakeRequest")},
-                "application/x-www-form-urlencoded": {"schema": _ref("IntakeRequest")},
-                "multipart/form-data": {"schema": _ref("IntakeRequest")},
-            },
-        },
-        "responses": {
-            "200": _json(_ref("IntakeResponse"), "Stored; polling started (or already known)"),
-            **_errors(400, 401, 409, 413, 422, 503),
-        },
-    }
-
-
-def _generate_op() -> dict[str, Any]:
-    return {
-        "operationId": "generateVideo",
-        "summary": "Check a generation request, store its job, answer; the service submits "
-        "it to the provider, polls, stores the video and calls back",
-        "parameters": [
-            {
-                "name": "Idempotency-Key",
-                "in": "header",
-                "required": False,
-                "description": "The same key with the same body gives the same job and never a "
-                "second paid submission; with another body it is a 409",
-                "schema": {"type": "string", "maxLength": 256},
-            }
-        ],
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {"schema": _ref("GenerateRequest")},
-                "application/x-www-form-urlencoded": {"schema": _ref("GenerateRequest")},
-            },
-        },
-        "responses": {
-            "200": _json(_ref("GenerateResponse"), "Stored as submitting (or already known)"),
-            **_errors(400, 401, 409, 413, 422, 503),
-        },
-    }
-
-
-def _follow_up(
-    operation_id: str, summary: str, properties: dict[str, Any], required: list[str]
-) -> dict[str, Any]:
-    return {
-        "parameters": [_JOB_ID],
-        "post": {
-            "operationId": operation_id,
-            "summary": summary,
-            "parameters": [
-                {
-                    "name": "Idempotency-Key",
-                    "in": "header",
-                    "required": False,
-                    "schema": {"type": "string", "maxLength": 256},
-                }
-            ],
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {
-                        "schema": {
-                            "type": "object",
-                            "properties": properties,
-                            "required": required,
-                        }
-                    }
-                },
-            },
-            "responses": {
-                "200": _json(_ref("Job"), "The new, linked job (status submitting)"),
-                **_errors(400, 401, 404, 409, 413, 422, 503),
-            },
-        },
-    }
-
-
-def _action(operation_id: str, summary: str) -> dict[str, Any]:
-    return {
-        "parameters": [_JOB_ID],
-        "post": {
-            "operationId": operation_id,
-            "summary": summary,
-            "responses": {
-                "200": _json(_ref("Job"), "The job after the action"),
-                **_errors(401, 404, 409, 503),
-            },
-        },
-    }
-
-
-def _sse(operation_id: str, summary: str) -> dict[str, Any]:
-    return {
-        "operationId": operation_id,
-        "summary": summary + ": `snapshot` first, then `job` and `deleted` events",
-        "responses": {
-            "200": {
-                "description": "An event stream",
-                "content": {"text/event-stream": {"schema": {"type": "string"}}},
-            },
-            **_errors(401, 404, 503),
-        },
+        "webhooks": {"videoEvent": _event_webhook()},
     }

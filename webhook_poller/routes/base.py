@@ -17,7 +17,7 @@ from starlette.datastructures import Headers
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
-from .. import inputs, live
+from .. import inputs, live, shapes
 from ..config import Settings
 from ..errors import NotFound, PayloadTooLarge, RequestRejected, ServiceUnavailable
 from ..model import Job, JobState
@@ -28,7 +28,7 @@ from .gate import declared_limit
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
-MAX_ID_LEN = 256
+MAX_ID_LEN = shapes.MAX_ID_LEN
 
 
 class ApiBase:

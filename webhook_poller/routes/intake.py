@@ -7,7 +7,6 @@ a signature their handler checks (the provider's scheme, Telegram's secret token
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -16,12 +15,12 @@ import structlog
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from .. import buttons, generate, inputs, lifecycle, net, push
+from .. import buttons, generate, lifecycle, net, push, shapes
 from ..errors import Conflict, NotFound, RequestRejected, Unauthorized, UnsafeURL
 from ..model import Job, JobState, new_job_id, utcnow
-from ..views import status_url
+from ..views import json_answer, status_url
 from . import Auth, Endpoint
-from .base import MAX_ID_LEN, ApiBase
+from .base import ApiBase
 
 log = structlog.get_logger(__name__)
 
@@ -48,20 +47,15 @@ class IntakeRoutes(ApiBase):
 
     # --- intake ------------------------------------------------------------------------
 
-    def validate_intake(self, data: Mapping[str, Any]) -> dict[str, Any]:
+    _intake_rules: shapes.IntakeRules | None = None
+
+    def validate_intake(self, data: Mapping[str, Any]) -> shapes.IntakeRequest:
         """Check the intake body field by field; the first problem names its field."""
-        return {
-            "sessionId": _required_str(data, "sessionId", "session_id"),
-            "taskId": _required_str(data, "taskId", "task_id"),
-            "model": _required_str(data, "model"),
-            "provider": self._provider(_pick(data, "provider")),
-            "attempt": _attempt(_pick(data, "attempt")),
-            "callbackUrl": self._callback(_pick(data, "callbackUrl", "callback_url")),
-            "context": _json_object(
-                _pick(data, "context"), "context", self.settings.server.max_context_bytes
-            ),
-            "expectPush": _flag(_pick(data, "expectPush", "expect_push"), "expectPush"),
-        }
+        if self._intake_rules is None:
+            self._intake_rules = shapes.IntakeRules(
+                self._provider, self._callback, self.settings.server.max_context_bytes
+            )
+        return shapes.parse_intake(data, self._intake_rules)
 
     def _provider(self, value: Any) -> str | None:
         """The optional adapter name; it must be one this service has built."""
@@ -116,34 +110,34 @@ class IntakeRoutes(ApiBase):
     async def _intake(self, request: Request) -> tuple[Response, bool]:
         svc = self.svc
         data = self.validate_intake(await self.read_object(request))
-        adapter = data["provider"] or svc.router.adapter_for(data["model"])
+        adapter = data.provider or svc.router.adapter_for(data.model)
         if adapter is None:
             known = svc.router.known()
             raise RequestRejected(
-                f"unknown model {data['model']!r}; known models: {', '.join(known)}",
+                f"unknown model {data.model!r}; known models: {', '.join(known)}",
                 field="model",
                 extra={"knownModels": known},
             )
-        self._require_credentials(data["model"], adapter)
+        self._require_credentials(data.model, adapter)
         now = utcnow()
         delay = svc.gate_for(adapter).first_poll_delay_s
         job = Job(
-            id=new_job_id(adapter, data["taskId"]),
-            session_id=data["sessionId"],
-            task_id=data["taskId"],
-            model=data["model"],
+            id=new_job_id(adapter, data.taskId),
+            session_id=data.sessionId,
+            task_id=data.taskId,
+            model=data.model,
             provider=adapter,
             state=JobState.QUEUED,
             created_at=now,
             updated_at=now,
             due_at=now + timedelta(seconds=delay),
-            start_attempt=data["attempt"],
-            callback_url=data["callbackUrl"],
-            context=data["context"],
-            expect_push=data["expectPush"],
+            start_attempt=data.attempt,
+            callback_url=data.callbackUrl,
+            context=data.context,
+            expect_push=data.expectPush,
         )
         stored, created = await self._store_call(svc.store.create(job))
-        callback = "registered" if data["callbackUrl"] and created else None
+        callback = "registered" if data.callbackUrl and created else None
         if not created:
             stored, callback = await self._known_task(stored, data)
         if created:
@@ -158,7 +152,7 @@ class IntakeRoutes(ApiBase):
                 model=stored.model,
                 provider=adapter,
             )
-        body = {
+        body: shapes.IntakeResponse = {
             "ok": True,
             "jobId": stored.id,
             "status": stored.state.value,
@@ -168,18 +162,18 @@ class IntakeRoutes(ApiBase):
         }
         if callback is not None:
             body["callback"] = callback
-        return JSONResponse(body), created
+        return json_answer(shapes.INTAKE_RESPONSE, body), created
 
-    async def _known_task(self, job: Job, data: Mapping[str, Any]) -> tuple[Job, str | None]:
+    async def _known_task(self, job: Job, data: shapes.IntakeRequest) -> tuple[Job, str | None]:
         """A re-post of a known task: refuse another session, give a new callbackUrl the
         outcome (see :func:`lifecycle.add_callback`)."""
-        if job.session_id != data["sessionId"]:
+        if job.session_id != data.sessionId:
             raise Conflict(
                 f"this task is already being polled for session {job.session_id!r}",
                 field="sessionId",
                 extra={"jobId": job.id, "sessionId": job.session_id},
             )
-        url = data["callbackUrl"]
+        url = data.callbackUrl
         if not url:
             return job, None
         job, case = await self._store_call(lifecycle.add_callback(self.svc, job.id, url))
@@ -220,9 +214,9 @@ class IntakeRoutes(ApiBase):
         svc = self.svc
         key = generate.idempotency_hash(request.headers.get("idempotency-key"))
         data = await self.read_object(request)
-        session_id = _required_str(data, "sessionId")
-        model = _required_str(data, "model")
-        provider = self._provider(_pick(data, "provider")) or svc.router.adapter_for(model)
+        session_id = shapes.required_str(data, "sessionId")
+        model = shapes.required_str(data, "model")
+        provider = self._provider(shapes.pick(data, "provider")) or svc.router.adapter_for(model)
         if provider is None:
             models = generate.generatable_models(svc)
             raise RequestRejected(
@@ -233,9 +227,9 @@ class IntakeRoutes(ApiBase):
         adapter, caps = generate.submitting_adapter(svc, provider, model)
         checked = generate.check_request(data, adapter, caps, model)
         self._require_credentials(model, provider)
-        callback = self._callback(_pick(data, "callbackUrl"))
-        context = _json_object(
-            _pick(data, "context"), "context", self.settings.server.max_context_bytes
+        callback = self._callback(shapes.pick(data, "callbackUrl"))
+        context = shapes.json_object(
+            shapes.pick(data, "context"), "context", self.settings.server.max_context_bytes
         )
         job = generate.new_job(
             session_id=session_id,
@@ -294,57 +288,3 @@ def _known_message(job: Job, callback: str | None) -> str:
     if callback == lifecycle.CALLBACK_ADDED:
         return "Already polling this task; the new callbackUrl will get the outcome too"
     return "Already polling this task"
-
-
-def _pick(data: Mapping[str, Any], *names: str) -> Any:
-    for name in names:
-        if data.get(name) is not None:
-            return data[name]
-    return None
-
-
-def _required_str(data: Mapping[str, Any], field: str, *aliases: str) -> str:
-    value = _pick(data, field, *aliases)
-    if value is None or (isinstance(value, str) and not value.strip()):
-        raise RequestRejected(f"{field} is required", field=field)
-    if not isinstance(value, str):
-        raise RequestRejected(f"{field} must be a string", field=field)
-    value = value.strip()
-    if len(value) > MAX_ID_LEN or not value.isprintable():
-        raise RequestRejected(
-            f"{field} must be printable and at most {MAX_ID_LEN} characters", field=field
-        )
-    return value
-
-
-def _flag(value: Any, field: str) -> bool:
-    """An optional true/false field; a form post sends it as text."""
-    if value is None or value == "":
-        return False
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0"):
-        return value.strip().lower() in ("true", "1")
-    raise RequestRejected(f"{field} must be true or false", field=field)
-
-
-def _attempt(value: Any) -> int:
-    return inputs.client_int(
-        value, "attempt", default=1, low=1, high=10000, allow_integral_float=True
-    )
-
-
-def _json_object(value: Any, field: str, max_bytes: int) -> dict[str, Any] | None:
-    """An optional JSON object (or a form field holding one), at most ``max_bytes``."""
-    if isinstance(value, str) and value.strip():
-        value = inputs.load_json(value, field, field=field)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, dict):
-        raise RequestRejected(f"{field} must be a JSON object", field=field)
-    size = len(json.dumps(value).encode())
-    if size > max_bytes:
-        raise RequestRejected(
-            f"{field} is {size} bytes; at most {max_bytes} are allowed", field=field
-        )
-    return value

@@ -11,13 +11,12 @@ import structlog
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from .. import followups, generate, inputs, lifecycle
+from .. import followups, generate, inputs, lifecycle, shapes
 from ..errors import NotFound, RequestRejected, ServiceUnavailable
 from ..model import JobState
-from ..views import job_json, job_summary, video_refs
+from ..views import job_answer, job_json, job_summary, json_answer, video_refs
 from . import Endpoint
 from .base import MAX_ID_LEN, ApiBase, _int_param
-from .intake import _json_object
 
 log = structlog.get_logger(__name__)
 
@@ -54,14 +53,14 @@ class JobRoutes(ApiBase):
             deliveries=deliveries,
             queue_position=position,
         )
-        return JSONResponse({"ok": True, **body})
+        return job_answer(body)
 
     async def put_session(self, request: Request) -> Response:
         session_id = request.path_params["session_id"]
         if len(session_id) > MAX_ID_LEN:
             raise RequestRejected("sessionId is too long", field="sessionId")
         data = await self.read_object(request)
-        _json_object(data, "session", self.settings.server.max_context_bytes)
+        shapes.json_object(data, "session", self.settings.server.max_context_bytes)
         await self._store_call(self.svc.sessions.put(session_id, data))
         return JSONResponse({"ok": True, "sessionId": session_id})
 
@@ -85,7 +84,8 @@ class JobRoutes(ApiBase):
             store.list_jobs(states=states, cursor=cursor, limit=limit, **filters)
         )
         items = [job_summary(j, base, await self._position(j)) for j in jobs]
-        return JSONResponse({"ok": True, "jobs": items, "nextCursor": next_cursor})
+        page: shapes.JobPage = {"ok": True, "jobs": items, "nextCursor": next_cursor}
+        return json_answer(shapes.JOB_PAGE, page)
 
     async def _grouped(
         self, states: list[str] | None, filters: dict[str, Any], cursor: str | None, limit: int
@@ -134,7 +134,7 @@ class JobRoutes(ApiBase):
         body = job_json(
             new, refs, self.settings.server.base_url(), queue_position=await self._position(new)
         )
-        return JSONResponse({"ok": True, "action": action, **body})
+        return job_answer(body, action)
 
     async def extend_job(self, request: Request) -> Response:
         """A new job extending a finished video (KIE Veo extend), linked by parentJobId."""
@@ -153,7 +153,7 @@ class JobRoutes(ApiBase):
             self.scheduler.poke()
         self.svc.changes.notify()
         body = job_json(new, [], self.settings.server.base_url())
-        return JSONResponse({"ok": True, **body})
+        return job_answer(body)
 
     async def _act(self, request: Request, action: lifecycle.Action) -> Response:
         job_id = request.path_params["job_id"]
@@ -166,7 +166,7 @@ class JobRoutes(ApiBase):
         body = job_json(
             job, refs, self.settings.server.base_url(), queue_position=await self._position(job)
         )
-        return JSONResponse({"ok": True, **body})
+        return job_answer(body)
 
     async def delete_job(self, request: Request) -> Response:
         job_id = request.path_params["job_id"]

@@ -7,6 +7,7 @@ routes); the streams need the token.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ class LiveRoutes(ApiBase):
         svc = self.svc
         base = self.settings.server.base_url()
 
-        async def snapshot() -> dict[str, dict[str, Any]]:
+        async def snapshot() -> dict[str, Mapping[str, Any]]:
             current = await svc.store.get(job.id)
             if current is None:
                 return {}
@@ -67,7 +68,7 @@ class LiveRoutes(ApiBase):
         shared = self._all_jobs_snapshot()
         feed = self.svc.changes
 
-        async def snapshot() -> dict[str, dict[str, Any]]:
+        async def snapshot() -> dict[str, Mapping[str, Any]]:
             # fresh enough: read after the last local change, and at most a period old
             return await shared.get(max(feed.changed_at, time.monotonic() - live.REFRESH_S))
 
@@ -80,10 +81,10 @@ class LiveRoutes(ApiBase):
             self._live_all_for = self.svc
         return self._live_all
 
-    async def _read_all_jobs(self) -> dict[str, dict[str, Any]]:
+    async def _read_all_jobs(self) -> dict[str, Mapping[str, Any]]:
         svc = self.svc
         base = self.settings.server.base_url()
-        out: dict[str, dict[str, Any]] = {}
+        out: dict[str, Mapping[str, Any]] = {}
         # Groups are read in the order jobs move through them (queued, processing, history):
         # a job that moves on between two reads is then seen in one of them, instead of
         # being missed by both.
