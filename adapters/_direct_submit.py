@@ -32,7 +32,7 @@ from . import _provider_http as ph
 from .kie import classify_failure
 
 if TYPE_CHECKING:
-    from ._status_http import DirectAdapter
+    from ._provider_http import DirectAdapter
 
 #: Reads a family's own error codes in a JSON answer and raises our classes for them.
 BodyCheck = Callable[[Mapping[str, Any]], None]

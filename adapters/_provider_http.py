@@ -1,10 +1,13 @@
-"""HTTP handling every direct-provider adapter shares (not an adapter itself).
+"""HTTP handling every provider adapter shares (not an adapter itself).
 
-One place for: the API key from options or its environment variable, a status GET whose
-transport trouble becomes ``ProviderUnavailable``, the HTTP status rules of the adapter
-contract (429 with Retry-After, 5xx, bad key, no credits), tolerant JSON reading, task ids
-quoted as path segments, "is this URL on the provider's own host", Retry-After, and the
-create call whose lost answer may hide a paid task.
+One place for: the API key from options or its environment variable (secret unwrapping),
+a status GET whose transport trouble becomes ``ProviderUnavailable``, the HTTP status rules
+of the adapter contract (429 with Retry-After, 5xx, bad key, no credits: transient or
+final), tolerant JSON reading, task ids quoted as path segments, "is this URL on the
+provider's own host", Retry-After, the create call whose lost answer may hide a paid task,
+and :class:`DirectAdapter`, the base of the direct families (Runway, Luma, Kling, MiniMax).
+The API key only ever goes to ``base_url``: result videos are fetched by the core's guarded
+client, which sends no key.
 """
 
 from __future__ import annotations
@@ -12,28 +15,57 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit
 
 import httpx
+from pydantic import ValidationError
 
+from webhook_poller.config import secret_text
 from webhook_poller.errors import (
+    ConfigError,
     ProviderTaskFailed,
     ProviderUnavailable,
     SubmissionUncertain,
     UnrecognizedResponse,
 )
+from webhook_poller.interfaces import PluginContext, PollResult, ProviderTask
 from webhook_poller.model import ErrorCode
+from webhook_poller.net import retry_after_s
+from webhook_poller.options import ProviderOptions
+
+__all__ = [
+    "DirectAdapter",
+    "api_key_from",
+    "as_fraction",
+    "as_int",
+    "base_url_from",
+    "check_http_status",
+    "get",
+    "host_of",
+    "post_create",
+    "quote_task_path",
+    "raise_if_transient",
+    "read_json",
+    "require_key",
+    "retry_after_s",
+    "same_host",
+    "secret_or_env",
+    "secret_text",
+    "segment",
+    "text_of",
+]
+
+
+def secret_or_env(value: Any, env_var: str) -> str:
+    """A secret option's text (SecretStr or str), else the environment variable ``env_var``."""
+    text = secret_text(value).strip()
+    return text or (os.environ.get(env_var, "").strip() if env_var else "")
 
 
 def api_key_from(options: Mapping[str, Any], env_var: str) -> str:
-    """The key from ``options['api_key']`` (SecretStr or str), else from ``env_var``."""
-    value = options.get("api_key")
-    getter = getattr(value, "get_secret_value", None)
-    text = str(getter() if callable(getter) else value or "").strip()
-    return text or os.environ.get(env_var, "").strip()
+    """The key from ``options['api_key']``, else from ``env_var``."""
+    return secret_or_env(options.get("api_key"), env_var)
 
 
 def base_url_from(options: Mapping[str, Any], default: str) -> str:
@@ -98,8 +130,9 @@ async def get(
         ) from None
 
 
-def check_http_status(response: httpx.Response, *, provider: str) -> None:
-    """The HTTP statuses whose meaning does not depend on the body."""
+def raise_if_transient(response: httpx.Response, *, provider: str) -> None:
+    """A status answer that says nothing about the task: 429 (rate limited), 5xx, 408, 425,
+    each with the Retry-After it carries."""
     status = response.status_code
     if status == 429:
         raise ProviderUnavailable(
@@ -108,15 +141,22 @@ def check_http_status(response: httpx.Response, *, provider: str) -> None:
             rate_limited=True,
             retry_after_s=retry_after_s(response),
         )
+    if status >= 500 or status in (408, 425):
+        raise ProviderUnavailable(
+            f"HTTP {status}", provider=provider, retry_after_s=retry_after_s(response)
+        )
+
+
+def check_http_status(response: httpx.Response, *, provider: str) -> None:
+    """The HTTP statuses whose meaning does not depend on the body: the transient ones,
+    and a refused key or an empty account (final)."""
+    raise_if_transient(response, provider=provider)
+    status = response.status_code
     if status in (401, 403):
         raise ProviderTaskFailed(ErrorCode.AUTH_FAILED, provider=provider, detail=f"HTTP {status}")
     if status == 402:
         raise ProviderTaskFailed(
             ErrorCode.INSUFFICIENT_CREDITS, provider=provider, detail="HTTP 402"
-        )
-    if status >= 500 or status in (408, 425):
-        raise ProviderUnavailable(
-            f"HTTP {status}", provider=provider, retry_after_s=retry_after_s(response)
         )
 
 
@@ -133,21 +173,6 @@ def read_json(response: httpx.Response, *, provider: str) -> Any:
 def text_of(*values: Any, limit: int = 500) -> str:
     """Provider text joined for ``detail`` (logs only), bounded."""
     return " ".join(str(v) for v in values if v not in (None, "", [], {})).strip()[:limit]
-
-
-def retry_after_s(response: httpx.Response, now: datetime | None = None) -> float | None:
-    value = response.headers.get("retry-after", "").strip()
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 async def post_create(
@@ -171,3 +196,143 @@ async def post_create(
         raise SubmissionUncertain(
             f"create request failed: {type(exc).__name__}", provider=provider
         ) from None
+
+
+def as_int(value: Any) -> int | None:
+    """An int from an int, an integral float or a numeric string ("0", " 1026 ")."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value.strip())
+    return None
+
+
+def as_fraction(value: Any) -> float | None:
+    """Progress as 0..1 from 0..1 or 0..100, a number or a string such as "45%"."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value.strip().rstrip("%"))
+        except ValueError:
+            return None
+    if not isinstance(value, int | float):
+        return None
+    number = float(value)
+    number = number / 100 if number > 1 else number
+    return min(max(number, 0.0), 1.0)
+
+
+def segment(value: str) -> str:
+    """One URL path segment: every ``/``, ``?``, ``#`` and space in a task id is escaped."""
+    return quote(value, safe="")
+
+
+class DirectAdapter:
+    """Base of one provider family's adapter; subclasses set the class attributes.
+
+    ``Options`` is the family's options model (with its documented defaults), ``env_key``
+    the variable read when ``providers.<family>.api_key`` is not set.
+    """
+
+    name: ClassVar[str] = ""
+    config_section: ClassVar[str] = ""
+    Options: ClassVar[type[ProviderOptions]] = ProviderOptions
+    env_key: ClassVar[str] = ""
+    result_link_ttl_s: ClassVar[float] = 86400.0
+    #: Raised when the provider does not know the task (HTTP 404).
+    unknown_task_error: ClassVar[type[ProviderTaskFailed]] = ProviderTaskFailed
+
+    def __init__(self, options: Mapping[str, Any], context: PluginContext) -> None:
+        try:
+            self.options = self.Options.model_validate(dict(options))
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"providers.{self.config_section}.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                for e in exc.errors()
+            )
+            raise ConfigError(f"invalid provider options: {problems}") from None
+        self.base_url = str(self.options.base_url or "").rstrip("/")
+        self._api_key = api_key_from({"api_key": self.options.api_key}, self.env_key)
+        self.timeout_s = float(self.options.timeout_s)
+
+    def missing_credentials(self) -> str | None:
+        """The setting to fill in while no API key is configured, else None."""
+        if self._api_key:
+            return None
+        return f"providers.{self.config_section}.api_key (or {self.env_key})"
+
+    # --- to override -------------------------------------------------------------------
+
+    def auth_headers(self) -> dict[str, str]:
+        """Headers that carry the key (sent to ``base_url`` only)."""
+        return {"Authorization": f"Bearer {self._require_key()}"}
+
+    def error_for_status(self, status: int, body: Any) -> None:
+        """A family's own reading of an HTTP error whose body is JSON (default: none)."""
+
+    # --- shared ------------------------------------------------------------------------
+
+    def _require_key(self) -> str:
+        where = f"providers.{self.config_section}.api_key or {self.env_key}"
+        require_key(self._api_key, provider=self.name, setting=where)
+        return self._api_key
+
+    async def get_json(
+        self, http: httpx.AsyncClient, path: str, params: Mapping[str, str] | None = None
+    ) -> Any:
+        """GET ``base_url + path`` with the key; return the JSON body or raise our errors."""
+        response = await get(
+            http,
+            f"{self.base_url}{path}",
+            provider=self.name,
+            headers=self.auth_headers(),
+            timeout_s=self.timeout_s,
+            params=params or {},
+        )
+        return self.read(response)
+
+    def read(self, response: httpx.Response) -> Any:
+        """HTTP status and body decoding; the parser sees only JSON it can read."""
+        status = response.status_code
+        body: Any = None
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if status >= 400 and body is not None:
+            try:
+                self.error_for_status(status, body)
+            except ProviderUnavailable as exc:
+                if exc.retry_after_s is None:  # a body code is read, the header still counts
+                    exc.retry_after_s = retry_after_s(response)
+                raise
+        check_http_status(response, provider=self.name)
+        if status == 404:
+            raise self.unknown_task_error(
+                ErrorCode.UNKNOWN_PROVIDER_ERROR,
+                provider=self.name,
+                detail="HTTP 404: task unknown to the provider",
+            )
+        if body is None:
+            raise UnrecognizedResponse(
+                f"HTTP {status} with a body that is not JSON", provider=self.name
+            )
+        if status >= 400:
+            raise ProviderTaskFailed(
+                ErrorCode.UNKNOWN_PROVIDER_ERROR,
+                provider=self.name,
+                detail=f"HTTP {status}: {str(body)[:300]}",
+            )
+        if not isinstance(body, Mapping):
+            raise UnrecognizedResponse(
+                f"the body is a JSON {type(body).__name__}, not an object", provider=self.name
+            )
+        return body
+
+    async def poll(self, task: ProviderTask, http: httpx.AsyncClient) -> PollResult:
+        raise NotImplementedError

@@ -43,14 +43,14 @@ import httpx
 import jmespath
 from jmespath.exceptions import JMESPathError
 from jmespath.parser import ParsedResult
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from webhook_poller.errors import ProviderTaskFailed, ProviderUnavailable, UnrecognizedResponse
 from webhook_poller.interfaces import PluginContext, PollResult, PollStatus, ProviderTask
 from webhook_poller.model import ErrorCode
 from webhook_poller.options import PluginOptions, ProviderOptions
 
-from ._provider_http import retry_after_s
+from . import _provider_http as ph
 
 #: What a provider's state word may mean: the job states an adapter can report.
 StateTarget = Literal["running", "pending", "succeeded", "failed"]
@@ -202,18 +202,6 @@ def _word(value: Any) -> str | None:
     return None
 
 
-def _as_int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value.strip())
-    return None
-
-
 def decode_json_strings(value: Any, depth: int = 0) -> Any:
     """Every string that holds a JSON object or array, decoded (recursively)."""
     if depth > _MAX_DEPTH:
@@ -251,20 +239,6 @@ def _urls(value: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(found))
 
 
-def _progress(value: Any) -> float | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, str):
-        try:
-            value = float(value.strip().rstrip("%"))
-        except ValueError:
-            return None
-    if not isinstance(value, int | float):
-        return None
-    number = float(value) / 100 if value > 1 else float(value)
-    return min(max(number, 0.0), 1.0)
-
-
 def _text(value: Any) -> str:
     if value is None:
         return ""
@@ -292,8 +266,7 @@ class DeclarativeAdapter:
         self.base_url = spec.base_url
         self.timeout_s = spec.timeout_s
         self.result_link_ttl_s = spec.result_link_ttl_s
-        key: SecretStr | None = spec.api_key
-        self._api_key = key.get_secret_value() if key is not None else ""
+        self._api_key = ph.secret_text(spec.api_key)
         self._needs_key = "{api_key}" in spec.status.url or any(
             "{api_key}" in v for v in spec.status.headers.values()
         )
@@ -332,7 +305,7 @@ class DeclarativeAdapter:
 
     def _parse(self, doc: Any) -> PollResult:
         if self._envelope_code is not None:
-            code = _as_int(self._envelope_code.search(doc))
+            code = ph.as_int(self._envelope_code.search(doc))
             if code is not None and code not in self._ok_codes:
                 message = _text(self._search(self._envelope_message, doc))
                 self._raise_for_code(code, message)
@@ -354,7 +327,9 @@ class DeclarativeAdapter:
                 error_code=self.classify(message),
                 detail=message[:500] or f"state {word}",
             )
-        return PollResult(PollStatus.PENDING, progress=_progress(self._search(self._progress, doc)))
+        return PollResult(
+            PollStatus.PENDING, progress=ph.as_fraction(self._search(self._progress, doc))
+        )
 
     @staticmethod
     def _search(expression: ParsedResult | None, doc: Any) -> Any:
@@ -430,17 +405,7 @@ class DeclarativeAdapter:
 
     def read(self, response: httpx.Response) -> PollResult:
         status = response.status_code
-        if status == 429:
-            raise ProviderUnavailable(
-                "HTTP 429",
-                provider=self.name,
-                rate_limited=True,
-                retry_after_s=retry_after_s(response),
-            )
-        if status >= 500 or status in (408, 425):
-            raise ProviderUnavailable(
-                f"HTTP {status}", provider=self.name, retry_after_s=retry_after_s(response)
-            )
+        ph.raise_if_transient(response, provider=self.name)
         if status in (401, 402, 403):
             self._raise_for_code(status, f"HTTP {status}")
         try:

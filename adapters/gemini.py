@@ -88,18 +88,6 @@ class GeminiOptions(ProviderOptions):
     webhook_secret: SecretStr | None = None
 
 
-def _as_int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
-    return None
-
-
 def _truthy(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in ("true", "1", "yes")
@@ -156,7 +144,7 @@ def parse_operation(payload: Any) -> PollResult:
         message = ph.text_of(error.get("message"), error.get("status"))
         return PollResult(
             PollStatus.FAILED,
-            error_code=classify_error(_as_int(error.get("code")), message),
+            error_code=classify_error(ph.as_int(error.get("code")), message),
             detail=message or "operation error",
         )
     if not _truthy(payload.get("done")):
@@ -167,7 +155,7 @@ def parse_operation(payload: Any) -> PollResult:
     urls, node = _samples(response)
     if urls:
         return PollResult(PollStatus.SUCCEEDED, video_urls=tuple(urls), progress=1.0)
-    filtered = _as_int(node.get("raiMediaFilteredCount")) or 0
+    filtered = ph.as_int(node.get("raiMediaFilteredCount")) or 0
     reasons = node.get("raiMediaFilteredReasons")
     if filtered > 0 or (isinstance(reasons, list) and reasons):
         return PollResult(
@@ -210,7 +198,7 @@ def _read_operation_started(response: httpx.Response) -> SubmitResult:
         raise ProviderTaskFailed(ErrorCode.AUTH_FAILED, provider=NAME, detail=message)
     ph.check_http_status(response, provider=NAME)
     if status >= 400:
-        code = classify_error(_as_int(error.get("code")), message)
+        code = classify_error(ph.as_int(error.get("code")), message)
         if code is ErrorCode.UNKNOWN_PROVIDER_ERROR and status in (400, 404):
             code = ErrorCode.VALIDATION_FAILED
         raise ProviderTaskFailed(code, provider=NAME, detail=message or f"HTTP {status}")
@@ -241,9 +229,7 @@ class GeminiAdapter:
         self._api_key = ph.api_key_from(options, ENV_KEY)
         self.timeout_s = float(options.get("timeout_s") or 20.0)
         self._context = context
-        secret = options.get("webhook_secret")
-        getter = getattr(secret, "get_secret_value", None)
-        self._webhook_secret = str(getter() if callable(getter) else secret or "").strip()
+        self._webhook_secret = ph.secret_text(options.get("webhook_secret")).strip()
 
     def parse_callback(self, headers: Mapping[str, str], body: bytes) -> CallbackHint | None:
         """The operation (``{name, done, ...}``), bare or under ``operation`` / ``data``."""
@@ -313,7 +299,7 @@ class GeminiAdapter:
             if _AUTH.search(message) or "API_KEY" in json.dumps(error.get("details", "")):
                 raise ProviderTaskFailed(ErrorCode.AUTH_FAILED, provider=self.name, detail=message)
             raise ProviderTaskFailed(
-                classify_error(_as_int(error.get("code")), message),
+                classify_error(ph.as_int(error.get("code")), message),
                 provider=self.name,
                 detail=message or "HTTP 400",
             )
@@ -329,7 +315,7 @@ class GeminiAdapter:
             error = _mapping((_mapping(body) or {}).get("error")) or {}
             message = ph.text_of(error.get("message"), error.get("status"))
             raise ProviderTaskFailed(
-                classify_error(_as_int(error.get("code")), message),
+                classify_error(ph.as_int(error.get("code")), message),
                 provider=self.name,
                 detail=message or f"HTTP {status}",
             )

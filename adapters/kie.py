@@ -44,8 +44,9 @@ from webhook_poller.interfaces import (
 from webhook_poller.model import ErrorCode
 from webhook_poller.options import PluginOptions, ProviderOptions
 
+from . import _provider_http as ph
 from . import _signatures
-from ._provider_http import post_create, retry_after_s
+from ._provider_http import post_create
 
 SUCCESS_WORDS = frozenset(
     {"success", "succeeded", "succeed", "completed", "complete", "done", "finished", "ok"}
@@ -113,18 +114,6 @@ _ASSET = re.compile(
 _CREDITS = re.compile(r"credit|balance|insufficient|quota", re.I)
 _TIMEOUT = re.compile(r"time(d)? ?out|no result has been returned", re.I)
 _NOT_FOUND = re.compile(r"record is null|not found|no record|does not exist|within 14 days", re.I)
-
-
-def _as_int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value.strip())
-    return None
 
 
 def _text(*values: Any) -> str:
@@ -231,8 +220,8 @@ def _progress(node: Mapping[str, Any]) -> float | None:
 
 def _parse_record(record: Mapping[str, Any]) -> PollResult | None:
     """One task record (the ``data`` of an envelope, or a bare template shape)."""
-    flag = _as_int(record.get("successFlag"))
-    fail_code = _as_int(record.get("failCode")) or _as_int(record.get("errorCode"))
+    flag = ph.as_int(record.get("successFlag"))
+    fail_code = ph.as_int(record.get("failCode")) or ph.as_int(record.get("errorCode"))
     message = _text(
         record.get("failMsg"),
         record.get("errorMessage"),
@@ -279,7 +268,7 @@ def parse_kie_payload(payload: object) -> PollResult:
             raise UnrecognizedResponse("the body is not JSON") from None
     if not isinstance(payload, Mapping):
         raise UnrecognizedResponse(f"the body is a JSON {type(payload).__name__}, not an object")
-    code = _as_int(payload.get("code"))
+    code = ph.as_int(payload.get("code"))
     message = _text(payload.get("msg"), payload.get("message"))
     if code is not None and code != 200:
         _raise_for_envelope(code, message)
@@ -345,7 +334,7 @@ def parse_kie_callback(body: bytes) -> CallbackHint | None:
     try:
         status: PollStatus | None = parse_kie_payload(payload).status
     except Exception:  # a failure envelope or an odd shape: the poll will tell
-        status = PollStatus.FAILED if _as_int(payload.get("code")) not in (None, 200) else None
+        status = PollStatus.FAILED if ph.as_int(payload.get("code")) not in (None, 200) else None
     return CallbackHint(task_id=task_id, status=status)
 
 
@@ -357,21 +346,10 @@ def read_create_answer(response: httpx.Response, provider: str) -> SubmitResult:
     that was started, so it is ``SubmissionUncertain``.
     """
     status = response.status_code
-    if status == 429:
-        raise ProviderUnavailable(
-            "HTTP 429 on create",
-            provider=provider,
-            rate_limited=True,
-            retry_after_s=retry_after_s(response),
-        )
-    if status in (401, 403):
-        raise ProviderTaskFailed(ErrorCode.AUTH_FAILED, provider=provider, detail=f"HTTP {status}")
-    if status == 402:
-        raise ProviderTaskFailed(
-            ErrorCode.INSUFFICIENT_CREDITS, provider=provider, detail="HTTP 402"
-        )
     if status >= 500:
         raise SubmissionUncertain(f"HTTP {status} on create", provider=provider)
+    if status not in (408, 425):  # KIE answers those with a body that says more
+        ph.check_http_status(response, provider=provider)
     try:
         body = response.json()
     except ValueError:
@@ -384,7 +362,7 @@ def read_create_answer(response: httpx.Response, provider: str) -> SubmitResult:
 
 
 def _read_create_body(body: Mapping[str, Any], status: int, provider: str) -> SubmitResult:
-    code = _as_int(body.get("code"))
+    code = ph.as_int(body.get("code"))
     if code is None and status >= 400:
         code = status
     message = _text(body.get("msg"), body.get("message"))[:300]
@@ -455,6 +433,12 @@ class KieOptions(ProviderOptions):
     ``upscale_interval_s``: the spacing of 1080p / 4K checks (default 20 s and 30 s, KIE's
     advice)."""
 
+    #: KIE's own defaults: its host, its documented 10 status queries per second per key,
+    #: and one task polled at most every 30 s (the n8n template's advice). The service caps
+    #: the 30 s at a ``polling.interval_s`` the user set; a ``min_interval_s`` set here rules.
+    base_url: str | None = "https://api.kie.ai"
+    min_interval_s: float = Field(default=30.0, ge=0)
+    max_requests_per_s: float = Field(default=10.0, ge=0)
     #: The account's ``webhookHmacKey`` (kie.ai settings): checks ``X-Webhook-Signature`` of
     #: pushes to /callbacks/kie. Unset: a push is accepted unsigned (it stays a hint).
     webhook_hmac_key: SecretStr | None = None
@@ -503,15 +487,11 @@ class _KieAdapter:
 
     def __init__(self, options: Mapping[str, Any], context: PluginContext) -> None:
         self.base_url = str(options.get("base_url") or "https://api.kie.ai").rstrip("/")
-        key = options.get("api_key")
-        getter = getattr(key, "get_secret_value", None)
-        self._api_key = str(getter() if callable(getter) else key or "")
+        self._api_key = ph.secret_text(options.get("api_key"))
         self.timeout_s = float(options.get("timeout_s") or 20.0)
         interval = options.get("upscale_interval_s")
         self.upscale_interval_s = float(interval) if interval else None
-        hmac_key = options.get("webhook_hmac_key")
-        getter = getattr(hmac_key, "get_secret_value", None)
-        self._hmac_key = str(getter() if callable(getter) else hmac_key or "").strip()
+        self._hmac_key = ph.secret_text(options.get("webhook_hmac_key")).strip()
 
     # --- provider push (``callBackUrl`` -> POST /callbacks/kie) -----------------------------
 
@@ -536,48 +516,20 @@ class _KieAdapter:
         return None if self._api_key else "providers.kie.api_key (or KIE_API_KEY)"
 
     async def poll(self, task: ProviderTask, http: httpx.AsyncClient) -> PollResult:
-        if not self._api_key:
-            raise ProviderTaskFailed(
-                ErrorCode.AUTH_FAILED,
-                provider=self.name,
-                detail="no KIE API key configured (providers.kie.api_key)",
-            )
-        try:
-            response = await http.get(
-                f"{self.base_url}{self.path}",
-                params={"taskId": task.task_id},
-                headers={"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"},
-                timeout=self.timeout_s,
-            )
-        except httpx.TimeoutException:
-            raise ProviderUnavailable("status request timed out", provider=self.name) from None
-        except httpx.TransportError as exc:
-            raise ProviderUnavailable(
-                f"status request failed: {type(exc).__name__}", provider=self.name
-            ) from None
+        ph.require_key(self._api_key, provider=self.name, setting="providers.kie.api_key")
+        response = await ph.get(
+            http,
+            f"{self.base_url}{self.path}",
+            provider=self.name,
+            headers={"Authorization": f"Bearer {self._api_key}"},
+            timeout_s=self.timeout_s,
+            params={"taskId": task.task_id},
+        )
         return self._read(response)
 
     def _read(self, response: httpx.Response) -> PollResult:
         status = response.status_code
-        if status == 429:
-            raise ProviderUnavailable(
-                "HTTP 429",
-                provider=self.name,
-                rate_limited=True,
-                retry_after_s=retry_after_s(response),
-            )
-        if status in (401, 403):
-            raise ProviderTaskFailed(
-                ErrorCode.AUTH_FAILED, provider=self.name, detail=f"HTTP {status}"
-            )
-        if status == 402:
-            raise ProviderTaskFailed(
-                ErrorCode.INSUFFICIENT_CREDITS, provider=self.name, detail="HTTP 402"
-            )
-        if status >= 500 or status in (408, 425):
-            raise ProviderUnavailable(
-                f"HTTP {status}", provider=self.name, retry_after_s=retry_after_s(response)
-            )
+        ph.check_http_status(response, provider=self.name)
         try:
             body = response.json()
         except ValueError:
@@ -593,12 +545,7 @@ class _KieAdapter:
 
     async def submit(self, request: GenerationRequest, http: httpx.AsyncClient) -> SubmitResult:
         """Start one generation; see :class:`~webhook_poller.interfaces.Submits`."""
-        if not self._api_key:
-            raise ProviderTaskFailed(
-                ErrorCode.AUTH_FAILED,
-                provider=self.name,
-                detail="no KIE API key configured (providers.kie.api_key)",
-            )
+        ph.require_key(self._api_key, provider=self.name, setting="providers.kie.api_key")
         response = await post_create(
             http,
             f"{self.base_url}{self.create_path}",
@@ -629,12 +576,7 @@ class KieVeoAdapter(_KieAdapter):
         return {"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"}
 
     def _need_key(self) -> None:
-        if not self._api_key:
-            raise ProviderTaskFailed(
-                ErrorCode.AUTH_FAILED,
-                provider=self.name,
-                detail="no KIE API key configured (providers.kie.api_key)",
-            )
+        ph.require_key(self._api_key, provider=self.name, setting="providers.kie.api_key")
 
     async def follow_up(
         self,
@@ -729,7 +671,7 @@ class KieVeoAdapter(_KieAdapter):
             body = None
         if not isinstance(body, Mapping) or "code" not in body:
             return self._read(response)
-        code = _as_int(body.get("code"))
+        code = ph.as_int(body.get("code"))
         message = _text(body.get("msg"), body.get("message"))[:300]
         data = body.get("data")
         if code == 200:
@@ -823,7 +765,7 @@ def parse_kie_runway_payload(payload: object) -> PollResult:
             raise UnrecognizedResponse("the body is not JSON") from None
     result = parse_kie_payload(payload)
     data = payload.get("data") if isinstance(payload, Mapping) else None
-    expired = isinstance(data, Mapping) and _as_int(data.get("expireFlag")) == 1
+    expired = isinstance(data, Mapping) and ph.as_int(data.get("expireFlag")) == 1
     if result.status is PollStatus.SUCCEEDED and expired:
         return PollResult(
             PollStatus.FAILED,

@@ -32,7 +32,6 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import re
 import time
 from collections import OrderedDict
@@ -48,7 +47,8 @@ from webhook_poller.model import ErrorCode
 from webhook_poller.options import ProviderOptions
 
 from . import _direct_submit as ds
-from ._status_http import DirectAdapter, as_int, segment
+from . import _provider_http as ph
+from ._provider_http import DirectAdapter, as_int, segment
 from .kie import classify_failure, extract_urls
 
 if TYPE_CHECKING:
@@ -271,14 +271,8 @@ class KlingAdapter(DirectAdapter):
     def __init__(self, options: Mapping[str, Any], context: PluginContext) -> None:
         super().__init__(options, context)
         opts = self.options
-        access = getattr(opts, "access_key", None)
-        secret = getattr(opts, "secret_key", None)
-        self._access_key = (
-            access.get_secret_value() if access else os.environ.get("KLING_ACCESS_KEY", "")
-        )
-        self._secret_key = (
-            secret.get_secret_value() if secret else os.environ.get("KLING_SECRET_KEY", "")
-        )
+        self._access_key = ph.secret_or_env(getattr(opts, "access_key", None), "KLING_ACCESS_KEY")
+        self._secret_key = ph.secret_or_env(getattr(opts, "secret_key", None), "KLING_SECRET_KEY")
         kinds = [str(k).strip("/") for k in getattr(opts, "endpoints", []) if str(k).strip("/")]
         self.kinds = kinds or ["text2video", "image2video"]
         self._token: tuple[str, float] | None = None

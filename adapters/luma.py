@@ -30,7 +30,7 @@ from webhook_poller.model import ErrorCode
 from webhook_poller.options import ProviderOptions
 
 from . import _direct_submit as ds
-from ._status_http import DirectAdapter, segment
+from ._provider_http import DirectAdapter, segment
 from .kie import classify_failure, extract_urls
 
 if TYPE_CHECKING:

@@ -64,11 +64,6 @@ class ReplicateOptions(ProviderOptions):
     webhook_secret: SecretStr | None = None
 
 
-def _secret(value: Any) -> str:
-    getter = getattr(value, "get_secret_value", None)
-    return str(getter() if callable(getter) else value or "").strip()
-
-
 def _output_urls(output: Any) -> list[str]:
     """Every URL in ``output``; the video ones only when some are videos (no thumbnails)."""
     if isinstance(output, str) and output.strip().startswith(("{", "[")):
@@ -216,7 +211,7 @@ class ReplicateAdapter:
         self.base_url = ph.base_url_from(options, DEFAULT_BASE_URL)
         self._api_key = ph.api_key_from(options, ENV_KEY)
         self.timeout_s = float(options.get("timeout_s") or 20.0)
-        self._webhook_secret = _secret(options.get("webhook_secret"))
+        self._webhook_secret = ph.secret_text(options.get("webhook_secret")).strip()
 
     def parse_callback(self, headers: Mapping[str, str], body: bytes) -> CallbackHint | None:
         """A webhook posts the prediction object itself: its ``id`` is the task id."""

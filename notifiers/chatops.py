@@ -20,10 +20,11 @@ from pydantic import Field, SecretStr
 from webhook_poller.config import secret_text
 from webhook_poller.errors import ConfigError, NotifyRejected, NotifyTransient
 from webhook_poller.interfaces import Notification, PluginContext, Receipt
+from webhook_poller.net import retry_after_s
 from webhook_poller.options import NotifierOptions, PluginOptions
 
 from .templates import Templates, escape_discord, escape_slack, values_for
-from .webhook import OutboundClient, retry_after_s
+from .webhook import OutboundClient
 
 DEFAULT_EVENTS = ("video.failed", "video.timed_out")
 

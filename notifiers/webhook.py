@@ -14,16 +14,16 @@ import json
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 
 import httpx
 from pydantic import Field, SecretStr
 from standardwebhooks import Webhook
 
+from webhook_poller.config import secret_text
 from webhook_poller.errors import ConfigError, NotifyRejected, NotifyTransient, UnsafeURL
 from webhook_poller.interfaces import Notification, PluginContext, Receipt
-from webhook_poller.net import redact_url
+from webhook_poller.net import RefusedAddress, redact_url, retry_after_s
 from webhook_poller.options import NotifierOptions, PluginOptions
 
 DEFAULT_EVENTS = (
@@ -36,7 +36,8 @@ _FINISHED = re.compile(r"(has )?finished( already)?|already finished", re.I)
 
 
 class NotifyConflict(NotifyTransient):
-    """HTTP 409 that may clear soon (n8n: the execution has not parked on its Wait node yet)."""
+    """HTTP 409 that may clear soon (n8n: the execution has not parked on its Wait node yet):
+    retried within ``callbacks.conflict_window_s`` only."""
 
     conflict = True
 
@@ -44,8 +45,7 @@ class NotifyConflict(NotifyTransient):
 def _signer(secret: Any) -> Webhook | None:
     if secret is None:
         return None
-    getter = getattr(secret, "get_secret_value", None)
-    value = getter() if callable(getter) else str(secret)
+    value = secret_text(secret)
     if not value:
         return None
     if value.startswith("whsec_"):
@@ -55,21 +55,6 @@ def _signer(secret: Any) -> Webhook | None:
     except (binascii.Error, ValueError):
         raw = b""
     return Webhook(raw if len(raw) >= 16 else value.encode())
-
-
-def retry_after_s(response: httpx.Response) -> float | None:
-    """Retry-After as seconds, from either delta-seconds or an HTTP date."""
-    value = response.headers.get("retry-after")
-    if not value:
-        return None
-    value = value.strip()
-    if value.replace(".", "", 1).isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _snippet(response: httpx.Response) -> str:
@@ -164,7 +149,7 @@ class WebhookNotifier(OutboundClient):
             raise NotifyRejected(f"{where}: the URL cannot be sent ({reason})") from None
         except httpx.TransportError as exc:
             context = exc.__context__ or exc.__cause__
-            if context is not None and type(context).__name__ == "_Refused":
+            if isinstance(context, RefusedAddress):
                 raise NotifyRejected(f"callback URL refused: {context}") from None
             raise NotifyTransient(f"{where}: {type(exc).__name__}") from None
         return self._classify(response, where)

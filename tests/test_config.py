@@ -10,6 +10,7 @@ import yaml
 from webhook_poller.config import load_settings
 from webhook_poller.errors import ConfigError
 from webhook_poller.plugins import load
+from webhook_poller.services import build_services
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,8 +21,9 @@ def test_no_file_means_embedded_defaults():
     assert settings.store.url == "sqlite:///./data/webhook-poller.db"
     assert settings.storage.url == "file://./data/videos"
     assert settings.server.base_url() == "http://127.0.0.1:8080"
-    assert settings.providers["kie"]["min_interval_s"] == 30
-    assert settings.providers["kie"]["max_requests_per_s"] == 10
+    # KIE's cadence and budget are the KIE adapter's own defaults, applied by its gate.
+    gate = build_services(settings).gate_for("kie-veo")
+    assert gate.min_interval_s == 30 and gate.rate == 10
     assert settings.polling.interval_s == 60 and settings.polling.max_attempts == 15
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from tests.support.clock import FakeClock
 from tests.support.factories import make_job
+from webhook_poller import plugins
 from webhook_poller.config import PollingSettings
 from webhook_poller.interfaces import PollResult, PollStatus
 from webhook_poller.model import ErrorCode, Event, JobState
@@ -95,8 +96,10 @@ def test_gate_first_poll_delay_respects_keys_the_user_set(keys, options, expecte
     ],
 )
 def test_builtin_min_interval_never_overrides_a_user_interval(keys, options, expected):
-    """The built-in KIE spacing (30 s) yields to an interval_s the user chose."""
-    gate = ProviderGate("kie", options, polling(**keys))
+    """The built-in KIE spacing (30 s, the KIE adapter's own default) yields to an
+    interval_s the user chose."""
+    builtin = plugins.option_defaults(plugins.load("adapter", "kie-veo"))
+    gate = ProviderGate("kie", options, polling(**keys), builtin=builtin)
     assert gate.min_interval_s == expected
 
 

@@ -19,6 +19,7 @@ from starlette.routing import BaseRoute, Mount
 
 from . import guard
 from .config import Settings
+from .interfaces import HasRoutes
 from .logging import configured_secrets, register_secrets
 from .routes import PUBLIC, downloads, intake, jobs, live, ops
 from .routes.errors import EXCEPTION_HANDLERS
@@ -110,7 +111,6 @@ def _provider_routes(settings: Settings) -> list[Mount]:
     mounts = []
     for name in dict.fromkeys(settings.models.values()):
         cls, _ = adapter_class(settings, name)
-        routes = getattr(cls, "routes", None)
-        if callable(routes):
-            mounts.append(Mount(f"/providers/{name}", routes=routes()))
+        if isinstance(cls, HasRoutes):
+            mounts.append(Mount(f"/providers/{name}", routes=list(cls.routes())))
     return mounts

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from .errors import RequestRejected
+from .interfaces import ReceivesBotUpdates
 from .model import utcnow
 
 if TYPE_CHECKING:
@@ -65,12 +66,14 @@ def parse(data: Any) -> tuple[str, str, str] | None:
     return parts[0], parts[1], parts[2]
 
 
-def webhook_notifier(services: Services, token: str) -> Any | None:
+def webhook_notifier(services: Services, token: str) -> ReceivesBotUpdates | None:
     """The telegram notifier whose ``webhook_secret`` is ``token`` (compared in constant
     time), else None."""
     found = None
     for notifier in services.notifiers:
-        secret = getattr(notifier, "webhook_secret", None)
+        if not isinstance(notifier, ReceivesBotUpdates):
+            continue
+        secret = notifier.webhook_secret
         if secret and hmac.compare_digest(secret.encode(), token.encode()):
             found = notifier
     return found

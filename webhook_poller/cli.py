@@ -22,8 +22,9 @@ from . import __version__
 from .app import create_app
 from .config import Settings, check_listen_safety, load_settings
 from .errors import ConfigError
+from .interfaces import ReceivesBotUpdates
 from .logging import configure
-from .services import Services, build_services
+from .services import Services, build_services, close_plugins
 from .workers import default_workers, serve_workers
 
 EXIT_CONFIG = 2
@@ -132,10 +133,7 @@ def _prepare(args: argparse.Namespace) -> tuple[Settings, Services]:
 
 async def _discard(services: Services) -> None:
     """Close what construction made (HTTP clients); nothing was opened."""
-    for item in (*services.notifiers, *services.adapters.values()):
-        closer = getattr(item, "aclose", None)
-        if closer is not None:
-            await closer()
+    await close_plugins(services)
     await services.http.aclose()
     await services.provider_http.aclose()
 
@@ -172,8 +170,8 @@ async def _set_webhook(services: Services, url: str, name: str | None) -> list[s
         targets = [
             n
             for n in services.notifiers
-            if callable(getattr(n, "set_webhook", None))
-            and getattr(n, "webhook_secret", None)
+            if isinstance(n, ReceivesBotUpdates)
+            and n.webhook_secret
             and (name is None or n.name == name)
         ]
         if not targets:
@@ -184,7 +182,7 @@ async def _set_webhook(services: Services, url: str, name: str | None) -> list[s
             )
         done = []
         for notifier in targets:
-            await notifier.set_webhook(url)  # type: ignore[attr-defined]
+            await notifier.set_webhook(url)
             done.append(notifier.name)
         return done
     finally:

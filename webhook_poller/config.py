@@ -50,15 +50,10 @@ DEFAULT_MODELS: dict[str, str] = {
     "video-01*": "minimax",
 }
 
-#: Per-provider defaults: KIE documents 10 status queries per second per key, and the n8n
-#: template warns against polling one task more often than every 30 s.
+#: Per-provider defaults merged under ``providers.<section>``. KIE's cadence and budgets are
+#: not here: they are the defaults of its own ``KieOptions`` (adapters/kie.py), which the
+#: service reads through the adapter (``plugins.option_defaults``).
 DEFAULT_PROVIDERS: dict[str, dict[str, Any]] = {
-    "kie": {
-        "base_url": "https://api.kie.ai",
-        "min_interval_s": 30.0,
-        "max_requests_per_s": 10.0,
-        "timeout_s": 20.0,
-    },
     # Direct providers: the same values as each adapter's Options defaults.
     "runway": {
         "base_url": "https://api.dev.runwayml.com",
@@ -359,8 +354,9 @@ def _deep_set(tree: dict[str, Any], path: list[str], value: Any) -> None:
 
 def secret_text(value: Any) -> str:
     """The plain text of a ``SecretStr`` or a string from a plug-in's options ("" for none)."""
-    getter = getattr(value, "get_secret_value", None)
-    return str(getter() if callable(getter) else (value or ""))
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    return str(value or "")
 
 
 _VERBATIM_SUFFIXES = ("token", "secret", "key", "key_id", "password", "url")
@@ -446,7 +442,7 @@ def check_typed_providers(settings: Settings) -> None:
         if not isinstance(kind, str) or not kind:
             raise ConfigError(f"providers.{name}.type must be an adapter name such as declarative")
         try:
-            model = getattr(plugins.load("adapter", kind), "Options", None)
+            model = plugins.options_model(plugins.load("adapter", kind))
         except ConfigError as exc:
             raise ConfigError(f"providers.{name}.type: {exc}") from None
         if model is None:

@@ -266,7 +266,7 @@ class Dispatcher:
         created = delivery.created_at or now
         age = (now - created).total_seconds()
         window = cfg.max_age_s
-        if exc is not None and getattr(exc, "conflict", False):
+        if exc is not None and exc.conflict:
             window = min(window, cfg.conflict_window_s)
         delay = retry_delay_s(attempt_no, cfg.schedule_s, self.rng)
         if exc is not None and exc.retry_after_s is not None:

@@ -205,7 +205,10 @@ class NotifyError(WebhookPollerError):
 
 
 class NotifyTransient(NotifyError):
-    """Try again later; ``retry_after_s`` when the target asked for a pause."""
+    """Try again later; ``retry_after_s`` when the target asked for a pause. ``conflict``
+    marks a 409 that may clear soon, retried only within ``callbacks.conflict_window_s``."""
+
+    conflict: bool = False
 
     def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
         super().__init__(message)

@@ -22,6 +22,7 @@ import structlog
 
 from .errors import Conflict, NotFound, RequestRejected
 from .generate import MAX_PROMPT_CHARS, new_job
+from .interfaces import FollowsUp
 from .model import Delivery, Event, Job, JobState, utcnow, webhook_id_for
 from .views import event_payload, video_refs
 
@@ -40,9 +41,12 @@ async def _parent(services: Services, job_id: str, kind: str) -> tuple[Job, Any]
     if job is None:
         raise NotFound("no such job")
     adapter = services.adapters.get(job.provider)
-    offered: frozenset[str] = getattr(adapter, "follow_ups", frozenset())
-    if kind not in offered or not callable(getattr(adapter, "follow_up", None)):
-        offering = [n for n, a in services.adapters.items() if kind in getattr(a, "follow_ups", ())]
+    if adapter is None or not isinstance(adapter, FollowsUp) or kind not in adapter.follow_ups:
+        offering = [
+            n
+            for n, a in services.adapters.items()
+            if isinstance(a, FollowsUp) and kind in a.follow_ups
+        ]
         raise RequestRejected(
             f"{kind} is not offered for provider {job.provider!r}; providers that offer it: "
             f"{', '.join(sorted(offering)) or 'none'}",

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 
 from . import inputs, shapes
 from .errors import Conflict, NotFound, RequestRejected
-from .interfaces import ModelCapabilities, Submits
+from .interfaces import HasGenerateOptions, ModelCapabilities, Submits
 from .model import TERMINAL_STATES, Job, JobState, utcnow
 
 if TYPE_CHECKING:
@@ -52,8 +52,10 @@ def _allowed(field: str, value: Any, allowed: Sequence[Any], what: str) -> Reque
 def submitting_adapter(services: Services, name: str, model: str) -> tuple[Any, ModelCapabilities]:
     """The adapter that can submit ``model`` and the model's capabilities, or a 422."""
     adapter = services.adapters.get(name)
-    table: Mapping[str, ModelCapabilities] = getattr(adapter, "capabilities", None) or {}
-    if adapter is None or not isinstance(adapter, Submits) or not table:
+    table: Mapping[str, ModelCapabilities] = {}
+    if adapter is not None and isinstance(adapter, Submits):
+        table = adapter.capabilities
+    if not table:
         models = generatable_models(services)
         raise RequestRejected(
             f"model {model[:80]!r} ({name}) cannot be generated here; models that can: "
@@ -71,7 +73,7 @@ def generatable_models(services: Services) -> list[str]:
     models: set[str] = set()
     for adapter in services.adapters.values():
         if isinstance(adapter, Submits):
-            models.update(getattr(adapter, "capabilities", None) or {})
+            models.update(adapter.capabilities)
     return sorted(models)
 
 
@@ -152,7 +154,7 @@ def check_options(adapter: Any, value: Any) -> dict[str, Any]:
         value = inputs.load_json(value, "options", field="options")
     if not isinstance(value, dict):
         raise RequestRejected("options must be a JSON object", field="options")
-    model: type[BaseModel] | None = getattr(adapter, "GenerateOptions", None)
+    model = adapter.GenerateOptions if isinstance(adapter, HasGenerateOptions) else None
     known = sorted(model.model_fields) if model is not None else []
     if model is None or model is BaseModel:
         if value:

@@ -14,6 +14,11 @@ webhook_poller.blobs       BlobStorage         file (s3 later)
 
 Every plug-in class is constructed as ``cls(options, context)``: ``options`` is its own
 block of the config file as a mapping, ``context`` a :class:`PluginContext`.
+
+What a plug-in may do beyond its family's Protocol is a small ``runtime_checkable``
+capability Protocol (``Submits``, ``Downloads``, ``HasRoutes``, ``Closeable`` ...): the
+plug-in implements it or not, and the core asks ``isinstance``, never ``getattr``. The
+table in docs/design.md lists each capability and who calls it.
 """
 
 from __future__ import annotations
@@ -22,13 +27,47 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import (  # _ProtocolMeta: the metaclass a cached capability check extends
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    Protocol,
+    _ProtocolMeta,
+    runtime_checkable,
+)
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import httpx
+    from pydantic import BaseModel
+    from starlette.routing import BaseRoute
 
     from .config import Settings
     from .model import Delivery, ErrorCode, Event, Job, VideoMetadata
+
+
+class _CapabilityMeta(_ProtocolMeta):
+    """``isinstance`` against a capability, answered once per plug-in class.
+
+    On Python 3.11 a ``runtime_checkable`` check walks the Protocol's members on every call
+    (10-30 us), and the core asks on every intake and every poll. What a plug-in class can do
+    does not change, so the answer is kept per class (or per class object, for class-level
+    capabilities). Only for capabilities whose members are methods or ClassVars: one with
+    instance attributes (:class:`ReceivesBotUpdates`) is checked afresh each time.
+    """
+
+    def __instancecheck__(cls, instance: Any) -> bool:
+        key = instance if isinstance(instance, type) else type(instance)
+        # "_abc_" names are not protocol members, so the cache is not asked of plug-ins.
+        cache: dict[type, bool] | None = cls.__dict__.get("_abc_capability_cache")
+        if cache is None:
+            cache = {}
+            type.__setattr__(cls, "_abc_capability_cache", cache)
+        found = cache.get(key)
+        if found is None:
+            found = cache[key] = super().__instancecheck__(instance)
+        return found
 
 
 # --- provider adapters -------------------------------------------------------------------
@@ -74,26 +113,13 @@ class ProviderAdapter(Protocol):
     ``ProviderTaskFailed`` when the answer is final but not about the task (bad API key,
     no credits). It never lets a parsing error escape.
 
-    Optional hooks the core looks for with ``getattr``:
-
-    - ``async download(url, http) -> AsyncIterator[bytes] | None``: fetch a result that is
-      not a plain public URL (OpenAI ``/content``, a demo file). ``None`` means "use the
-      guarded HTTP fetcher".
-    - ``async submit(request, http) -> SubmitResult``: start a generation (see
-      :class:`Submits`, which also names the class attributes a submitting adapter declares).
-    - ``parse_callback`` / ``verify_callback``: receive a provider push (see
-      :class:`ReceivesCallbacks`).
-    - ``async follow_up(request, model, callback_url, http) -> SubmitResult`` with the class
-      attribute ``follow_ups`` (``{"extend", "upscale"}``): start a follow-up of a finished
-      task (``POST /jobs/{id}/extend`` / ``upscale``, see :mod:`.followups`).
-    - ``poll_interval_s(task_id) -> float | None``: a task polled at a cadence of its own
-      (KIE upscales); ``None`` keeps the usual interval.
-    - ``missing_credentials() -> str | None``: the setting still to fill in (for example
-      ``"providers.kie.api_key (or KIE_API_KEY)"``) when the adapter cannot poll without it;
-      the service warns at start-up and refuses such jobs at intake with a 422.
-
-    Class attributes the core reads: ``config_section`` (the ``providers.<family>`` block,
-    default the adapter name), ``Options`` (see :mod:`.options`) and
+    Optional capabilities are the small Protocols below (:class:`Downloads`,
+    :class:`Submits`, :class:`FindsTasks`, :class:`FollowsUp`, :class:`ReceivesCallbacks`,
+    :class:`HasOwnCadence`, :class:`ChecksCredentials`, :class:`HasRoutes`,
+    :class:`Closeable`): an adapter implements one or not, and the core asks ``isinstance``.
+    Class attributes: ``config_section`` (:class:`HasConfigSection`; default the adapter
+    name), ``Options`` (:class:`HasOptions`, see :mod:`.options`: the adapter's own keys
+    and defaults, such as KIE's 30 s spacing and 10 requests per second) and
     ``result_link_ttl_s`` (how long the provider's result links live). A download answered
     403, 404 or 410 makes the core call ``poll`` once more for fresh links. The API key goes
     only to the provider's own host: ``download`` may add it for URLs on that host only.
@@ -121,7 +147,7 @@ class CallbackHint:
 
 
 @runtime_checkable
-class ReceivesCallbacks(Protocol):
+class ReceivesCallbacks(Protocol, metaclass=_CapabilityMeta):
     """An adapter whose provider can push to ``POST /callbacks/{provider}``.
 
     ``parse_callback`` reads the raw push (headers lower-cased) and returns the provider task
@@ -192,7 +218,7 @@ class SubmitResult:
 
 
 @runtime_checkable
-class Submits(Protocol):
+class Submits(Protocol, metaclass=_CapabilityMeta):
     """An adapter that can start generations as well as poll them (``POST /generate``).
 
     ``submit`` returns the new task's id. It raises ``ProviderUnavailable`` only when the
@@ -207,11 +233,117 @@ class Submits(Protocol):
     ClassVar[type[pydantic.BaseModel]]`` (the ``options`` it passes through) and
     ``submit_budget: ClassVar[tuple[int, float]]`` (new generations per seconds per account).
 
-    Optional: ``async find_task(request, http) -> str | None`` looks a task up at the
-    provider after a crash between the create call and its record.
+    Optional: :class:`FindsTasks` looks a task up at the provider after a crash between
+    the create call and its record; :class:`HasGenerateOptions` and
+    :class:`HasSubmitBudget` declare the other two class attributes.
     """
 
+    capabilities: ClassVar[Mapping[str, ModelCapabilities]]
+
     async def submit(self, request: GenerationRequest, http: httpx.AsyncClient) -> SubmitResult: ...
+
+
+@runtime_checkable
+class HasGenerateOptions(Protocol, metaclass=_CapabilityMeta):
+    """A submitting adapter that passes provider-specific ``options`` through; without it
+    (or with plain ``BaseModel``) a request naming any option is refused."""
+
+    GenerateOptions: ClassVar[type[BaseModel]]
+
+
+@runtime_checkable
+class HasSubmitBudget(Protocol, metaclass=_CapabilityMeta):
+    """A submitting adapter that knows its account's create-call budget: ``(count,
+    seconds)``, new generations per seconds (KIE: 20 per 10 s). Without it the core uses a
+    cautious default."""
+
+    submit_budget: ClassVar[tuple[int, float]]
+
+
+@runtime_checkable
+class FindsTasks(Protocol, metaclass=_CapabilityMeta):
+    """An adapter that can look up the task a lost create call may have started, so the
+    core never submits blindly twice; ``None`` when the provider has no such task."""
+
+    async def find_task(
+        self, request: GenerationRequest, http: httpx.AsyncClient
+    ) -> str | None: ...
+
+
+@runtime_checkable
+class FollowsUp(Protocol, metaclass=_CapabilityMeta):
+    """An adapter that can start a follow-up of a finished task (``POST /jobs/{id}/extend``
+    / ``upscale``, see :mod:`.followups`); ``follow_ups`` names the kinds it offers."""
+
+    follow_ups: ClassVar[frozenset[str]]
+
+    async def follow_up(
+        self,
+        request: Mapping[str, Any],
+        model: str,
+        callback_url: str | None,
+        http: httpx.AsyncClient,
+    ) -> SubmitResult: ...
+
+
+@runtime_checkable
+class Downloads(Protocol, metaclass=_CapabilityMeta):
+    """An adapter that fetches a result that is not a plain public URL (Gemini's file API,
+    the demo file). ``None`` means "use the core's guarded HTTP fetcher"."""
+
+    async def download(self, url: str, http: httpx.AsyncClient) -> AsyncIterator[bytes] | None: ...
+
+
+@runtime_checkable
+class HasOwnCadence(Protocol, metaclass=_CapabilityMeta):
+    """An adapter some of whose tasks are polled at a cadence of their own (KIE upscales);
+    ``poll_interval_s`` returns ``None`` to keep the usual interval."""
+
+    def poll_interval_s(self, task_id: str) -> float | None: ...
+
+
+@runtime_checkable
+class ChecksCredentials(Protocol, metaclass=_CapabilityMeta):
+    """An adapter that can tell, before polling, that a setting is still to fill in (for
+    example ``"providers.kie.api_key (or KIE_API_KEY)"``); ``None`` when nothing is missing.
+    The service warns at start-up and refuses such jobs at intake with a 422."""
+
+    def missing_credentials(self) -> str | None: ...
+
+
+# --- what any plug-in class may declare ----------------------------------------------------
+
+
+@runtime_checkable
+class HasOptions(Protocol, metaclass=_CapabilityMeta):
+    """A plug-in class with its own typed options model (unknown keys refused, its own
+    defaults): the core checks the plug-in's config block against it at load time."""
+
+    Options: ClassVar[type[BaseModel]]
+
+
+@runtime_checkable
+class HasConfigSection(Protocol, metaclass=_CapabilityMeta):
+    """An adapter class that reads a shared ``providers.<section>`` block (the KIE family
+    shares ``kie``, and so one request budget); without it the section is the adapter name."""
+
+    config_section: ClassVar[str]
+
+
+@runtime_checkable
+class HasRoutes(Protocol, metaclass=_CapabilityMeta):
+    """An adapter class that serves routes of its own, mounted under
+    ``/providers/{name}`` (the demo video)."""
+
+    @staticmethod
+    def routes() -> Sequence[BaseRoute]: ...
+
+
+@runtime_checkable
+class Closeable(Protocol, metaclass=_CapabilityMeta):
+    """A plug-in holding a client of its own, closed when the service stops."""
+
+    async def aclose(self) -> None: ...
 
 
 # --- notifiers ---------------------------------------------------------------------------
@@ -266,6 +398,28 @@ class Notifier(Protocol):
     events: frozenset[str]
 
     async def send(self, notification: Notification) -> Receipt: ...
+
+
+@runtime_checkable
+class BuildsCallbackTargets(Protocol, metaclass=_CapabilityMeta):
+    """A notifier class that can target a request's own ``callbackUrl`` (the ``webhook``
+    notifier): ``for_callback`` builds that one-off target, signed with
+    ``callbacks.secret``."""
+
+    @classmethod
+    def for_callback(cls, url: str, context: PluginContext) -> Notifier: ...
+
+
+@runtime_checkable
+class ReceivesBotUpdates(Protocol):
+    """A chat notifier whose app pushes button presses to ``POST /telegram/webhook``:
+    ``webhook_secret`` is the token the push carries (``None``: not set up);
+    ``set_webhook`` registers our URL with the chat app (``webhook-poller set-webhook``)."""
+
+    name: str
+    webhook_secret: str | None
+
+    async def set_webhook(self, url: str) -> bool: ...
 
 
 # --- job store ---------------------------------------------------------------------------
@@ -413,6 +567,21 @@ class BlobStorage(Protocol):
     async def keys_older_than(self, cutoff: datetime) -> list[str]: ...
 
 
+@runtime_checkable
+class HasLocalPath(Protocol, metaclass=_CapabilityMeta):
+    """A blob storage on this machine's disk: videos are served straight from the file."""
+
+    def local_path(self, key: str) -> Path: ...
+
+
+@runtime_checkable
+class RemovesStaleParts(Protocol, metaclass=_CapabilityMeta):
+    """A blob storage that can leave half-written parts behind after a kill (local disk):
+    the retention sweep removes them and counts them."""
+
+    async def remove_stale_parts(self) -> int: ...
+
+
 @dataclass(slots=True)
 class PluginContext:
     """What every plug-in constructor receives besides its own options.
@@ -430,8 +599,21 @@ class PluginContext:
 
 __all__ = [
     "BlobStorage",
+    "BuildsCallbackTargets",
     "CallbackHint",
+    "ChecksCredentials",
+    "Closeable",
+    "Downloads",
+    "FindsTasks",
+    "FollowsUp",
     "GenerationRequest",
+    "HasConfigSection",
+    "HasGenerateOptions",
+    "HasLocalPath",
+    "HasOptions",
+    "HasOwnCadence",
+    "HasRoutes",
+    "HasSubmitBudget",
     "JobStore",
     "ModelCapabilities",
     "Notification",
@@ -442,7 +624,9 @@ __all__ = [
     "ProviderAdapter",
     "ProviderTask",
     "Receipt",
+    "ReceivesBotUpdates",
     "ReceivesCallbacks",
+    "RemovesStaleParts",
     "StoredBlob",
     "SubmitResult",
     "Submits",

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from .errors import Conflict, LeaseLost, NotFound, StoreUnavailable
+from .interfaces import RemovesStaleParts
 from .model import ACTIVE_STATES, Event, Job, JobState, can_transition, transition
 
 if TYPE_CHECKING:
@@ -179,9 +180,8 @@ async def sweep_retention(
     for key in await services.blobs.keys_older_than(cutoff):
         await services.blobs.delete(key)
         removed += 1
-    remove_parts = getattr(services.blobs, "remove_stale_parts", None)
-    if remove_parts is not None:  # half-written files a kill left behind (local disk)
-        removed += await remove_parts()
+    if isinstance(services.blobs, RemovesStaleParts):  # half-written files a kill left behind
+        removed += await services.blobs.remove_stale_parts()
     if removed:
         log.info("retention_swept", removed=removed, retention_days=days)
     return removed

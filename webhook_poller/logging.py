@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any, TextIO
 
 import structlog
+from pydantic import SecretStr
 from structlog.typing import Processor
 
 _SECRET_KEY = re.compile(
@@ -49,9 +50,8 @@ def register_secrets(values: Iterable[str]) -> None:
 def configured_secrets(tree: Any, key: str = "") -> list[str]:
     """Every secret in a settings tree: SecretStr values and values under secret-like keys
     (``api_key``, ``bot_token``, ``secret_access_key``, a Slack or Discord ``webhook_url``)."""
-    getter = getattr(tree, "get_secret_value", None)
-    if callable(getter):
-        return [str(getter())]
+    if isinstance(tree, SecretStr):
+        return [tree.get_secret_value()]
     if isinstance(tree, Mapping):
         return [v for k, item in tree.items() for v in configured_secrets(item, str(k))]
     if isinstance(tree, list | tuple):

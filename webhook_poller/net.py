@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import math
 import re
 import socket
 import unicodedata
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import SplitResult, urljoin, urlsplit
 
@@ -33,6 +36,28 @@ import httpcore
 import httpx
 
 from .errors import DownloadError, UnsafeURL
+
+
+def retry_after_s(response: httpx.Response, now: datetime | None = None) -> float | None:
+    """Retry-After as seconds (never negative), from delta-seconds or an HTTP date; None
+    when absent or unreadable. The one parser every adapter and notifier uses."""
+    value = response.headers.get("retry-after", "").strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -225,8 +250,10 @@ def _allow_hint(host: str, port: int) -> str:
     return f"to call it anyway, add {shown}:{port} to {ALLOW_KEY}"
 
 
-class _Refused(httpcore.ConnectError):
-    """Raised inside the transport; :func:`open_stream` turns it into UnsafeURL."""
+class RefusedAddress(httpcore.ConnectError):
+    """Raised inside the transport when the guard refuses a host; :func:`open_stream` turns
+    it into UnsafeURL, and a notifier posting through the guarded client tells it from a
+    plain connection failure by this class."""
 
 
 class GuardedBackend(httpcore.AsyncNetworkBackend):
@@ -269,7 +296,9 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         for ip in addresses:
             reason = is_forbidden_address(ip)
             if reason and not self.allowed.permits(host, port, ip):
-                raise _Refused(f"{host} resolves to a {reason} address; {_allow_hint(host, port)}")
+                raise RefusedAddress(
+                    f"{host} resolves to a {reason} address; {_allow_hint(host, port)}"
+                )
         if not addresses:
             raise httpcore.ConnectError(f"cannot resolve {host}")
         return str(addresses[0])
@@ -280,7 +309,7 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         timeout: float | None = None,  # noqa: ASYNC109 - httpcore signature
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        raise _Refused("unix sockets are not reachable from here")
+        raise RefusedAddress("unix sockets are not reachable from here")
 
     async def sleep(self, seconds: float) -> None:
         await self._inner.sleep(seconds)
@@ -399,11 +428,11 @@ async def open_stream(
                 request = client.build_request("GET", current, headers=dict(headers or {}))
                 try:
                     response = await client.send(request, stream=True)
-                except _Refused as exc:
+                except RefusedAddress as exc:
                     raise UnsafeURL(str(exc)) from None
                 except httpx.TransportError as exc:
                     cause = exc.__context__ or exc.__cause__
-                    if isinstance(cause, _Refused):
+                    if isinstance(cause, RefusedAddress):
                         raise UnsafeURL(str(cause)) from None
                     raise DownloadError(
                         f"could not fetch {redact_url(current)}: {type(exc).__name__}",

@@ -22,7 +22,7 @@ import structlog
 
 from . import media, net, submission
 from .errors import BlobError, DownloadError, UnsafeURL, WebhookPollerError
-from .interfaces import PollStatus
+from .interfaces import Downloads, PollStatus
 from .model import ErrorCode, Job, JobState, StoredVideo, VideoMetadata, transition
 from .policy import Outcome, PollPolicy, backoff_s
 
@@ -95,8 +95,11 @@ async def _store_one(
     settings = services.settings
     key = video_key(job, index)
     limit = settings.storage.max_video_bytes
-    hook = getattr(adapter, "download", None)
-    custom = await hook(url, services.provider_http) if hook is not None else None
+    custom = (
+        await adapter.download(url, services.provider_http)
+        if adapter is not None and isinstance(adapter, Downloads)
+        else None
+    )
     if custom is not None:
         content_type, chunks = await _sniffed(custom, None, limit)
         return await services.blobs.put_stream(

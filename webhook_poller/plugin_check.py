@@ -58,8 +58,8 @@ def check_plugins(settings: Settings) -> None:
                 f"known sections: {known}"
             )
         for cls in classes:
-            model = getattr(cls, "Options", None)
-            if isinstance(model, type) and issubclass(model, BaseModel):
+            model = plugins.options_model(cls)
+            if model is not None:
                 validate_options(model, block, f"providers.{section}")
     for i, item in enumerate(settings.notifiers):
         kind = str(item["type"])
@@ -67,9 +67,7 @@ def check_plugins(settings: Settings) -> None:
             cls = plugins.load("notifier", kind)
         except ConfigError as exc:
             raise ConfigError(f"notifiers[{i}].type: {exc}") from None
-        model = getattr(cls, "Options", None)
-        if not (isinstance(model, type) and issubclass(model, BaseModel)):
-            model = _AnyNotifierOptions
+        model = plugins.options_model(cls) or _AnyNotifierOptions
         label = item.get("name") or kind
         validate_options(model, item, f"notifiers[{i}] ({label})")
 
@@ -102,7 +100,7 @@ def _adapter_sections(models: Mapping[str, str], declared: set[str]) -> dict[str
             raise ConfigError(f"models.{pattern}: {exc}") from None
         if name not in seen:
             seen.add(name)
-            sections.setdefault(getattr(cls, "config_section", name), []).append(cls)
+            sections.setdefault(plugins.config_section(cls, name), []).append(cls)
     for name in plugins.available("adapter"):
         if name in seen:
             continue
@@ -110,7 +108,7 @@ def _adapter_sections(models: Mapping[str, str], declared: set[str]) -> dict[str
             cls = plugins.load("adapter", name)
         except ConfigError:
             continue  # not routed and broken: serve would never load it either
-        sections.setdefault(getattr(cls, "config_section", name), []).append(cls)
+        sections.setdefault(plugins.config_section(cls, name), []).append(cls)
     return sections
 
 

@@ -10,7 +10,10 @@ import functools
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
+from pydantic import BaseModel
+
 from .errors import ConfigError
+from .interfaces import HasConfigSection, HasOptions
 
 GROUPS = {
     "adapter": "webhook_poller.adapters",
@@ -49,3 +52,30 @@ def scheme_of(url: str) -> str:
     """``sqlite:///x.db`` -> ``sqlite``; ``rediss://`` -> ``redis``; ``s3://`` -> ``s3``."""
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
     return {"rediss": "redis", "unix": "redis"}.get(scheme, scheme)
+
+
+def options_model(cls: object) -> type[BaseModel] | None:
+    """The plug-in class's own typed options model (:class:`HasOptions`), else None."""
+    if isinstance(cls, HasOptions) and isinstance(cls.Options, type):
+        if issubclass(cls.Options, BaseModel):
+            return cls.Options
+    return None
+
+
+def config_section(cls: object, default: str) -> str:
+    """The ``providers.<section>`` an adapter class reads (:class:`HasConfigSection`)."""
+    if isinstance(cls, HasConfigSection) and cls.config_section:
+        return cls.config_section
+    return default
+
+
+def option_defaults(cls: object) -> dict[str, Any]:
+    """The defaults the plug-in's options model documents (keys without one left out)."""
+    model = options_model(cls)
+    if model is None:
+        return {}
+    return {
+        name: info.get_default(call_default_factory=True)
+        for name, info in model.model_fields.items()
+        if not info.is_required()
+    }

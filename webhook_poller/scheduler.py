@@ -30,7 +30,7 @@ from . import analytics, lifecycle, pipeline, submission
 from .clock import Clock
 from .delivery import Dispatcher
 from .errors import LeaseLost, ProviderTaskFailed, ProviderUnavailable, UnrecognizedResponse
-from .interfaces import PollStatus
+from .interfaces import HasOwnCadence, PollStatus
 from .model import (
     POLLING_STATES,
     Delivery,
@@ -474,10 +474,9 @@ def _own_cadence(adapter: Any, outcome: Outcome, now: datetime) -> Outcome:
     """A task with a cadence of its own (a KIE upscale: ``poll_interval_s``) is checked at
     that spacing while it is pending, whatever the usual interval."""
     job = outcome.job
-    interval = getattr(adapter, "poll_interval_s", None)
-    if not callable(interval) or job.state not in POLLING_STATES:
+    if not isinstance(adapter, HasOwnCadence) or job.state not in POLLING_STATES:
         return outcome
-    seconds = interval(job.task_id)
+    seconds = adapter.poll_interval_s(job.task_id)
     if seconds is None:
         return outcome
     return Outcome(

@@ -18,12 +18,22 @@ from typing import Any, Protocol, runtime_checkable
 import httpx
 import structlog
 from aiolimiter import AsyncLimiter
+from pydantic import SecretStr
 
 from . import net, plugins
 from .clock import Clock, SystemClock
 from .config import DEFAULT_PROVIDERS, PollingSettings, Settings
 from .errors import ConfigError, StoreUnavailable
-from .interfaces import BlobStorage, JobStore, Notifier, PluginContext, ProviderAdapter
+from .interfaces import (
+    BlobStorage,
+    BuildsCallbackTargets,
+    ChecksCredentials,
+    Closeable,
+    JobStore,
+    Notifier,
+    PluginContext,
+    ProviderAdapter,
+)
 from .links import LinkSigner
 from .live import ChangeFeed
 from .metrics import Metrics
@@ -70,6 +80,10 @@ class ProviderGate:
     set by any of them on a 429 lasts. One waiter per process asks Redis at a time, the others
     queue behind it. Without a shared budget (SQLite), or while Redis is unreachable, both are
     this process's own.
+
+    ``builtin`` holds the plug-in's own defaults for the section (its ``Options`` model:
+    KIE's 30 s spacing and 10 requests per second); ``options`` the keys set in the config.
+    A built-in value never overrides a polling key the user set.
     """
 
     #: Polling keys a provider section may override (a fast model can be polled sooner).
@@ -84,15 +98,17 @@ class ProviderGate:
         options: Mapping[str, Any],
         polling: PollingSettings,
         shared: SharedBudget | None = None,
+        builtin: Mapping[str, Any] | None = None,
     ) -> None:
         self.section = section
+        builtin = dict(builtin or {})
+        options = {**builtin, **options}
         overrides = {k: float(options[k]) for k in self.OVERRIDABLE if options.get(k) is not None}
         self.polling = polling.model_copy(update=overrides) if overrides else polling
         # A first delay the user set rules; a built-in one is only a cap (one interval).
-        builtin = DEFAULT_PROVIDERS.get(section, {}).get("first_poll_delay_s")
         explicit = "first_poll_delay_s" in polling.model_fields_set or options.get(
             "first_poll_delay_s"
-        ) not in (None, builtin)
+        ) not in (None, builtin.get("first_poll_delay_s"))
         self.first_poll_delay_s = first_poll_delay_s(self.polling, explicit=explicit)
         self.rate = float(options.get("max_requests_per_s") or 0)
         # max_rate=rate per 1 s with a small bucket spreads requests instead of bursting.
@@ -100,7 +116,7 @@ class ProviderGate:
         # A built-in spacing (KIE's 30 s) never overrides an interval the user chose: it is
         # capped at that interval. A min_interval_s the user set rules.
         min_interval = float(options.get("min_interval_s") or 0.0)
-        builtin_min = DEFAULT_PROVIDERS.get(section, {}).get("min_interval_s")
+        builtin_min = builtin.get("min_interval_s")
         user_interval = "interval_s" in polling.model_fields_set or "interval_s" in overrides
         if user_interval and options.get("min_interval_s") == builtin_min:
             min_interval = min(min_interval, self.polling.interval_s)
@@ -189,6 +205,8 @@ class Services:
     changes: ChangeFeed = field(default_factory=ChangeFeed)
     #: Create-call budgets per provider section (submission.SubmitGate), made on first use.
     submit_gates: dict[str, Any] = field(default_factory=dict)
+    #: The notifier class that targets a request's ``callbackUrl`` (checked at build time).
+    callback_targets: BuildsCallbackTargets | None = None
     #: The time the scheduler and the delivery outbox read (a fake one in unit tests).
     clock: Clock = field(default_factory=SystemClock)
 
@@ -197,14 +215,15 @@ class Services:
 
     def missing_credentials(self, adapter_name: str) -> str | None:
         """What the adapter still needs configured before it can poll (its own hook)."""
-        hook = getattr(self.adapters.get(adapter_name), "missing_credentials", None)
-        missing = hook() if callable(hook) else None
+        adapter = self.adapters.get(adapter_name)
+        missing = adapter.missing_credentials() if isinstance(adapter, ChecksCredentials) else None
         return str(missing) if missing else None
 
     def callback_notifier(self, url: str) -> Notifier:
-        cls = plugins.load("notifier", "webhook")
-        notifier: Notifier = cls.for_callback(url, self.context)
-        return notifier
+        """The one-off target of a request's ``callbackUrl``."""
+        if self.callback_targets is None:
+            self.callback_targets = callback_targets()
+        return self.callback_targets.for_callback(url, self.context)
 
     async def open(self) -> None:
         await self.store.open()
@@ -219,19 +238,31 @@ class Services:
         await self.sessions.open()
 
     async def close(self) -> None:
-        for notifier in self.notifiers:
-            closer = getattr(notifier, "aclose", None)
-            if closer is not None:
-                await closer()
-        for adapter in self.adapters.values():
-            closer = getattr(adapter, "aclose", None)
-            if closer is not None:
-                await closer()
+        await close_plugins(self)
         await self.sessions.close()
         await self.http.aclose()
         await self.provider_http.aclose()
         await self.blobs.close()
         await self.store.close()
+
+
+async def close_plugins(services: Services) -> None:
+    """Close the clients the notifiers and adapters hold of their own (:class:`Closeable`)."""
+    for item in (*services.notifiers, *services.adapters.values()):
+        if isinstance(item, Closeable):
+            await item.aclose()
+
+
+#: The notifier plug-in that targets a request's ``callbackUrl``.
+CALLBACK_NOTIFIER = "webhook"
+
+
+def callback_targets() -> BuildsCallbackTargets:
+    """The notifier class behind ``callbackUrl`` targets, checked for its capability."""
+    cls = plugins.load("notifier", CALLBACK_NOTIFIER)
+    if not isinstance(cls, BuildsCallbackTargets):
+        raise ConfigError(f"notifier {CALLBACK_NOTIFIER!r} cannot target a callbackUrl")
+    return cls
 
 
 def build_services(settings: Settings) -> Services:
@@ -281,7 +312,10 @@ def build_services(settings: Settings) -> Services:
             log.warning("adapter_skipped", adapter=adapter_name, error=str(exc)[:200])
             continue
         if section not in section_gates:
-            section_gates[section] = ProviderGate(section, options, settings.polling, shared)
+            builtin = {**plugins.option_defaults(cls), **DEFAULT_PROVIDERS.get(section, {})}
+            section_gates[section] = ProviderGate(
+                section, options, settings.polling, shared, builtin
+            )
         gates[adapter_name] = section_gates[section]
 
     notifiers = build_notifiers(settings, context)
@@ -297,6 +331,7 @@ def build_services(settings: Settings) -> Services:
         provider_http=provider_http,
         sessions=SessionSource(settings, store),
         context=context,
+        callback_targets=callback_targets(),
     )
     for adapter_name in adapters:
         missing = services.missing_credentials(adapter_name)
@@ -322,13 +357,13 @@ def adapter_class(settings: Settings, adapter_name: str) -> tuple[Any, str]:
     if isinstance(kind, str) and kind:
         return plugins.load("adapter", kind), adapter_name
     cls = plugins.load("adapter", adapter_name)
-    return cls, getattr(cls, "config_section", adapter_name)
+    return cls, plugins.config_section(cls, adapter_name)
 
 
 def _typed_options(cls: Any, adapter_name: str, options: dict[str, Any]) -> dict[str, Any]:
     """A ``type:`` section with its adapter's documented defaults filled in (the gate reads
     ``min_interval_s`` and ``max_requests_per_s`` from them) and its own name."""
-    model = getattr(cls, "Options", None)
+    model = plugins.options_model(cls)
     if model is not None and "name" in model.model_fields:
         filled: dict[str, Any] = model.model_validate(options).model_dump(exclude_none=True)
         return {**filled, "name": adapter_name}
@@ -360,6 +395,5 @@ def _plain(options: dict[str, Any]) -> dict[str, Any]:
     """SecretStr values become strings for plug-ins that take plain options."""
     out = {}
     for key, value in options.items():
-        getter = getattr(value, "get_secret_value", None)
-        out[key] = getter() if callable(getter) else value
+        out[key] = value.get_secret_value() if isinstance(value, SecretStr) else value
     return out

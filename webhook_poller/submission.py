@@ -34,7 +34,10 @@ from .errors import (
     SubmissionUncertain,
 )
 from .interfaces import (
+    FindsTasks,
+    FollowsUp,
     GenerationRequest,
+    HasSubmitBudget,
     PollResult,
     PollStatus,
     ProviderTask,
@@ -133,7 +136,7 @@ def submit_gate(services: Services, adapter_name: str) -> SubmitGate:
     gate = services.submit_gates.get(section)
     if gate is None:
         adapter = services.adapters.get(adapter_name)
-        budget = getattr(adapter, "submit_budget", DEFAULT_BUDGET)
+        budget = adapter.submit_budget if isinstance(adapter, HasSubmitBudget) else DEFAULT_BUDGET
         gate = SubmitGate(budget, section, poll_gate.shared)
         services.submit_gates[section] = gate
     return gate
@@ -175,11 +178,15 @@ async def _create(adapter: Submits, job: Job, index: int, services: Services) ->
     (extend, upscale: :mod:`.followups`) through the adapter's ``follow_up`` hook."""
     request = generation_request(job, index, push_url(services, job))
     if (job.request or {}).get("followUp"):
-        follow_up = adapter.follow_up  # type: ignore[attr-defined]  # an optional hook
-        result: SubmitResult = await follow_up(
-            job.request, job.model, request.callback_url, services.provider_http
+        if not isinstance(adapter, FollowsUp):
+            raise ProviderTaskFailed(
+                ErrorCode.UNKNOWN_PROVIDER_ERROR,
+                provider=job.provider,
+                detail="the adapter no longer offers follow-ups",
+            )
+        return await adapter.follow_up(
+            job.request or {}, job.model, request.callback_url, services.provider_http
         )
-        return result
     return await adapter.submit(request, services.provider_http)
 
 
@@ -189,12 +196,11 @@ def _count(job: Job) -> int:
 
 async def _find(adapter: Any, job: Job, index: int, services: Services) -> str | None:
     """Ask the provider for a task a lost create call may have started (when it can tell)."""
-    finder = getattr(adapter, "find_task", None)
-    if finder is None:
+    if not isinstance(adapter, FindsTasks):
         return None
     try:
         request = generation_request(job, index, push_url(services, job))
-        found = await finder(request, services.provider_http)
+        found = await adapter.find_task(request, services.provider_http)
     except Exception as exc:  # a lookup that fails tells us nothing: do not guess
         log.warning("submission_lookup_failed", error=str(exc)[:200])
         return None

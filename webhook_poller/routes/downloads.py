@@ -20,6 +20,7 @@ from starlette.responses import (
 
 from .. import downloads, inputs
 from ..errors import NotFound, RequestRejected, Unauthorized
+from ..interfaces import HasLocalPath
 from . import Auth, Endpoint
 from .base import ApiBase, _int_param
 from .gate import require_token
@@ -60,9 +61,8 @@ class DownloadRoutes(ApiBase):
             raise NotFound("no such video for this job")
         filename = f"{job.id}-{index}.mp4"
         content_type = video.metadata.content_type or "video/mp4"
-        local = getattr(svc.blobs, "local_path", None)
-        if local is not None:
-            path = local(video.key)
+        if isinstance(svc.blobs, HasLocalPath):
+            path = svc.blobs.local_path(video.key)
             if not path.is_file():
                 raise NotFound("the video file is gone")
             return FileResponse(
