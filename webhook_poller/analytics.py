@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, cast
 
 import structlog
 
 from .model import Job, iso
+from .shapes import AnalyticsRecord, VideoMetadata
 
 if TYPE_CHECKING:
     from .services import Services
@@ -30,8 +31,8 @@ def human_duration(seconds: float) -> str:
     return f"{secs}s"
 
 
-def record(job: Job) -> dict[str, Any]:
-    first = job.videos[0].metadata.to_dict() if job.videos else {}
+def record(job: Job) -> AnalyticsRecord:
+    first = cast(VideoMetadata, job.videos[0].metadata.to_dict() if job.videos else {})
     return {
         "jobId": job.id,
         "sessionId": job.session_id,
@@ -43,9 +44,7 @@ def record(job: Job) -> dict[str, Any]:
         "attempts": job.attempts,
         "totalTime": human_duration(job.elapsed_s()),
         "totalSeconds": round(job.elapsed_s(), 3),
-        # The first video's storage key (not a link: links expire, keys do not).
         "videoKey": job.videos[0].key if job.videos else None,
-        # Deprecated: the same storage key under the n8n template's name; one more release.
         "videoUrl": job.videos[0].key if job.videos else None,
         "videoCount": len(job.videos),
         "metadata": first,

@@ -469,6 +469,29 @@ class VideoEvent(TypedDict):
     finishedAt: str | None
 
 
+class AnalyticsRecord(TypedDict):
+    """One line per finished job, logged as ``job_summary`` and appended to
+    ``analytics.jsonl_path`` (the record of the n8n template)."""
+
+    jobId: str
+    sessionId: str
+    taskId: str
+    model: str
+    provider: str
+    status: Status
+    errorCode: str | None
+    attempts: int
+    totalTime: str
+    totalSeconds: float
+    #: The first video's storage key (not a link: links expire, keys do not).
+    videoKey: str | None
+    #: Deprecated: the same storage key under the n8n template's name; one more release.
+    videoUrl: str | None
+    videoCount: int
+    metadata: VideoMetadata
+    finishedAt: str | None
+
+
 #: Answer shapes with their serializer, built once at import.
 JOB = TypeAdapter(Job)
 JOB_PAGE = TypeAdapter(JobPage)
@@ -496,6 +519,7 @@ COMPONENTS: tuple[type[Any], ...] = (
     Health,
     Readiness,
     VideoEvent,
+    AnalyticsRecord,
 )
 
 assert {s.value for s in JobState} == set(get_args(Status)), "Status lists every JobState"

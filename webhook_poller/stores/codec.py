@@ -1,22 +1,33 @@
-"""Turn jobs and deliveries into plain JSON-able dicts and back; shared by every store."""
+"""Turn jobs and deliveries into plain JSON-able dicts and back; shared by every store.
+
+The stored record is derived from the dataclasses in :mod:`webhook_poller.model`: a field
+added there is stored and read back with no change here. Each field's type picks its
+conversion once, at import (datetimes as epoch seconds, which the stores index on; enums
+as their values; tuples as lists; nested records through their ``to_dict``/``from_dict``).
+A key missing from an older record takes the field's default, so old records stay readable.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import json
-from collections.abc import Mapping
+import types
+import typing
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from ..logging import scrub_optional
-from ..model import (
-    Delivery,
-    DeliveryStatus,
-    ErrorCode,
-    Event,
-    Job,
-    JobState,
-    StoredVideo,
-)
+from ..model import Delivery, Job
+
+Encode = Callable[[Any], Any]
+Decode = Callable[[Any], Any]
+
+#: Free text that may quote a provider or a receiver: scrubbed of secrets before it is stored.
+SCRUBBED = frozenset({"error_detail", "last_error"})
+#: Required timestamps an older record may lack, and the field they fall back to.
+FALLBACKS = {"updated_at": "created_at", "due_at": "created_at"}
 
 
 def ts(value: datetime | None) -> float | None:
@@ -30,125 +41,123 @@ def dt(value: float | str | bytes | None) -> datetime | None:
     return datetime.fromtimestamp(float(value), UTC)
 
 
+def _strip_optional(hint: Any) -> Any:
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) == 1:
+            return rest[0]
+    return hint
+
+
+def _none_safe(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda v: None if v is None else fn(v)
+
+
+def _conversions(name: str, hint: Any) -> tuple[Encode | None, Decode]:
+    """How one field is written and read back; ``None`` means stored as it is."""
+    kind = _strip_optional(hint)
+    origin = typing.get_origin(kind)
+    if kind is datetime:
+        return ts, dt
+    if isinstance(kind, type) and issubclass(kind, enum.Enum):
+        enum_type: type[enum.Enum] = kind
+        return _none_safe(lambda v: v.value), lambda v: enum_type(v) if v else None
+    if kind is int:
+        return None, lambda v: None if v is None or v == "" else int(v)
+    if kind is bool:
+        return None, lambda v: None if v is None or v == "" else bool(v)
+    if kind is str:
+        scrub = scrub_optional if name in SCRUBBED else None
+        # Redis hashes keep "" for an unset optional string; read it back as unset.
+        return scrub, (lambda v: v or None) if kind is not hint else (lambda v: v)
+    if origin is tuple:
+        (item, *_) = typing.get_args(kind)
+        if isinstance(item, type) and dataclasses.is_dataclass(item):
+            from_dict = item.from_dict  # type: ignore[attr-defined]
+            return (
+                lambda v: [x.to_dict() for x in v],
+                lambda v: tuple(from_dict(x) for x in v or ()),
+            )
+        return list, lambda v: tuple(v or ())
+    if origin is Mapping or kind is Mapping:
+        # A mapping stored as a JSON string (a Redis hash field) is read back as one.
+        return _none_safe(dict), lambda v: json.loads(v) if isinstance(v, str | bytes) else v
+    raise TypeError(f"the store codec has no conversion for {name}: {hint!r}")
+
+
+_MISSING: Any = object()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RecordCodec:
+    """The stored form of one model dataclass, built from its fields' types."""
+
+    cls: type[Any]
+    encoders: tuple[tuple[str, Encode | None], ...]
+    decoders: tuple[tuple[str, Decode, Any], ...]
+
+    @classmethod
+    def of(cls, model: type[Any]) -> RecordCodec:
+        hints = typing.get_type_hints(model)
+        encoders: list[tuple[str, Encode | None]] = []
+        decoders: list[tuple[str, Decode, Any]] = []
+        for f in dataclasses.fields(model):
+            encode, decode = _conversions(f.name, hints[f.name])
+            if f.default is not dataclasses.MISSING:
+                default = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
+            elif _strip_optional(hints[f.name]) is int:
+                default = 0  # a count an older record lacks starts from nothing
+            else:
+                default = _MISSING
+            encoders.append((f.name, encode))
+            decoders.append((f.name, decode, default))
+        return cls(model, tuple(encoders), tuple(decoders))
+
+    def encode(self, obj: Any) -> dict[str, Any]:
+        return {
+            name: getattr(obj, name) if encode is None else encode(getattr(obj, name))
+            for name, encode in self.encoders
+        }
+
+    def decode(self, data: Mapping[str, Any]) -> Any:
+        values: dict[str, Any] = {}
+        for name, decode, default in self.decoders:
+            raw = data.get(name)
+            value = None if raw is None else decode(raw)
+            if value is None:
+                if name in FALLBACKS:
+                    value = values[FALLBACKS[name]]
+                elif default is not _MISSING:
+                    value = default
+                elif name not in data:
+                    raise KeyError(name)
+            values[name] = value
+        return self.cls(**values)
+
+
+JOB = RecordCodec.of(Job)
+DELIVERY = RecordCodec.of(Delivery)
+
+
 def job_to_dict(job: Job) -> dict[str, Any]:
-    return {
-        "id": job.id,
-        "session_id": job.session_id,
-        "task_id": job.task_id,
-        "model": job.model,
-        "provider": job.provider,
-        "state": job.state.value,
-        "created_at": ts(job.created_at),
-        "updated_at": ts(job.updated_at),
-        "due_at": ts(job.due_at),
-        "start_attempt": job.start_attempt,
-        "polls": job.polls,
-        "transient_failures": job.transient_failures,
-        "empty_successes": job.empty_successes,
-        "callback_url": job.callback_url,
-        "extra_callback_urls": list(job.extra_callback_urls),
-        "context": dict(job.context) if job.context is not None else None,
-        "error_code": job.error_code.value if job.error_code else None,
-        "error_detail": scrub_optional(job.error_detail),
-        "result_urls": list(job.result_urls),
-        "videos": [v.to_dict() for v in job.videos],
-        "delayed_at": ts(job.delayed_at),
-        "finished_at": ts(job.finished_at),
-        "run": job.run,
-        "reclaims": job.reclaims,
-        "expect_push": job.expect_push,
-        "version": job.version,
-        "lease_owner": job.lease_owner,
-        "lease_expires_at": ts(job.lease_expires_at),
-        "request": dict(job.request) if job.request is not None else None,
-        "request_hash": job.request_hash,
-        "idempotency_key": job.idempotency_key,
-        "task_ids": list(job.task_ids),
-        "submit_intent": job.submit_intent,
-        "retry_of": job.retry_of,
-        "attempt_number": job.attempt_number,
-        "parent_job_id": job.parent_job_id,
-    }
+    return JOB.encode(job)
 
 
 def job_from_dict(data: Mapping[str, Any]) -> Job:
-    created = dt(data["created_at"])
-    assert created is not None
-    return Job(
-        id=data["id"],
-        session_id=data["session_id"],
-        task_id=data["task_id"],
-        model=data["model"],
-        provider=data["provider"],
-        state=JobState(data["state"]),
-        created_at=created,
-        updated_at=dt(data.get("updated_at")) or created,
-        due_at=dt(data.get("due_at")) or created,
-        start_attempt=int(data.get("start_attempt") or 1),
-        polls=int(data.get("polls") or 0),
-        transient_failures=int(data.get("transient_failures") or 0),
-        empty_successes=int(data.get("empty_successes") or 0),
-        callback_url=data.get("callback_url"),
-        extra_callback_urls=tuple(data.get("extra_callback_urls") or ()),
-        context=data.get("context"),
-        error_code=ErrorCode(data["error_code"]) if data.get("error_code") else None,
-        error_detail=data.get("error_detail"),
-        result_urls=tuple(data.get("result_urls") or ()),
-        videos=tuple(StoredVideo.from_dict(v) for v in data.get("videos") or ()),
-        delayed_at=dt(data.get("delayed_at")),
-        finished_at=dt(data.get("finished_at")),
-        run=int(data.get("run") or 0),
-        reclaims=int(data.get("reclaims") or 0),
-        expect_push=bool(data.get("expect_push") or False),
-        version=int(data.get("version") or 0),
-        lease_owner=data.get("lease_owner") or None,
-        lease_expires_at=dt(data.get("lease_expires_at")),
-        request=data.get("request"),
-        request_hash=data.get("request_hash"),
-        idempotency_key=data.get("idempotency_key"),
-        task_ids=tuple(data.get("task_ids") or ()),
-        submit_intent=data.get("submit_intent"),
-        retry_of=data.get("retry_of"),
-        attempt_number=int(data.get("attempt_number") or 1),
-        parent_job_id=data.get("parent_job_id"),
-    )
+    job: Job = JOB.decode(data)
+    return job
 
 
 def delivery_to_dict(delivery: Delivery) -> dict[str, Any]:
-    return {
-        "job_id": delivery.job_id,
-        "run": delivery.run,
-        "event": delivery.event.value,
-        "target": delivery.target,
-        "webhook_id": delivery.webhook_id,
-        "payload": dict(delivery.payload),
-        "status": delivery.status.value,
-        "attempts": delivery.attempts,
-        "next_attempt_at": ts(delivery.next_attempt_at),
-        "last_error": scrub_optional(delivery.last_error),
-        "created_at": ts(delivery.created_at),
-        "sent_at": ts(delivery.sent_at),
-    }
+    return DELIVERY.encode(delivery)
 
 
 def delivery_from_dict(data: Mapping[str, Any]) -> Delivery:
-    payload = data.get("payload") or {}
-    if isinstance(payload, str | bytes):
-        payload = json.loads(payload)
-    return Delivery(
-        job_id=data["job_id"],
-        run=int(data.get("run") or 0),
-        event=Event(data["event"]),
-        target=data["target"],
-        webhook_id=data["webhook_id"],
-        payload=payload,
-        status=DeliveryStatus(data.get("status") or "pending"),
-        attempts=int(data.get("attempts") or 0),
-        next_attempt_at=dt(data.get("next_attempt_at")),
-        last_error=data.get("last_error"),
-        created_at=dt(data.get("created_at")),
-        sent_at=dt(data.get("sent_at")),
-    )
+    delivery: Delivery = DELIVERY.decode(data)
+    return delivery
 
 
 def dumps(value: Any) -> str:
