@@ -63,9 +63,12 @@ def redis_server(path: Path) -> Iterator[RedisServer]:
 
 
 @contextlib.contextmanager
-def service(config: dict, path: Path, workers: int = 1) -> Iterator[ServiceProcess]:
-    """The service's CLI; ``workers`` > 1 runs ``serve --workers N`` (supervisor + N)."""
-    proc = ServiceProcess(config, path, workers=workers).start(timeout=60)
+def service(
+    config: dict, path: Path, workers: int = 1, python: str | None = None
+) -> Iterator[ServiceProcess]:
+    """The service's CLI; ``workers`` > 1 runs ``serve --workers N`` (supervisor + N);
+    ``python`` is another tree's interpreter (a "before" export with its own venv)."""
+    proc = ServiceProcess(config, path, workers=workers, python=python).start(timeout=60)
     try:
         yield proc
     finally:
@@ -157,6 +160,15 @@ def service_cpu_seconds(svc: ServiceProcess) -> float:
     assert svc.proc is not None
     pids = [svc.proc.pid, *(svc.worker_pids() if svc.workers > 1 else [])]
     return sum(cpu_seconds(pid) for pid in pids)
+
+
+def codes(before: str | None) -> list[tuple[str, str | None]]:
+    """(label, interpreter) pairs to alternate: "before" (``--before PY``) then "after"."""
+    return [("before", before), ("after", None)] if before else [("this tree", None)]
+
+
+def load_average() -> float:
+    return float(Path("/proc/loadavg").read_text().split()[0])
 
 
 def median(values: list[float]) -> float:

@@ -10,18 +10,28 @@ CPU time from /proc. A fresh service, store and provider per level.
 
     python -m bench.polls --levels 250,500,1000,1500 --interval 2 --window 10
     python -m bench.polls --levels 500,1000,1500 --workers 1,2   # serve --workers N, in turn
+    python -m bench.polls --before .before/.venv/bin/python --rounds 3   # before/after, in turn
+
+``--before`` names the interpreter of another tree (``git archive main`` with its own venv):
+each level is measured with it and with this tree in turn, ``--rounds`` times, and the
+table gives medians. ``--profile DIR`` records every service with py-spy during the window.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import statistics
+import subprocess
 import time
+from pathlib import Path
 
 import httpx
 
 from . import harness
 
 LATENESS = "webhook_poller_schedule_lateness_seconds"
+SPY = ["py-spy", "record", "-r", "200", "-f", "raw", "--nonblocking"]
 
 
 def config(path, store: str, redis_url: str | None, provider_url: str, interval: float) -> dict:
@@ -50,7 +60,15 @@ def config(path, store: str, redis_url: str | None, provider_url: str, interval:
     )
 
 
-def measure(store: str, level: int, interval: float, window: float, workers: int = 1) -> dict:
+def measure(
+    store: str,
+    level: int,
+    interval: float,
+    window: float,
+    workers: int = 1,
+    python: str | None = None,
+    profile: Path | None = None,
+) -> dict:
     jobs = int(level * interval)
     with (
         harness.workdir("polls") as path,
@@ -58,7 +76,7 @@ def measure(store: str, level: int, interval: float, window: float, workers: int
         harness.python_server("bench.fast_provider") as (provider_url, provider),
     ):
         cfg = config(path / "svc", store, redis.url, provider_url, interval)
-        with harness.service(cfg, path, workers) as svc:
+        with harness.service(cfg, path, workers, python) as svc:
             bodies = [
                 {"sessionId": f"s{i % 100}", "taskId": f"never-{i}", "model": "veo3"}
                 for i in range(jobs)
@@ -71,7 +89,8 @@ def measure(store: str, level: int, interval: float, window: float, workers: int
                 harness.service_cpu_seconds(svc),
                 time.monotonic(),
             )
-            time.sleep(window)
+            with spy(svc, profile, window):
+                time.sleep(window)
             after, cpu1, t1 = (
                 httpx.get(f"{svc.url}/metrics").text,
                 harness.service_cpu_seconds(svc),
@@ -99,6 +118,24 @@ def measure(store: str, level: int, interval: float, window: float, workers: int
     }
 
 
+@contextlib.contextmanager
+def spy(svc: harness.ServiceProcess, out: Path | None, seconds: float):
+    """``py-spy record -r 200 -f raw`` of the service for the window, when ``out`` is set."""
+    if out is None:
+        yield
+        return
+    assert svc.proc is not None
+    proc = subprocess.Popen(
+        [*SPY, "-d", str(int(seconds)), "-o", str(out), "-p", str(svc.proc.pid)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        proc.wait(timeout=seconds + 30)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--levels", default="250,500,1000,1500")
@@ -106,18 +143,41 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=10.0)
     parser.add_argument("--stores", default="sqlite,redis")
     parser.add_argument("--workers", default="1", help="comma list of serve --workers N")
+    parser.add_argument("--before", help="interpreter of the tree to compare against")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--profile", type=Path, help="directory for py-spy raw profiles")
     args = parser.parse_args()
-    rows = []
-    for store in args.stores.split(","):
-        for level in (int(x) for x in args.levels.split(",")):
-            for workers in (int(w) for w in args.workers.split(",")):
-                row = measure(store, level, args.interval, args.window, workers)
-                print(row, flush=True)
-                rows.append(row)
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+    runs: dict[tuple, list[dict]] = {}
+    for rnd in range(args.rounds):
+        for store in args.stores.split(","):
+            for level in (int(x) for x in args.levels.split(",")):
+                for workers in (int(w) for w in args.workers.split(",")):
+                    for code, python in harness.codes(args.before):
+                        out = None
+                        if args.profile:
+                            name = f"{store}-{level}-w{workers}-{code.replace(' ', '_')}-r{rnd}"
+                            out = args.profile / f"{name}.txt"
+                        row = {"code": code, "load avg": harness.load_average()}
+                        row |= measure(
+                            store, level, args.interval, args.window, workers, python, out
+                        )
+                        print(row, flush=True)
+                        runs.setdefault((code, store, level, workers), []).append(row)
+    rows = [_median_row(group) for group in runs.values()]
     harness.report(
         f"Polls against a local provider, interval {args.interval:g} s, window {args.window:g} s",
         rows,
     )
+
+
+def _median_row(group: list[dict]) -> dict:
+    """Medians of the numeric columns over the rounds of one (code, store, level, workers)."""
+    return {
+        k: statistics.median(r[k] for r in group) if isinstance(v, float) else v
+        for k, v in group[0].items()
+    }
 
 
 if __name__ == "__main__":

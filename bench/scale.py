@@ -1,12 +1,15 @@
-"""(d) Completion throughput: three instances sharing Redis versus one.
+"""(d) Completion throughput, a job counted when its signed callback arrived; 1 and 3 instances.
 
 ``--jobs`` Veo jobs (each done after two status checks, then a small MP4 is downloaded,
-stored and its metadata read) are posted to the instances round-robin; the clock runs from
-the first post until every job is ``succeeded`` (the sum of the instances'
-``webhook_poller_jobs_finished_total``). One and three instances alternate over
-``--rounds``, each run on a fresh Redis and a fresh provider; the table gives medians.
+stored and its metadata read, then one signed webhook callback is POSTed to
+``bench.callback_receiver``, its own process, which verifies the signature) are posted to
+the instances round-robin, each with its own ``callbackUrl``. The clock runs from the first
+post until the receiver has had ``video.succeeded`` for every job. Instance counts (and,
+with ``--before PY``, the other tree) alternate over ``--rounds``, each run on a fresh
+Redis, provider and receiver; the table gives medians and jobs/s per instance.
 
     python -m bench.scale --jobs 2000 --rounds 3
+    python -m bench.scale --jobs 2000 --rounds 3 --before .before/.venv/bin/python
 """
 
 from __future__ import annotations
@@ -16,43 +19,49 @@ import time
 
 import httpx
 
+from tests.support.service import CALLBACK_SECRET
+
 from . import harness
 from .polls import config
 
 
-def run(instances: int, jobs: int) -> float:
+def run(instances: int, jobs: int, python: str | None = None) -> float:
     with (
         harness.workdir("scale") as path,
         harness.redis_server(path) as redis,
         harness.python_server("bench.fast_provider", "--polls", "2") as (provider_url, _),
+        harness.python_server("bench.callback_receiver") as (receiver_url, _),
     ):
         services = []
         try:
             for _ in range(instances):
                 cfg = config(path / "svc", "redis", redis.url, provider_url, 0.2)
                 cfg["polling"]["first_poll_delay_s"] = 0
-                services.append(harness.ServiceProcess(cfg, path).start(timeout=60))
+                cfg["callbacks"] = {"secret": CALLBACK_SECRET}
+                proc = harness.ServiceProcess(cfg, path, python=python)
+                services.append(proc.start(timeout=60))
             bodies = [
-                {"sessionId": f"s{i}", "taskId": f"task-{i}", "model": "veo3"} for i in range(jobs)
+                {
+                    "sessionId": f"s{i}",
+                    "taskId": f"task-{i}",
+                    "model": "veo3",
+                    "callbackUrl": f"{receiver_url}/hook/task-{i}",
+                }
+                for i in range(jobs)
             ]
             started = time.monotonic()
             per = [bodies[n::instances] for n in range(instances)]
             for svc, share in zip(services, per, strict=True):
                 harness.post_jobs(svc.url, share, concurrency=16)
             while True:
-                done = sum(
-                    harness.counter_total(
-                        httpx.get(f"{s.url}/metrics").text,
-                        "webhook_poller_jobs_finished_total",
-                        status="succeeded",
-                    )
-                    for s in services
-                )
-                if done >= jobs:
+                stats = httpx.get(f"{receiver_url}/stats").json()
+                if stats["bad_signatures"]:
+                    raise SystemExit(f"{stats['bad_signatures']} callbacks were badly signed")
+                if stats["succeeded"] >= jobs:
                     return time.monotonic() - started
                 if time.monotonic() - started > 900:
-                    raise SystemExit(f"only {done} of {jobs} finished in 900 s")
-                time.sleep(0.2)
+                    raise SystemExit(f"only {stats['succeeded']} of {jobs} called back in 900 s")
+                time.sleep(0.1)
         finally:
             for svc in services:
                 svc.terminate()
@@ -62,25 +71,37 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--instances", default="1,3")
+    parser.add_argument("--before", help="interpreter of the tree to compare against")
     args = parser.parse_args()
-    times: dict[int, list[float]] = {1: [], 3: []}
+    counts = [int(n) for n in args.instances.split(",")]
+    times: dict[tuple[str, int], list[float]] = {}
+    loads: dict[tuple[str, int], list[float]] = {}
     for _ in range(args.rounds):
-        for instances in (1, 3):
-            seconds = run(instances, args.jobs)
-            print(f"{instances} instance(s): {args.jobs} jobs in {seconds:.1f} s", flush=True)
-            times[instances].append(seconds)
-    one = harness.median(times[1])
-    rows = [
-        {
-            "instances": n,
-            "jobs": args.jobs,
-            "seconds (median)": harness.median(times[n]),
-            "jobs/s": args.jobs / harness.median(times[n]),
-            "vs one": f"{one / harness.median(times[n]):.2f}",
-        }
-        for n in (1, 3)
-    ]
-    harness.report(f"Completion throughput on Redis, {args.rounds} rounds", rows)
+        for n in counts:
+            for code, python in harness.codes(args.before):
+                load = harness.load_average()
+                seconds = run(n, args.jobs, python)
+                print(f"{code}, {n} instance(s): {args.jobs} jobs in {seconds:.1f} s", flush=True)
+                times.setdefault((code, n), []).append(seconds)
+                loads.setdefault((code, n), []).append(load)
+    base = {n: harness.median(times[(harness.codes(args.before)[0][0], n)]) for n in counts}
+    rows = []
+    for (code, n), values in times.items():
+        seconds = harness.median(values)
+        rows.append(
+            {
+                "code": code,
+                "instances": n,
+                "jobs": args.jobs,
+                "seconds (median)": seconds,
+                "jobs/s": args.jobs / seconds,
+                "jobs/s per instance": args.jobs / seconds / n,
+                "vs before": f"{base[n] / seconds:.2f}",
+                "load avg": harness.median(loads[(code, n)]),
+            }
+        )
+    harness.report(f"Jobs called back, on Redis, {args.rounds} rounds", rows)
 
 
 if __name__ == "__main__":

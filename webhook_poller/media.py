@@ -1,6 +1,9 @@
-"""Video facts: recognise a video from its first bytes, read its metadata with PyAV.
+"""Video facts: recognise a video from its first bytes, read its metadata.
 
-Metadata is a nice-to-have: :func:`probe_file` never raises, it returns what it could read.
+An MP4's facts come from its ``moov`` box alone (:mod:`webhook_poller.mp4`); PyAV opens
+the container only for what that reader cannot answer (other containers, unknown codecs,
+fragmented files). Metadata is a nice-to-have: :func:`probe_file` never raises, it returns
+what it could read.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import IO, Any
 import structlog
 
 from .model import VideoMetadata
+from .mp4 import read_moov
 
 log = structlog.get_logger(__name__)
 
@@ -32,6 +36,29 @@ def sniff_video_type(head: bytes) -> str | None:
 
 
 def _probe(source: str | IO[bytes], size: int | None) -> VideoMetadata:
+    if size is not None:
+        try:
+            if isinstance(source, str):
+                with open(source, "rb") as fh:
+                    facts = read_moov(fh, size)
+            else:
+                facts = read_moov(source, size)
+                source.seek(0)
+        except (OSError, ValueError) as exc:
+            log.debug("moov_unreadable", error=str(exc)[:200])
+            facts = None
+        if facts is not None and facts.complete:
+            return VideoMetadata(
+                size_bytes=size,
+                duration_s=facts.duration_s,
+                width=facts.width,
+                height=facts.height,
+                codec=facts.codec,
+            )
+    return _probe_with_pyav(source, size)
+
+
+def _probe_with_pyav(source: str | IO[bytes], size: int | None) -> VideoMetadata:
     import av  # imported lazily: PyAV loads FFmpeg, which start-up does not need
 
     facts: dict[str, Any] = {"size_bytes": size}

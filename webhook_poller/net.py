@@ -4,12 +4,14 @@ Two layers:
 
 * :func:`check_url` is a cheap syntax check (no DNS) used at intake: http(s) only, no
   credentials in the URL, and no loopback/private IP literals or local names.
-* The guarded transport checks the address actually connected to. Its network backend
-  resolves the host itself, refuses the connection if any resolved address is forbidden,
-  and connects to the checked IP, so a DNS answer that changes between check and connect
-  (rebinding) cannot slip through. TLS still verifies the certificate against the host
-  name: httpcore starts TLS with ``server_hostname`` taken from the request's origin, not
-  from the address we connected to (httpcore/_async/connection.py ``_connect``).
+* The guarded transport checks the address actually connected to. It is an aiohttp pool
+  behind the httpx API (``httpx-aiohttp``: a third of httpcore's CPU per request) whose
+  resolver refuses a name if any resolved address is forbidden; aiohttp connects to the
+  addresses the resolver returned, so a DNS answer that changes between check and connect
+  (rebinding) cannot slip through. IP literals, which aiohttp does not resolve, are checked
+  before the request is handed over. TLS still verifies the certificate against the host
+  name: aiohttp starts TLS with ``server_hostname`` taken from the URL, not from the
+  address connected to (aiohttp/connector.py ``_create_direct_connection``).
 
 Redirects are followed by :func:`open_stream` by hand, each hop checked again. What this
 module leaves to others: what to do with the bytes (blob storage) and what counts as a
@@ -29,11 +31,13 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
 from urllib.parse import SplitResult, urljoin, urlsplit
 
-import httpcore
+import aiohttp
 import httpx
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import ThreadedResolver
+from httpx_aiohttp import AiohttpTransport
 
 from .errors import DownloadError, UnsafeURL
 
@@ -250,94 +254,110 @@ def _allow_hint(host: str, port: int) -> str:
     return f"to call it anyway, add {shown}:{port} to {ALLOW_KEY}"
 
 
-class RefusedAddress(httpcore.ConnectError):
+class RefusedAddress(Exception):
     """Raised inside the transport when the guard refuses a host; :func:`open_stream` turns
     it into UnsafeURL, and a notifier posting through the guarded client tells it from a
     plain connection failure by this class."""
 
 
-class GuardedBackend(httpcore.AsyncNetworkBackend):
-    """Resolve, check every address, connect to the checked one."""
+class GuardedResolver(AbstractResolver):
+    """aiohttp's threaded resolver, refusing a name when any address it resolves to is
+    forbidden. aiohttp connects to the addresses this returns (and caches them), so the
+    address checked is the address connected to."""
 
-    def __init__(self, allow_private: bool, allowed: HostAllowlist | None = None) -> None:
-        self.allow_private = allow_private
+    def __init__(self, allowed: HostAllowlist | None = None) -> None:
         self.allowed = allowed or HostAllowlist()
-        self._inner = httpcore.AnyIOBackend()
+        self._inner: ThreadedResolver | None = None
 
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,  # noqa: ASYNC109 - httpcore backend signature
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        target = host
-        if not self.allow_private:
-            target = await self._checked_address(host, port)
-        return await self._inner.connect_tcp(
-            target,
-            port,
-            timeout=timeout,
-            local_address=local_address,
-            socket_options=socket_options,
-        )
-
-    async def _checked_address(self, host: str, port: int) -> str:
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(
-                host, port, type=socket.SOCK_STREAM
-            )
-        except socket.gaierror as exc:
-            raise httpcore.ConnectError(f"cannot resolve {host}: {exc.strerror}") from exc
-        addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        if self._inner is None:
+            self._inner = ThreadedResolver()  # needs the running loop
+        results = await self._inner.resolve(host, port, family)
         # Refuse when ANY answer is forbidden: a name that also points inward is not one we
         # want to half-trust, and it keeps the rule independent of address order.
-        for ip in addresses:
-            reason = is_forbidden_address(ip)
-            if reason and not self.allowed.permits(host, port, ip):
-                raise RefusedAddress(
-                    f"{host} resolves to a {reason} address; {_allow_hint(host, port)}"
-                )
-        if not addresses:
-            raise httpcore.ConnectError(f"cannot resolve {host}")
-        return str(addresses[0])
+        for result in results:
+            ip = ipaddress.ip_address(result["host"].split("%")[0])
+            _check_address(host, port, ip, self.allowed)
+        return results
 
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,  # noqa: ASYNC109 - httpcore signature
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        raise RefusedAddress("unix sockets are not reachable from here")
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
+    async def close(self) -> None:
+        if self._inner is not None:
+            await self._inner.close()
 
 
-class GuardedTransport(httpx.AsyncHTTPTransport):
-    """httpx's transport with its connection pool built on :class:`GuardedBackend`."""
+def _check_address(host: str, port: int, ip: IPAddress, allowed: HostAllowlist) -> None:
+    reason = is_forbidden_address(ip)
+    if reason and not allowed.permits(host, port, ip):
+        raise RefusedAddress(f"{host} resolves to a {reason} address; {_allow_hint(host, port)}")
+
+
+class GuardedTransport(AiohttpTransport):
+    """An aiohttp connection pool behind the httpx API (``httpx-aiohttp``), whose names
+    resolve through :class:`GuardedResolver`. aiohttp skips the resolver for IP literals,
+    so those are checked here before the request is handed over. TLS verifies the
+    certificate against the URL's host name (aiohttp's ``server_hostname``), not the IP."""
 
     def __init__(
-        self,
-        *,
-        allow_private: bool,
-        limits: httpx.Limits,
-        allowed: HostAllowlist | None = None,
-        **kwargs: Any,
+        self, *, allow_private: bool, limits: httpx.Limits, allowed: HostAllowlist | None = None
     ) -> None:
-        super().__init__(limits=limits, **kwargs)
-        old = self._pool
-        # Same TLS context and limits as httpx would use; only the network backend differs.
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=old._ssl_context,
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            http1=True,
-            http2=False,
-            network_backend=GuardedBackend(allow_private, allowed),
+        self.allow_private = allow_private
+        self.allowed = allowed or HostAllowlist()
+        super().__init__(limits=limits, trust_env=False, client=self._new_session)
+
+    def _new_session(self) -> aiohttp.ClientSession:
+        resolver = None if self.allow_private else GuardedResolver(self.allowed)
+        connector = aiohttp.TCPConnector(
+            limit=self.limits.max_connections or 0,
+            keepalive_timeout=self.limits.keepalive_expiry,
+            ssl=self.ssl_context,
+            resolver=resolver,
         )
+        # httpx keeps the cookie jar (if any); a second one in aiohttp is pure cost
+        return aiohttp.ClientSession(
+            connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=False
+        )
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        refused: RefusedAddress | None = None
+        try:
+            if not self.allow_private:
+                self._check_literal(request.url)
+            return await super().handle_async_request(request)
+        except RefusedAddress as exc:
+            refused = exc
+        except httpx.TransportError as exc:
+            better = _httpx_class(exc.__cause__)
+            if better is None or isinstance(exc, better):
+                raise
+            raise better(str(exc), request=request) from exc.__cause__
+        # raised outside the except block so the refusal is the only thing chained to it
+        raise httpx.ConnectError(str(refused), request=request) from refused
+
+    def _check_literal(self, url: httpx.URL) -> None:
+        host = url.host
+        try:
+            ip = ipaddress.ip_address(host.split("%")[0])
+        except ValueError:
+            return
+        port = url.port or _default_port(url.scheme)
+        _check_address(host, port, ip, self.allowed)
+
+
+def _httpx_class(cause: BaseException | None) -> type[httpx.TransportError] | None:
+    """The httpx error httpcore would have raised. httpx-aiohttp maps every
+    ``ClientConnectionError`` (a refused connection, a server that hung up) to
+    ``ConnectTimeout``; messages and retry decisions name the real failure."""
+    if isinstance(cause, aiohttp.ServerTimeoutError):
+        return None  # a timeout: the mapping already says so
+    if isinstance(cause, aiohttp.ClientConnectorError):
+        return httpx.ConnectError
+    if isinstance(cause, aiohttp.ServerDisconnectedError):
+        return httpx.RemoteProtocolError
+    if isinstance(cause, aiohttp.ClientConnectionError):
+        return httpx.ReadError
+    return None
 
 
 def build_client(
@@ -354,6 +374,17 @@ def build_client(
         timeout=httpx.Timeout(timeout_s, connect=10.0),
         follow_redirects=False,
         headers={"User-Agent": user_agent},
+    )
+
+
+def build_provider_client(*, concurrency: int, timeout_s: float = 30.0) -> httpx.AsyncClient:
+    """The client for the configured providers' APIs (operator-chosen URLs, so unguarded):
+    an aiohttp pool sized to the polls that can run at once."""
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    return httpx.AsyncClient(
+        transport=GuardedTransport(allow_private=True, limits=limits),
+        timeout=httpx.Timeout(timeout_s, connect=10.0),
+        headers={"User-Agent": "webhook-poller"},
     )
 
 

@@ -272,16 +272,7 @@ def build_services(settings: Settings) -> Services:
         timeout_s=30.0,
         allowed=settings.security.allowlist(),
     )
-    provider_http = httpx.AsyncClient(
-        timeout=httpx.Timeout(30.0, connect=10.0),
-        # httpcore checks every pooled connection on each request (a select() per idle
-        # socket), so the pool is sized to the polls that can run at once, no bigger.
-        limits=httpx.Limits(
-            max_connections=settings.polling.concurrency,
-            max_keepalive_connections=min(settings.polling.concurrency, 16),
-        ),
-        headers={"User-Agent": "webhook-poller"},
-    )
+    provider_http = net.build_provider_client(concurrency=settings.polling.concurrency)
     context = PluginContext(settings=settings, http=http)
 
     store_cls = plugins.load("store", plugins.scheme_of(settings.store.url))

@@ -106,7 +106,11 @@ class ServiceProcess:
     One process (``--workers 1``) unless ``workers`` asks for more; then the supervisor and
     its workers run in a process group of their own, and :meth:`kill` kills the group."""
 
-    def __init__(self, config: dict[str, Any], workdir: Path, workers: int = 1) -> None:
+    def __init__(
+        self, config: dict[str, Any], workdir: Path, workers: int = 1, python: str | None = None
+    ) -> None:
+        #: the interpreter to run; bench/ passes an older tree's venv to measure "before"
+        self.python = str(Path(python).absolute()) if python else sys.executable
         self.config = config
         self.workers = workers
         self.port = config["server"]["port"]
@@ -119,11 +123,16 @@ class ServiceProcess:
 
     def start(self, timeout: float = 20.0) -> ServiceProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("WEBHOOK_POLLER_")}
+        cwd = None
+        if self.python != sys.executable:
+            # another tree's venv (<tree>/.venv/bin/python): run from that tree, not this one
+            cwd = Path(self.python).absolute().parents[2]
+            env.pop("PYTHONPATH", None)
         self._close_log()
         self._log = log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [
-                sys.executable,
+                self.python,
                 "-m",
                 "webhook_poller",
                 "serve",
@@ -135,6 +144,7 @@ class ServiceProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
+            cwd=cwd,
             start_new_session=self.workers > 1,
         )
 
