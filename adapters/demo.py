@@ -44,6 +44,12 @@ class DemoOptions(ProviderOptions):
     """``providers.demo``: the shared provider keys, plus how many polls a task takes."""
 
     polls_until_done: int = Field(default=2, ge=1)
+    # The demo finishes in seconds: no spacing, a generous budget, a quick cadence (each
+    # only a default: the user's polling.interval_s and first_poll_delay_s still rule).
+    min_interval_s: float = Field(default=0.0, ge=0)
+    max_requests_per_s: float = Field(default=100.0, ge=0)
+    interval_s: float | None = Field(default=2.0, gt=0)
+    first_poll_delay_s: float | None = Field(default=1.0, ge=0)
 
 
 class DemoAdapter:

@@ -19,7 +19,7 @@ from tests.support.service import (
     wait_status,
 )
 from webhook_poller.adapters.kling import KlingAdapter, kling_jwt, parse_kling_payload
-from webhook_poller.config import DEFAULT_MODELS, DEFAULT_PROVIDERS, settings_from_mapping
+from webhook_poller.config import DEFAULT_MODELS, settings_from_mapping
 from webhook_poller.errors import ProviderTaskFailed, ProviderUnavailable, UnrecognizedResponse
 from webhook_poller.interfaces import PluginContext, PollStatus, ProviderTask
 from webhook_poller.model import ErrorCode
@@ -126,7 +126,7 @@ def test_unknown_status_is_unrecognized():
 def test_kling_patterns_stay_with_kie():
     """kling-* is ambiguous (KIE Market or Kling direct), so it keeps the KIE default."""
     assert ModelRouter(DEFAULT_MODELS).adapter_for("kling-v2-5-turbo") == "kie-market"
-    assert DEFAULT_PROVIDERS["kling"]["base_url"] == KlingAdapter.Options().base_url
+    assert KlingAdapter.Options().base_url == "https://api-singapore.klingai.com"
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from tests.support.service import (
     wait_status,
 )
 from webhook_poller.adapters.luma import LumaAdapter, parse_luma_generation
-from webhook_poller.config import DEFAULT_PROVIDERS, settings_from_mapping
+from webhook_poller.config import settings_from_mapping
 from webhook_poller.errors import ProviderTaskFailed, ProviderUnavailable, UnrecognizedResponse
 from webhook_poller.interfaces import PluginContext, PollStatus, ProviderTask
 from webhook_poller.model import ErrorCode
@@ -162,12 +162,11 @@ async def test_refused_key_unknown_generation_and_env_fallback(emulator, monkeyp
     assert (await poll(make_adapter(emulator, api_key=None), "t")).status is PollStatus.PENDING
 
 
-def test_defaults_match_the_config_defaults():
-    """The adapter's Options defaults and DEFAULT_PROVIDERS agree."""
+def test_defaults_are_the_adapters_own():
+    """Luma's host and cadence are its Options defaults (no copy in core config)."""
     opts = LumaAdapter.Options()
-    assert opts.base_url == DEFAULT_PROVIDERS["luma"]["base_url"] == "https://api.lumalabs.ai"
-    assert opts.min_interval_s == DEFAULT_PROVIDERS["luma"]["min_interval_s"]
-    assert opts.max_requests_per_s == DEFAULT_PROVIDERS["luma"]["max_requests_per_s"]
+    assert opts.base_url == "https://api.lumalabs.ai"
+    assert (opts.min_interval_s, opts.max_requests_per_s) == (3.0, 5.0)
 
 
 def test_end_to_end_through_the_service(tmp_path, emulator):

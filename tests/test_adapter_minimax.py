@@ -22,7 +22,7 @@ from webhook_poller.adapters.minimax import (
     parse_minimax_file,
     parse_minimax_query,
 )
-from webhook_poller.config import DEFAULT_MODELS, DEFAULT_PROVIDERS, settings_from_mapping
+from webhook_poller.config import DEFAULT_MODELS, settings_from_mapping
 from webhook_poller.errors import ProviderTaskFailed, ProviderUnavailable, UnrecognizedResponse
 from webhook_poller.interfaces import PluginContext, PollStatus, ProviderTask
 from webhook_poller.model import ErrorCode
@@ -109,7 +109,7 @@ def test_minimax_model_names_route_to_minimax():
     for model in ("MiniMax-Hailuo-02", "T2V-01-Director", "I2V-01", "S2V-01", "video-01"):
         assert router.adapter_for(model) == "minimax", model
     assert router.adapter_for("hailuo-2-3") == "kie-market"
-    assert DEFAULT_PROVIDERS["minimax"]["base_url"] == MinimaxAdapter.Options().base_url
+    assert MinimaxAdapter.Options().base_url == "https://api.minimax.io"
     assert MinimaxAdapter.result_link_ttl_s == 9 * 3600
 
 

@@ -12,7 +12,7 @@ from tests.support import emu_runway as rw
 from tests.support.emu_scripted import html, json_answer, truncated
 from tests.support.service import CallbackReceiver, base_config, run_service, wait_for, wait_status
 from webhook_poller.adapters.runway import RunwayAdapter, parse_runway_task
-from webhook_poller.config import DEFAULT_PROVIDERS, settings_from_mapping
+from webhook_poller.config import settings_from_mapping
 from webhook_poller.errors import (
     ConfigError,
     ProviderTaskFailed,
@@ -202,13 +202,12 @@ async def test_env_fallback_key_and_quoted_task_id(emulator, monkeypatch):
     assert emulator.calls_for("odd/id?x")[0]["query"] == {}
 
 
-def test_defaults_match_the_config_defaults():
-    """The adapter's Options defaults and DEFAULT_PROVIDERS agree, with Runway's dev host."""
+def test_defaults_are_the_adapters_own():
+    """Runway's dev host and cadence are its Options defaults (no copy in core config)."""
     opts = RunwayAdapter.Options()
-    assert opts.base_url == DEFAULT_PROVIDERS["runway"]["base_url"]
     assert opts.base_url == "https://api.dev.runwayml.com"
-    assert opts.min_interval_s == DEFAULT_PROVIDERS["runway"]["min_interval_s"]
-    assert opts.max_requests_per_s == DEFAULT_PROVIDERS["runway"]["max_requests_per_s"]
+    assert (opts.min_interval_s, opts.max_requests_per_s) == (5.0, 5.0)
+    assert settings_from_mapping({}).provider_options("runway") == {}
     assert RunwayAdapter.result_link_ttl_s == 86400
 
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from tests.support.service import base_config
 from webhook_poller import plugins
-from webhook_poller.config import DEFAULT_PROVIDERS, settings_from_mapping
+from webhook_poller.config import settings_from_mapping
 from webhook_poller.interfaces import (
     BuildsCallbackTargets,
     ChecksCredentials,
@@ -143,8 +143,8 @@ def test_options_model_and_section_are_read_only_when_typed():
 
 
 def test_kie_cadence_is_the_adapter_default_not_core_config():
-    """KIE's 30 s spacing and 10 requests/s come from its own Options, not DEFAULT_PROVIDERS."""
-    assert "kie" not in DEFAULT_PROVIDERS
+    """KIE's 30 s spacing and 10 requests/s come from its own Options, not core config."""
+    assert "kie" not in settings_from_mapping({}).providers
     defaults = plugins.option_defaults(plugins.load("adapter", "kie-veo"))
     assert defaults["min_interval_s"] == 30.0
     assert defaults["max_requests_per_s"] == 10.0

@@ -300,3 +300,30 @@ def test_delivery_retry_schedule_repeats_its_last_step(attempts, step):
 def test_delivery_retry_without_schedule_waits_a_minute():
     """An empty schedule falls back to 60 s."""
     assert retry_delay_s(3, [], random.Random()) == 60.0
+
+
+@pytest.mark.parametrize(
+    ("polling", "provider", "interval", "first_delay"),
+    [
+        # the demo's built-in 2 s cadence, when the user set nothing
+        ({}, {}, 2.0, 1.0),
+        # a polling.interval_s the user set beats the demo's built-in interval; the built-in
+        # first delay is then only a cap of one interval
+        ({"interval_s": 0.2}, {}, 0.2, 0.2),
+        ({"interval_s": 7, "first_poll_delay_s": 0}, {}, 7.0, 0.0),
+        # a providers.demo key the user set rules over polling.*
+        ({"interval_s": 0.2}, {"interval_s": 0.5}, 0.5, 0.5),
+    ],
+)
+def test_a_built_in_family_cadence_never_beats_a_polling_key_the_user_set(
+    polling: dict[str, float], provider: dict[str, float], interval: float, first_delay: float
+) -> None:
+    from webhook_poller import plugins
+    from webhook_poller.config import settings_from_mapping
+    from webhook_poller.services import ProviderGate
+
+    settings = settings_from_mapping({"polling": polling, "providers": {"demo": provider}})
+    builtin = plugins.option_defaults(plugins.load("adapter", "demo"))
+    gate = ProviderGate("demo", settings.provider_options("demo"), settings.polling, None, builtin)
+    assert gate.polling.interval_s == interval
+    assert gate.first_poll_delay_s == first_delay

@@ -50,51 +50,6 @@ DEFAULT_MODELS: dict[str, str] = {
     "video-01*": "minimax",
 }
 
-#: Per-provider defaults merged under ``providers.<section>``. KIE's cadence and budgets are
-#: not here: they are the defaults of its own ``KieOptions`` (adapters/kie.py), which the
-#: service reads through the adapter (``plugins.option_defaults``).
-DEFAULT_PROVIDERS: dict[str, dict[str, Any]] = {
-    # Direct providers: the same values as each adapter's Options defaults.
-    "runway": {
-        "base_url": "https://api.dev.runwayml.com",
-        "min_interval_s": 5.0,
-        "max_requests_per_s": 5.0,
-    },
-    "luma": {
-        "base_url": "https://api.lumalabs.ai",
-        "min_interval_s": 3.0,
-        "max_requests_per_s": 5.0,
-    },
-    "kling": {
-        "base_url": "https://api-singapore.klingai.com",
-        "min_interval_s": 5.0,
-        "max_requests_per_s": 5.0,
-    },
-    "minimax": {
-        "base_url": "https://api.minimax.io",
-        "min_interval_s": 10.0,
-        "max_requests_per_s": 5.0,
-    },
-    "gemini": {
-        "base_url": "https://generativelanguage.googleapis.com",
-        "min_interval_s": 10.0,
-        "max_requests_per_s": 5.0,
-    },
-    "replicate": {
-        "base_url": "https://api.replicate.com",
-        "min_interval_s": 5.0,
-        "max_requests_per_s": 50.0,
-    },
-    "fal": {"base_url": "https://queue.fal.run", "min_interval_s": 5.0, "max_requests_per_s": 10.0},
-    "demo": {
-        "min_interval_s": 0.0,
-        "max_requests_per_s": 100.0,
-        "polls_until_done": 2,
-        "interval_s": 2.0,
-        "first_poll_delay_s": 1.0,
-    },
-}
-
 PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "secret", "replace-me", "xxx"})
 
 
@@ -291,8 +246,8 @@ class Settings(_Section):
     analytics: AnalyticsSettings = Field(default_factory=AnalyticsSettings)
     #: Model-name glob -> adapter name, first match wins (order kept from the file).
     models: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_MODELS))
-    #: Options per provider section (``kie``, ``demo`` ...), handed to the adapters; merged
-    #: key by key over DEFAULT_PROVIDERS.
+    #: Options per provider section (``kie``, ``demo`` ...), handed to the adapters as set;
+    #: each adapter's own ``Options`` model holds its defaults (base URL, cadence, budget).
     providers: dict[str, dict[str, Any]] = Field(default_factory=dict)
     notifiers: list[dict[str, Any]] = Field(default_factory=list)
 
@@ -301,7 +256,7 @@ class Settings(_Section):
     def _merge_provider_defaults(
         cls, value: dict[str, dict[str, Any]]
     ) -> dict[str, dict[str, Any]]:
-        merged = {name: dict(opts) for name, opts in DEFAULT_PROVIDERS.items()}
+        merged: dict[str, dict[str, Any]] = {}
         for name, opts in (value or {}).items():
             if opts is not None and not isinstance(opts, dict):
                 raise ValueError(f"providers.{name} must be a mapping")

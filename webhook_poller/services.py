@@ -22,7 +22,7 @@ from pydantic import SecretStr
 
 from . import net, plugins
 from .clock import Clock, SystemClock
-from .config import DEFAULT_PROVIDERS, PollingSettings, Settings
+from .config import PollingSettings, Settings
 from .errors import ConfigError, StoreUnavailable
 from .interfaces import (
     BlobStorage,
@@ -103,7 +103,14 @@ class ProviderGate:
         self.section = section
         builtin = dict(builtin or {})
         options = {**builtin, **options}
-        overrides = {k: float(options[k]) for k in self.OVERRIDABLE if options.get(k) is not None}
+        # A family's own polling key overrides polling.* for it; a built-in one (the demo's
+        # 2 s) never beats a polling.* key the user set.
+        overrides = {
+            k: float(options[k])
+            for k in self.OVERRIDABLE
+            if options.get(k) is not None
+            and not (k in polling.model_fields_set and options[k] == builtin.get(k))
+        }
         self.polling = polling.model_copy(update=overrides) if overrides else polling
         # A first delay the user set rules; a built-in one is only a cap (one interval).
         explicit = "first_poll_delay_s" in polling.model_fields_set or options.get(
@@ -303,7 +310,7 @@ def build_services(settings: Settings) -> Services:
             log.warning("adapter_skipped", adapter=adapter_name, error=str(exc)[:200])
             continue
         if section not in section_gates:
-            builtin = {**plugins.option_defaults(cls), **DEFAULT_PROVIDERS.get(section, {})}
+            builtin = plugins.option_defaults(cls)
             section_gates[section] = ProviderGate(
                 section, options, settings.polling, shared, builtin
             )
