@@ -63,14 +63,39 @@ def redis_server(path: Path) -> Iterator[RedisServer]:
 
 
 @contextlib.contextmanager
-def service(config: dict, path: Path, workers: int = 1) -> Iterator[ServiceProcess]:
-    """The service's CLI; ``workers`` > 1 runs ``serve --workers N`` (supervisor + N)."""
-    proc = ServiceProcess(config, path, workers=workers).start(timeout=60)
+def service(
+    config: dict, path: Path, workers: int = 1, code: Path | None = None
+) -> Iterator[ServiceProcess]:
+    """The service's CLI; ``workers`` > 1 runs ``serve --workers N`` (supervisor + N).
+
+    ``code``: run another tree's ``webhook_poller`` (a ``git archive`` export, the "before"
+    of a before/after run) with this venv's dependencies: it goes first on the child's
+    ``PYTHONPATH`` and is its working directory (``python -m`` puts the cwd first)."""
+    with _code_tree(code):
+        proc = ServiceProcess(config, path, workers=workers).start(timeout=60)
     try:
         yield proc
     finally:
         with contextlib.suppress(Exception):
             proc.terminate()
+
+
+@contextlib.contextmanager
+def _code_tree(code: Path | None) -> Iterator[None]:
+    if code is None:
+        yield
+        return
+    cwd, saved = os.getcwd(), os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = str(code) + (os.pathsep + saved if saved else "")
+    os.chdir(code)
+    try:
+        yield
+    finally:
+        os.chdir(cwd)
+        if saved is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = saved
 
 
 @contextlib.contextmanager
