@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import queue
 import sqlite3
+import threading
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -113,15 +114,15 @@ class SqliteJobStore(BaseJobStore):
         self._db: sqlite3.Connection | None = None  # point reads, on the loop's thread
         self._wdb: sqlite3.Connection | None = None  # writes, on the writer thread only
         self._rdb: sqlite3.Connection | None = None  # longer reads, on the reader thread
-        self._writer: ThreadPoolExecutor | None = None
-        self._reader: ThreadPoolExecutor | None = None
+        self._writer: _Thread | None = None
+        self._reader: _Thread | None = None
 
     # --- lifecycle and schema ---------------------------------------------------------
 
     async def _connect(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
-        self._reader = ThreadPoolExecutor(1, thread_name_prefix="sqlite-reader")
+        self._writer = _Thread("sqlite-writer")
+        self._reader = _Thread("sqlite-reader")
         try:
             self._wdb = await self._on(self._writer, lambda: self._connection(10.0))
             await self._enable_wal()
@@ -134,8 +135,8 @@ class SqliteJobStore(BaseJobStore):
             raise
 
     @staticmethod
-    async def _on(pool: ThreadPoolExecutor, fn: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(pool, fn)
+    async def _on(thread: _Thread, fn: Callable[[], T]) -> T:
+        return await thread.call(fn)
 
     async def _enable_wal(self, wait_s: float = 10.0) -> None:
         """Switch a new file to WAL. The switch needs the file to itself and SQLite answers
@@ -172,9 +173,9 @@ class SqliteJobStore(BaseJobStore):
                 db.close()
             else:  # after every hand-over already queued on that thread
                 await self._on(pool, db.close)
-        for pool in (self._writer, self._reader):
-            if pool is not None:
-                pool.shutdown(wait=False)
+        for thread in (self._writer, self._reader):
+            if thread is not None:
+                thread.stop()
         self._writer = self._reader = None
 
     async def _ping(self) -> bool:
@@ -219,7 +220,7 @@ class SqliteJobStore(BaseJobStore):
         if self._writer is None or self._wdb is None:
             raise StoreUnavailable("the SQLite store is not open")
         db = self._wdb
-        return await asyncio.get_running_loop().run_in_executor(self._writer, fn, db)
+        return await self._writer.call(lambda: fn(db))
 
     async def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """``fn`` inside ``BEGIN IMMEDIATE`` ... ``COMMIT`` on the writer thread; it has
@@ -614,6 +615,48 @@ class SqliteJobStore(BaseJobStore):
         await self._write(
             lambda db: db.execute("DELETE FROM sessions WHERE session_id=?", (session_id,))
         )
+
+
+class _Thread:
+    """One thread running the calls handed to it in order. A call costs one queue put and
+    one ``call_soon_threadsafe`` back (``run_in_executor``'s two futures and executor lock
+    measured dearer per poll). A daemon: a transaction cut short by the interpreter's exit
+    was never committed, and SQLite rolls it back."""
+
+    def __init__(self, name: str) -> None:
+        self._calls: queue.SimpleQueue[tuple[asyncio.Future[Any], Callable[[], Any]] | None]
+        self._calls = queue.SimpleQueue()
+        threading.Thread(target=self._run, name=name, daemon=True).start()
+
+    def call(self, fn: Callable[[], T]) -> asyncio.Future[T]:
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._calls.put((future, fn))
+        return future
+
+    def stop(self) -> None:
+        self._calls.put(None)
+
+    def _run(self) -> None:
+        while (item := self._calls.get()) is not None:
+            future, fn = item
+            try:
+                outcome: tuple[bool, Any] = (True, fn())
+            except BaseException as exc:  # handed to the caller, whatever it is
+                outcome = (False, exc)
+            try:
+                future.get_loop().call_soon_threadsafe(_settle, future, outcome)
+            except RuntimeError:  # the caller's loop is closed: nobody waits any more
+                pass
+
+
+def _settle(future: asyncio.Future[Any], outcome: tuple[bool, Any]) -> None:
+    if future.done():  # the caller was cancelled; the call itself has run
+        return
+    ok, value = outcome
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
 
 
 def _statements(script: str) -> list[str]:
