@@ -64,16 +64,44 @@ def redis_server(path: Path) -> Iterator[RedisServer]:
 
 @contextlib.contextmanager
 def service(
-    config: dict, path: Path, workers: int = 1, python: str | None = None
+    config: dict,
+    path: Path,
+    workers: int = 1,
+    python: str | None = None,
+    code: Path | None = None,
 ) -> Iterator[ServiceProcess]:
-    """The service's CLI; ``workers`` > 1 runs ``serve --workers N`` (supervisor + N);
-    ``python`` is another tree's interpreter (a "before" export with its own venv)."""
-    proc = ServiceProcess(config, path, workers=workers, python=python).start(timeout=60)
+    """The service's CLI; ``workers`` > 1 runs ``serve --workers N`` (supervisor + N).
+
+    Two ways to run a "before" tree in the same run: ``python`` is another tree's
+    interpreter (an export with its own venv, as ``bench.polls --before`` uses); ``code`` is
+    another tree's ``webhook_poller`` (a ``git archive`` export) run with this venv's
+    dependencies: it goes first on the child's ``PYTHONPATH`` and is its working directory
+    (``python -m`` puts the cwd first), as ``bench.intake --before`` uses."""
+    with _code_tree(code):
+        proc = ServiceProcess(config, path, workers=workers, python=python).start(timeout=60)
     try:
         yield proc
     finally:
         with contextlib.suppress(Exception):
             proc.terminate()
+
+
+@contextlib.contextmanager
+def _code_tree(code: Path | None) -> Iterator[None]:
+    if code is None:
+        yield
+        return
+    cwd, saved = os.getcwd(), os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = str(code) + (os.pathsep + saved if saved else "")
+    os.chdir(code)
+    try:
+        yield
+    finally:
+        os.chdir(cwd)
+        if saved is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = saved
 
 
 @contextlib.contextmanager

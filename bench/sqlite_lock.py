@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing as mp
+import sqlite3
 import statistics
 import tempfile
 import time
@@ -24,23 +25,25 @@ from webhook_poller.stores.sqlite import SqliteJobStore
 from . import harness
 
 
+class _TimedStore(SqliteJobStore):
+    """The real store, timing each wait for the file's write lock (on the writer thread)."""
+
+    def __init__(self, options: dict[str, Any], waits: list[float]) -> None:
+        super().__init__(options)
+        self.waits = waits
+
+    def _begin(self, db: sqlite3.Connection) -> None:
+        t = time.perf_counter()
+        super()._begin(db)
+        self.waits.append(time.perf_counter() - t)
+
+
 def _worker(url: str, name: str, seconds: float, inflight: int, out: Any) -> None:
     async def run() -> tuple[list[float], float, int]:
-        store = SqliteJobStore({"url": url})
+        waits: list[float] = []
+        store = _TimedStore({"url": url}, waits)
         await store.open()
         latencies: list[float] = []
-        waits: list[float] = []
-        execute = store.wdb.execute
-
-        async def timed(sql: str, *args: Any, **kwargs: Any) -> Any:
-            if sql != "BEGIN IMMEDIATE":
-                return await execute(sql, *args, **kwargs)
-            t = time.perf_counter()
-            result = await execute(sql, *args, **kwargs)
-            waits.append(time.perf_counter() - t)
-            return result
-
-        store.wdb.execute = timed  # type: ignore[method-assign]
         stop = time.monotonic() + seconds
 
         async def client(k: int) -> None:

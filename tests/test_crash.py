@@ -65,8 +65,10 @@ def post_many(url: str, n: int, hook: str, prefix: str) -> list[str]:
 
 
 @pytest.mark.crash
-def test_kill_9_while_polling_loses_nothing(tmp_path):
-    """Killed twice mid-polling, the service resumes every job and calls back once per job."""
+@pytest.mark.parametrize("workers", [1, 2])
+def test_kill_9_while_polling_loses_nothing(tmp_path, workers):
+    """Killed twice mid-polling (with one or two worker processes on one file), the service
+    resumes every job and calls back once per job."""
     receiver = CallbackReceiver()
     with receiver.serving() as hook:
         cfg = base_config(
@@ -75,7 +77,7 @@ def test_kill_9_while_polling_loses_nothing(tmp_path):
             polling={"interval_s": 0.2, "max_attempts": 100},
             providers={"demo": {"polls_until_done": 8}},
         )
-        svc = ServiceProcess(cfg, tmp_path).start()
+        svc = ServiceProcess(cfg, tmp_path, workers=workers).start()
         try:
             ids = post_many(svc.url, 30, hook, "k9")
             for _ in range(2):
@@ -94,13 +96,15 @@ def test_kill_9_while_polling_loses_nothing(tmp_path):
 
 
 @pytest.mark.crash
-def test_kill_9_with_callbacks_in_flight_repeats_only_with_same_webhook_id(tmp_path):
-    """A crash while receivers are still answering re-sends with the same webhook-id only."""
+@pytest.mark.parametrize("workers", [1, 2])
+def test_kill_9_with_callbacks_in_flight_repeats_only_with_same_webhook_id(tmp_path, workers):
+    """A crash while receivers are still answering (one or two worker processes) re-sends
+    with the same webhook-id only."""
     receiver = CallbackReceiver()
     receiver.delay_s = 1.5
     with receiver.serving() as hook:
         cfg = base_config(tmp_path, store={"lease_s": 1})
-        svc = ServiceProcess(cfg, tmp_path).start()
+        svc = ServiceProcess(cfg, tmp_path, workers=workers).start()
         try:
             ids = post_many(svc.url, 10, hook, "inflight")
             wait_for(lambda: len(receiver.events()) >= 5, timeout=30)

@@ -136,8 +136,10 @@ def test_three_instances_one_killed_every_job_told_once(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_redis_restart_mid_run_loses_nothing(tmp_path):
-    """Redis goes away mid-run: intake answers 503 and readyz 503; after it returns all finish."""
+@pytest.mark.parametrize("workers", [1, 2])
+def test_redis_restart_mid_run_loses_nothing(tmp_path, workers):
+    """Redis goes away mid-run (instances of one or two worker processes): intake answers 503
+    and readyz 503; after it returns all finish."""
     server = RedisServer(tmp_path / "redis").start()
     receiver = CallbackReceiver()
     procs: list[ServiceProcess] = []
@@ -150,7 +152,7 @@ def test_redis_restart_mid_run_loses_nothing(tmp_path):
                     polling={"interval_s": 0.3, "max_attempts": 100},
                     providers={"demo": {"polls_until_done": 5}},
                 )
-                procs.append(ServiceProcess(cfg, tmp_path).start())
+                procs.append(ServiceProcess(cfg, tmp_path, workers=workers).start())
             ids = post_jobs([p.url for p in procs], 200, hook, "rr")
             server.stop()
             down = httpx.post(

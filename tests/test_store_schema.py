@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
 import pytest
 import redis
 
@@ -164,8 +163,8 @@ def test_service_refuses_to_start_on_a_newer_sqlite_schema(tmp_path: Path):
     con.close()
 
 
-async def add_flag(db: aiosqlite.Connection) -> None:
-    await db.execute("INSERT INTO meta (name, value) VALUES ('flag', 'migrated')")
+def add_flag(db: sqlite3.Connection) -> None:
+    db.execute("INSERT INTO meta (name, value) VALUES ('flag', 'migrated')")
 
 
 class NextReleaseStore(SqliteJobStore):
@@ -193,8 +192,8 @@ async def test_sqlite_migrations_apply_in_order_from_the_release(tmp_path: Path)
         await SqliteJobStore({"url": f"sqlite:///{path}"}).open()
 
 
-async def broken(db: aiosqlite.Connection) -> None:
-    await db.execute("CREATE TABLE half_done (x)")
+def broken(db: sqlite3.Connection) -> None:
+    db.execute("CREATE TABLE half_done (x)")
     raise RuntimeError("migration bug")
 
 

@@ -202,28 +202,30 @@ class RedisJobStore(BaseJobStore):
         )
 
     async def _create_batch(self, jobs: list[Job]) -> list[tuple[Job | None, bool]]:
-        """Every job's create script in one pipeline: one round trip for the batch; then the
-        task index of the new jobs, and the jobs that already held a key."""
-        pipe = self.r.pipeline(transaction=False)
-        script = self._scripts["create"]
-        for job in jobs:
-            args = self._args(
-                id=job.id,
-                dedupe_key=job.dedupe_key,
-                body=self._encode_job(job),
-                version=job.version,
-                state=job.state.value,
-                due_at=_ts(job.due_at),
-                lease_owner=job.lease_owner or "",
-                lease_expires_at=_ts(job.lease_expires_at),
-                reclaims=job.reclaims,
-                session_id=job.session_id,
-                model=job.model,
-                created_at=_ts(job.created_at),
-                active=self._is_active(job),
-            )
-            await script(keys=[], args=args, client=pipe)
-        replies = list(await self._call(pipe.execute()))
+        """The batch in one create script call (one command, one round trip; a pipeline
+        of one call per job cost redis-py a command each and a SCRIPT EXISTS per batch);
+        then the task index of the new jobs, and the jobs that already held a key."""
+        replies = await self._script(
+            "create",
+            jobs=[
+                {
+                    "id": job.id,
+                    "dedupe_key": job.dedupe_key,
+                    "body": self._encode_job(job),
+                    "version": job.version,
+                    "state": job.state.value,
+                    "due_at": _ts(job.due_at),
+                    "lease_owner": job.lease_owner or "",
+                    "lease_expires_at": _ts(job.lease_expires_at),
+                    "reclaims": job.reclaims,
+                    "session_id": job.session_id,
+                    "model": job.model,
+                    "created_at": _ts(job.created_at),
+                    "active": self._is_active(job),
+                }
+                for job in jobs
+            ],
+        )
         made = [int(created) == 1 for created, _ in replies]
         await self._index_tasks([job for job, new in zip(jobs, made, strict=True) if new])
         holders = [str(job_id) for (_, job_id), new in zip(replies, made, strict=True) if not new]
@@ -270,32 +272,33 @@ class RedisJobStore(BaseJobStore):
             log.warning("task_index_write_failed", error=str(exc)[:200])
 
     async def _save_batch(self, items: list[SaveItem]) -> list[Job | LeaseLost]:
-        """Every compare-and-set script of the batch in one pipeline (one round trip)."""
-        pipe = self.r.pipeline(transaction=False)
-        script = self._scripts["save"]
-        for job, expected_version, deliveries in items:
-            args = self._args(
-                id=job.id,
-                expected_version=expected_version,
-                body=self._encode_job(job),
-                state=job.state.value,
-                due_at=_ts(job.due_at),
-                lease_owner=job.lease_owner or "",
-                lease_expires_at=_ts(job.lease_expires_at),
-                reclaims=job.reclaims,
-                active=self._is_active(job),
-                deliveries=[
-                    {
-                        "field": _field(d),
-                        "body": self._encode_delivery(d),
-                        "status": d.status.value,
-                        "next_attempt_at": _ts(d.next_attempt_at) or "0",
-                    }
-                    for d in deliveries
-                ],
-            )
-            await script(keys=[], args=args, client=pipe)
-        results = await self._call(pipe.execute())
+        """Every compare-and-set of the batch in one save script call (one round trip)."""
+        results = await self._script(
+            "save",
+            items=[
+                {
+                    "id": job.id,
+                    "expected_version": expected_version,
+                    "body": self._encode_job(job),
+                    "state": job.state.value,
+                    "due_at": _ts(job.due_at),
+                    "lease_owner": job.lease_owner or "",
+                    "lease_expires_at": _ts(job.lease_expires_at),
+                    "reclaims": job.reclaims,
+                    "active": self._is_active(job),
+                    "deliveries": [
+                        {
+                            "field": _field(d),
+                            "body": self._encode_delivery(d),
+                            "status": d.status.value,
+                            "next_attempt_at": _ts(d.next_attempt_at) or "0",
+                        }
+                        for d in deliveries
+                    ],
+                }
+                for job, expected_version, deliveries in items
+            ],
+        )
         saved: list[Job | LeaseLost] = [
             dataclasses.replace(job, version=expected_version + 1)
             if int(ok) == 1

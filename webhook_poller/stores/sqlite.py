@@ -2,24 +2,29 @@
 
 WAL journal with ``synchronous=NORMAL``: a committed transaction survives the process being
 killed (only a power cut can lose the last commits). Every multi-statement write runs in
-``BEGIN IMMEDIATE`` under one lock, and the claim is a single ``UPDATE ... RETURNING``, so two
-processes on one file never claim the same job (``serve --workers N``). Writes go through one
-connection under that lock; reads through a second one, each run to its end in one hand-over
-to the driver's thread. Scale-out across machines is the Redis store's job.
+``BEGIN IMMEDIATE``, and the claim is a single ``UPDATE ... RETURNING``, so two processes on
+one file never claim the same job (``serve --workers N``).
+
+Threads: one writer thread owns the writing connection and runs a whole transaction (a
+group commit of creates or saves, see ``batching.py``) in one hand-over from the event loop;
+aiosqlite handed over each statement and each fetch. Indexed point reads (a job by id or
+task, the next due time) run on the loop's own thread on a connection of their own, which
+fails at once rather than wait when the file is busy, and then goes to the reader thread;
+reads that scan (lists, counts) go to that reader thread too. Every read runs to its end in
+one call. Scale-out across machines is the Redis store's job.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import queue
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, ClassVar
-
-import aiosqlite
+from typing import Any, ClassVar, TypeVar
 
 from ..errors import ConfigError, LeaseLost, StoreUnavailable
 from ..interfaces import PluginContext
@@ -75,9 +80,12 @@ CREATE TABLE IF NOT EXISTS sessions (
 );
 """
 
-#: A migration: SQL run as one script, or a function given the connection; each runs in the
-#: transaction that also sets ``PRAGMA user_version`` to its (1-based) position.
-Migration = str | Callable[[aiosqlite.Connection], Awaitable[None]]
+#: A migration: SQL run as one script, or a function given the (``sqlite3``) connection and
+#: run on the writer thread; each runs in the transaction that also sets
+#: ``PRAGMA user_version`` to its (1-based) position.
+Migration = str | Callable[[sqlite3.Connection], None]
+
+T = TypeVar("T")
 
 #: Every schema version in order; the store's version is how many of them it has applied.
 MIGRATIONS: tuple[Migration, ...] = (_V1,)
@@ -103,25 +111,34 @@ class SqliteJobStore(BaseJobStore):
     def __init__(self, options: Mapping[str, Any], context: PluginContext | None = None) -> None:
         super().__init__()
         self.path = sqlite_path(str(options["url"]))
-        self._db: aiosqlite.Connection | None = None
-        self._wdb: aiosqlite.Connection | None = None
-        self._lock = asyncio.Lock()
+        self._db: sqlite3.Connection | None = None  # point reads, on the loop's thread
+        self._wdb: sqlite3.Connection | None = None  # writes, on the writer thread only
+        self._rdb: sqlite3.Connection | None = None  # longer reads, on the reader thread
+        self._writer: _Thread | None = None
+        self._reader: _Thread | None = None
 
     # --- lifecycle and schema ---------------------------------------------------------
 
     async def _connect(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        wdb = await self._connection()
+        self._writer = _Thread("sqlite-writer")
+        self._reader = _Thread("sqlite-reader")
         try:
-            await self._enable_wal(wdb)
+            self._wdb = await self._on(self._writer, lambda: self._connection(10.0))
+            await self._enable_wal()
+            self._rdb = await self._on(self._reader, lambda: self._connection(10.0))
+            # a busy file makes a loop-thread read fail at once (and go to the reader
+            # thread) rather than block the event loop in SQLite's busy handler
+            self._db = self._connection(0.0)
         except BaseException:
-            await wdb.close()
+            await self.close()
             raise
-        self._wdb = wdb
-        self._db = await self._connection()
 
     @staticmethod
-    async def _enable_wal(db: aiosqlite.Connection, wait_s: float = 10.0) -> None:
+    async def _on(thread: _Thread, fn: Callable[[], T]) -> T:
+        return await thread.call(fn)
+
+    async def _enable_wal(self, wait_s: float = 10.0) -> None:
         """Switch a new file to WAL. The switch needs the file to itself and SQLite answers
         "database is locked" at once, without the busy timeout, while another process opens
         the same new file; once one of them has switched, the pragma is a no-op for the rest.
@@ -130,27 +147,36 @@ class SqliteJobStore(BaseJobStore):
         deadline = asyncio.get_running_loop().time() + wait_s
         while True:
             try:
-                await db.execute_fetchall("PRAGMA journal_mode=WAL")
+                await self._write(lambda db: db.execute("PRAGMA journal_mode=WAL").fetchall())
                 return
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) or asyncio.get_running_loop().time() > deadline:
                     raise
                 await asyncio.sleep(0.02)
 
-    async def _connection(self) -> aiosqlite.Connection:
-        db = await aiosqlite.connect(self.path, isolation_level=None)
-        db.row_factory = aiosqlite.Row
-        # first, so that N processes opening a new file at once wait for each other
-        await db.execute("PRAGMA busy_timeout=10000")
-        await db.execute("PRAGMA synchronous=NORMAL")
+    def _connection(self, busy_timeout_s: float) -> sqlite3.Connection:
+        # autocommit (isolation_level None): every transaction is an explicit BEGIN IMMEDIATE
+        db = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_s
+        )
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA synchronous=NORMAL")
         return db
 
     async def close(self) -> None:
-        for name in ("_db", "_wdb"):
+        for name, pool in (("_wdb", self._writer), ("_rdb", self._reader), ("_db", None)):
             db = getattr(self, name)
-            if db is not None:
-                setattr(self, name, None)
-                await db.close()
+            if db is None:
+                continue
+            setattr(self, name, None)
+            if pool is None:
+                db.close()
+            else:  # after every hand-over already queued on that thread
+                await self._on(pool, db.close)
+        for thread in (self._writer, self._reader):
+            if thread is not None:
+                thread.stop()
+        self._writer = self._reader = None
 
     async def _ping(self) -> bool:
         try:
@@ -167,54 +193,78 @@ class SqliteJobStore(BaseJobStore):
         return int(rows[0][0]) if rows else 0
 
     async def _migrate_to(self, version: int) -> None:
-        async with self._tx() as db:
-            cur = await db.execute("PRAGMA user_version")  # another process may be first
-            stamp = list(await cur.fetchall())
+        def migrate(db: sqlite3.Connection) -> None:
+            stamp = db.execute("PRAGMA user_version").fetchall()  # another process may be first
             if stamp and int(stamp[0][0]) >= version:
                 return
             step = self.migrations[version - 1]
             if isinstance(step, str):
                 for statement in _statements(step):  # executescript would COMMIT for us
-                    await db.execute(statement)
+                    db.execute(statement)
             else:
-                await step(db)
-            await db.execute(f"PRAGMA user_version = {int(version)}")
+                step(db)
+            db.execute(f"PRAGMA user_version = {int(version)}")
 
-    async def _read(self, sql: str, args: Sequence[Any] = ()) -> list[aiosqlite.Row]:
-        """One read, run to its end in one hand-over to the driver's thread: no statement
-        stays open between two awaits, so every read sees the latest commit, also one made
-        by the writing connection or another process."""
-        return list(await self.db.execute_fetchall(sql, args))
+        await self._tx(migrate)
 
-    @property
-    def db(self) -> aiosqlite.Connection:
-        """The connection for reads: they never wait, and never hold up a writer."""
-        if self._db is None:
+    # --- the hand-overs: one per transaction, reads on the loop when they are short --------
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(connection)`` on the writer thread: a whole transaction (or one
+        autocommit statement) in one hand-over, where aiosqlite made one per statement.
+        The one thread also serializes this process's writes, so no lock is needed. Every
+        statement on this connection is read to its end: a read left open pins an old WAL
+        snapshot, and once another process (``serve --workers N``) commits, the next write
+        fails at once with "database is locked" (SQLITE_BUSY_SNAPSHOT, which no busy
+        timeout waits out)."""
+        if self._writer is None or self._wdb is None:
             raise StoreUnavailable("the SQLite store is not open")
-        return self._db
+        db = self._wdb
+        return await self._writer.call(lambda: fn(db))
 
-    @property
-    def wdb(self) -> aiosqlite.Connection:
-        """The connection for writes, used only under ``self._lock``, and every statement on
-        it is read to the end. A read left open on a writing connection pins an old WAL
-        snapshot, and once another process (``serve --workers N``) commits, that
-        connection's next write fails at once with "database is locked" (SQLITE_BUSY_SNAPSHOT,
-        which no busy timeout waits out)."""
-        if self._wdb is None:
-            raise StoreUnavailable("the SQLite store is not open")
-        return self._wdb
+    async def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn`` inside ``BEGIN IMMEDIATE`` ... ``COMMIT`` on the writer thread; it has
+        committed (WAL) when this returns, and rolled back if ``fn`` raised."""
 
-    @asynccontextmanager
-    async def _tx(self) -> AsyncIterator[aiosqlite.Connection]:
-        async with self._lock:
-            db = self.wdb
-            await db.execute("BEGIN IMMEDIATE")
+        def run(db: sqlite3.Connection) -> T:
+            self._begin(db)
             try:
-                yield db
+                result = fn(db)
             except BaseException:
-                await db.execute("ROLLBACK")
+                db.execute("ROLLBACK")
                 raise
-            await db.execute("COMMIT")
+            db.execute("COMMIT")
+            return result
+
+        return await self._write(run)
+
+    def _begin(self, db: sqlite3.Connection) -> None:
+        """Take the file's write lock (waits up to the busy timeout for other processes)."""
+        db.execute("BEGIN IMMEDIATE")
+
+    async def _read(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        """A read that may scan: run to its end in one hand-over to the reader thread, so
+        no statement stays open and every read sees the latest commit, also one made by
+        the writing connection or another process."""
+        if self._reader is None or self._rdb is None:
+            raise StoreUnavailable("the SQLite store is not open")
+        db = self._rdb
+        return await self._on(self._reader, lambda: db.execute(sql, args).fetchall())
+
+    async def _point(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        """An indexed point read (microseconds) on the loop's own thread, no hand-over.
+        While another connection holds a lock this connection must wait for (a checkpoint,
+        a WAL reset), it fails at once instead of blocking the loop, and the read goes to
+        the reader thread, which waits out the busy timeout."""
+        db = self._db
+        if db is None:
+            raise StoreUnavailable("the SQLite store is not open")
+        try:
+            return db.execute(sql, args).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+        return await self._read(sql, args)
 
     # --- jobs ------------------------------------------------------------------------
 
@@ -262,28 +312,29 @@ class SqliteJobStore(BaseJobStore):
                 )
             )
         keys = sorted({job.dedupe_key for job in jobs})
-        async with self._tx() as db:
-            await db.executemany(
+
+        def insert(db: sqlite3.Connection) -> tuple[dict[str, str], dict[str, Job]]:
+            db.executemany(
                 "INSERT INTO jobs (id, dedupe_key, session_id, model, state, active, created_at,"
                 " due_at, lease_owner, lease_expires_at, version, body)"
                 " VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(dedupe_key) DO NOTHING",
                 rows,
             )
             marks = ",".join("?" * len(keys))
-            cur = await db.execute(
-                f"SELECT id, dedupe_key FROM jobs WHERE dedupe_key IN ({marks})", keys
-            )
-            owners = {row["dedupe_key"]: row["id"] for row in await cur.fetchall()}
+            cur = db.execute(f"SELECT id, dedupe_key FROM jobs WHERE dedupe_key IN ({marks})", keys)
+            owners = {row["dedupe_key"]: row["id"] for row in cur.fetchall()}
             for job in jobs:
                 if owners[job.dedupe_key] == job.id:
-                    await self._index_tasks(db, job)
+                    self._index_tasks(db, job)
             taken = {owners[job.dedupe_key] for job in jobs if owners[job.dedupe_key] != job.id}
             known: dict[str, Job] = {}
             for job_id in taken:
-                cur = await db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,))
-                holder = list(await cur.fetchall())
+                holder = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchall()
                 assert holder
                 known[job_id] = self._job(holder[0])
+            return owners, known
+
+        owners, known = await self._tx(insert)
         found: list[tuple[Job | None, bool]] = [
             (job, True)
             if owners[job.dedupe_key] == job.id
@@ -293,42 +344,40 @@ class SqliteJobStore(BaseJobStore):
         return found
 
     async def get(self, job_id: str) -> Job | None:
-        rows = await self._read("SELECT * FROM jobs WHERE id = ?", (job_id,))
-        row = rows[0] if rows else None
-        return self._job(row) if row else None
+        rows = await self._point("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        return self._job(rows[0]) if rows else None
 
     async def find_by_task(self, provider: str, task_id: str) -> Job | None:
         """The job polling ``task_id`` at adapter ``provider`` (the intake dedupe key)."""
-        cur = await self.db.execute(
+        rows = await self._point(
             "SELECT * FROM jobs WHERE dedupe_key = ?", (dedupe_key(provider, task_id),)
         )
-        row = await cur.fetchone()
-        if row is None:
-            cur = await self.db.execute(
+        if not rows:
+            rows = await self._point(
                 "SELECT jobs.* FROM task_index JOIN jobs ON jobs.id = task_index.job_id"
                 " WHERE task_index.provider = ? AND task_index.task_id = ?",
                 (provider, task_id),
             )
-            row = await cur.fetchone()
-        return self._job(row) if row else None
+        return self._job(rows[0]) if rows else None
 
     @staticmethod
-    async def _index_tasks(db: aiosqlite.Connection, job: Job) -> None:
+    def _index_tasks(db: sqlite3.Connection, job: Job) -> None:
         tasks = indexed_task_ids(job)
         if tasks:
-            await db.executemany(
+            db.executemany(
                 "INSERT OR IGNORE INTO task_index (provider, task_id, job_id) VALUES (?,?,?)",
                 [(job.provider, task, job.id) for task in tasks],
             )
 
     async def _save_batch(self, items: list[SaveItem]) -> list[Job | LeaseLost]:
         """Every compare-and-set of the batch in one transaction; a lost lease fails alone."""
-        results: list[Job | LeaseLost] = []
-        async with self._tx() as db:
+
+        def update(db: sqlite3.Connection) -> list[Job | LeaseLost]:
+            results: list[Job | LeaseLost] = []
             for job, expected_version, deliveries in items:
                 new = dataclasses.replace(job, version=expected_version + 1)
                 state, active, due, owner, expires, body = self._row_values(new)
-                cur = await db.execute(
+                cur = db.execute(
                     "UPDATE jobs SET state=?, active=?, due_at=?, lease_owner=?,"
                     " lease_expires_at=?, reclaims=?, body=?, version=version+1"
                     " WHERE id=? AND version=?",
@@ -348,50 +397,55 @@ class SqliteJobStore(BaseJobStore):
                     results.append(LeaseLost(job.id))
                     continue
                 for delivery in deliveries:
-                    await self._insert_delivery(db, delivery)
-                await self._index_tasks(db, new)
+                    self._insert_delivery(db, delivery)
+                self._index_tasks(db, new)
                 results.append(new)
-        return results
+            return results
+
+        return await self._tx(update)
 
     async def claim_due(self, owner: str, now: datetime, lease_s: float, limit: int) -> list[Job]:
         now_ts = now.timestamp()
-        async with self._lock:
-            cur = await self.wdb.execute(
+        rows = await self._write(
+            lambda db: db.execute(
                 "UPDATE jobs SET reclaims=reclaims+(lease_owner IS NOT NULL),"
                 " lease_owner=?, lease_expires_at=?, version=version+1 WHERE seq IN"
                 " (SELECT seq FROM jobs WHERE active=1 AND due_at<=?"
                 "  AND (lease_owner IS NULL OR lease_expires_at<=?) ORDER BY due_at LIMIT ?)"
                 " RETURNING *",
                 (owner, now_ts + lease_s, now_ts, now_ts, limit),
-            )
-            rows = await cur.fetchall()
+            ).fetchall()
+        )
         return sorted((self._job(r) for r in rows), key=lambda j: j.due_at)
 
     async def renew_lease(self, job_id: str, owner: str, until: datetime) -> bool:
-        async with self._lock:
-            cur = await self.wdb.execute(
+        cur = await self._write(
+            lambda db: db.execute(
                 "UPDATE jobs SET lease_expires_at=? WHERE id=? AND lease_owner=?",
                 (until.timestamp(), job_id, owner),
             )
+        )
         return cur.rowcount == 1
 
     async def release_owner(self, owner: str) -> int:
-        async with self._lock:
-            cur = await self.wdb.execute(
+        def release(db: sqlite3.Connection) -> int:
+            cur = db.execute(
                 "UPDATE jobs SET lease_owner=NULL, lease_expires_at=NULL WHERE lease_owner=?",
                 (owner,),
             )
-            await self.wdb.execute(
+            db.execute(
                 "UPDATE deliveries SET lease_owner=NULL, lease_expires_at=NULL WHERE lease_owner=?",
                 (owner,),
             )
-        return cur.rowcount
+            return cur.rowcount
+
+        return await self._tx(release)
 
     async def next_due_at(self) -> datetime | None:
-        rows = await self._read("SELECT MIN(due_at) FROM jobs WHERE active=1")
+        rows = await self._point("SELECT MIN(due_at) FROM jobs WHERE active=1")
         row = rows[0] if rows else None
         due = row[0] if row else None
-        rows = await self._read(
+        rows = await self._point(
             "SELECT MIN(next_attempt_at) FROM deliveries WHERE status='pending'"
         )
         row = rows[0] if rows else None
@@ -400,11 +454,13 @@ class SqliteJobStore(BaseJobStore):
         return dt(min(candidates)) if candidates else None
 
     async def delete(self, job_id: str) -> bool:
-        async with self._tx() as db:
-            cur = await db.execute("DELETE FROM jobs WHERE id=?", (job_id,))
-            await db.execute("DELETE FROM deliveries WHERE job_id=?", (job_id,))
-            await db.execute("DELETE FROM task_index WHERE job_id=?", (job_id,))
-        return cur.rowcount == 1
+        def delete(db: sqlite3.Connection) -> bool:
+            cur = db.execute("DELETE FROM jobs WHERE id=?", (job_id,))
+            db.execute("DELETE FROM deliveries WHERE job_id=?", (job_id,))
+            db.execute("DELETE FROM task_index WHERE job_id=?", (job_id,))
+            return cur.rowcount == 1
+
+        return await self._tx(delete)
 
     async def list_jobs(
         self,
@@ -458,8 +514,8 @@ class SqliteJobStore(BaseJobStore):
     # --- deliveries --------------------------------------------------------------------
 
     @classmethod
-    async def _insert_delivery(cls, db: aiosqlite.Connection, delivery: Delivery) -> None:
-        await db.execute(
+    def _insert_delivery(cls, db: sqlite3.Connection, delivery: Delivery) -> None:
+        db.execute(
             "INSERT INTO deliveries (job_id, run, event, target, status, next_attempt_at, body)"
             " VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
             (
@@ -474,7 +530,7 @@ class SqliteJobStore(BaseJobStore):
         )
 
     async def deliveries_for(self, job_id: str) -> list[Delivery]:
-        rows = await self._read(
+        rows = await self._point(
             "SELECT body FROM deliveries WHERE job_id=? ORDER BY rowid", (job_id,)
         )
         return [self._decode_delivery(r[0]) for r in rows]
@@ -483,75 +539,124 @@ class SqliteJobStore(BaseJobStore):
         self, owner: str, now: datetime, lease_s: float, limit: int
     ) -> list[Delivery]:
         now_ts = now.timestamp()
-        async with self._lock:
-            cur = await self.wdb.execute(
+        rows = await self._write(
+            lambda db: db.execute(
                 "UPDATE deliveries SET lease_owner=?, lease_expires_at=? WHERE rowid IN"
                 " (SELECT rowid FROM deliveries WHERE status='pending' AND next_attempt_at<=?"
                 "  AND (lease_owner IS NULL OR lease_expires_at<=?)"
                 "  ORDER BY next_attempt_at LIMIT ?) RETURNING body",
                 (owner, now_ts + lease_s, now_ts, now_ts, limit),
-            )
-            rows = await cur.fetchall()
+            ).fetchall()
+        )
         return [self._decode_delivery(r[0]) for r in rows]
 
     async def update_delivery(self, delivery: Delivery, *, owner: str | None) -> None:
-        async with self._lock:
-            await self.wdb.execute(
+        args = (
+            delivery.status.value,
+            ts(delivery.next_attempt_at),
+            self._encode_delivery(delivery),
+            delivery.job_id,
+            delivery.run,
+            delivery.event.value,
+            delivery.target,
+            owner,
+            owner,
+        )
+        await self._write(
+            lambda db: db.execute(
                 "UPDATE deliveries SET status=?, next_attempt_at=?, body=?, lease_owner=NULL,"
                 " lease_expires_at=NULL WHERE job_id=? AND run=? AND event=? AND target=?"
                 " AND (? IS NULL OR lease_owner IS NULL OR lease_owner=?)",
-                (
-                    delivery.status.value,
-                    ts(delivery.next_attempt_at),
-                    self._encode_delivery(delivery),
-                    delivery.job_id,
-                    delivery.run,
-                    delivery.event.value,
-                    delivery.target,
-                    owner,
-                    owner,
-                ),
+                args,
             )
+        )
 
     # --- small shared values (the shared logic is in BaseJobStore) ---------------------
 
     async def _meta_insert(self, name: str, value: str) -> None:
-        async with self._lock:
-            await self.wdb.execute(
+        await self._write(
+            lambda db: db.execute(
                 "INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT(name) DO NOTHING",
                 (name, value),
             )
+        )
 
     async def _meta_get(self, name: str) -> str | None:
-        rows = await self._read("SELECT value FROM meta WHERE name=?", (name,))
+        rows = await self._point("SELECT value FROM meta WHERE name=?", (name,))
         return str(rows[0][0]) if rows else None
 
     async def use_once(self, token: str, expires_at: datetime) -> bool:
-        async with self._lock:
-            await self.wdb.execute("DELETE FROM used_tokens WHERE expires_at < unixepoch()")
-            cur = await self.wdb.execute(
+        def use(db: sqlite3.Connection) -> bool:
+            db.execute("DELETE FROM used_tokens WHERE expires_at < unixepoch()")
+            cur = db.execute(
                 "INSERT INTO used_tokens (token, expires_at) VALUES (?, ?)"
                 " ON CONFLICT(token) DO NOTHING",
                 (token, expires_at.timestamp()),
             )
-        return cur.rowcount == 1
+            return cur.rowcount == 1
+
+        return await self._write(use)
 
     async def _write_session(self, session_id: str, text: str) -> None:
-        async with self._lock:
-            await self.wdb.execute(
+        await self._write(
+            lambda db: db.execute(
                 "INSERT INTO sessions (session_id, data, updated_at) VALUES (?,?,unixepoch())"
                 " ON CONFLICT(session_id) DO UPDATE SET data=excluded.data,"
                 " updated_at=excluded.updated_at",
                 (session_id, text),
             )
+        )
 
     async def _read_session(self, session_id: str) -> str | None:
-        rows = await self._read("SELECT data FROM sessions WHERE session_id=?", (session_id,))
+        rows = await self._point("SELECT data FROM sessions WHERE session_id=?", (session_id,))
         return str(rows[0][0]) if rows else None
 
     async def delete_session(self, session_id: str) -> None:
-        async with self._lock:
-            await self.wdb.execute("DELETE FROM sessions WHERE session_id=?", (session_id,))
+        await self._write(
+            lambda db: db.execute("DELETE FROM sessions WHERE session_id=?", (session_id,))
+        )
+
+
+class _Thread:
+    """One thread running the calls handed to it in order. A call costs one queue put and
+    one ``call_soon_threadsafe`` back (``run_in_executor``'s two futures and executor lock
+    measured dearer per poll). A daemon: a transaction cut short by the interpreter's exit
+    was never committed, and SQLite rolls it back."""
+
+    def __init__(self, name: str) -> None:
+        self._calls: queue.SimpleQueue[tuple[asyncio.Future[Any], Callable[[], Any]] | None]
+        self._calls = queue.SimpleQueue()
+        threading.Thread(target=self._run, name=name, daemon=True).start()
+
+    def call(self, fn: Callable[[], T]) -> asyncio.Future[T]:
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._calls.put((future, fn))
+        return future
+
+    def stop(self) -> None:
+        self._calls.put(None)
+
+    def _run(self) -> None:
+        while (item := self._calls.get()) is not None:
+            future, fn = item
+            try:
+                outcome: tuple[bool, Any] = (True, fn())
+            except BaseException as exc:  # handed to the caller, whatever it is
+                outcome = (False, exc)
+            try:
+                future.get_loop().call_soon_threadsafe(_settle, future, outcome)
+            except RuntimeError:  # the caller's loop is closed: nobody waits any more
+                pass
+
+
+def _settle(future: asyncio.Future[Any], outcome: tuple[bool, Any]) -> None:
+    if future.done():  # the caller was cancelled; the call itself has run
+        return
+    ok, value = outcome
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
 
 
 def _statements(script: str) -> list[str]:
