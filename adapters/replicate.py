@@ -186,16 +186,16 @@ def read_created(response: httpx.Response) -> SubmitResult:
             detail=f"HTTP {status}: {detail}",
         )
     pid = body.get("id") if isinstance(body, Mapping) else None
-    if not isinstance(pid, str) or not pid.strip() or len(pid) > 256:
-        raise SubmissionUncertain("a create answer without a prediction id", provider=NAME)
-    return SubmitResult(task_id=pid.strip())
+    return ph.created_task(pid, provider=NAME, missing="a create answer without a prediction id")
 
 
-class ReplicateAdapter:
+class ReplicateAdapter(ph.KeyedAdapter):
     """Replicate predictions (any model: Veo, Kling, Wan, Hailuo ... hosted there)."""
 
     name = NAME
     config_section = "replicate"
+    env_key = ENV_KEY
+    default_base_url = DEFAULT_BASE_URL
     Options: ClassVar[type[ProviderOptions]] = ReplicateOptions
     #: "API inputs, outputs, files and logs are removed after 1 hour".
     result_link_ttl_s: ClassVar[float] = 3600.0
@@ -208,9 +208,7 @@ class ReplicateAdapter:
     GenerateOptions: ClassVar[type[BaseModel]] = ReplicateGenerateOptions
 
     def __init__(self, options: Mapping[str, Any], context: PluginContext) -> None:
-        self.base_url = ph.base_url_from(options, DEFAULT_BASE_URL)
-        self._api_key = ph.api_key_from(options, ENV_KEY)
-        self.timeout_s = float(options.get("timeout_s") or 20.0)
+        super().__init__(options, context)
         self._webhook_secret = ph.secret_text(options.get("webhook_secret")).strip()
 
     def parse_callback(self, headers: Mapping[str, str], body: bytes) -> CallbackHint | None:
@@ -237,18 +235,14 @@ class ReplicateAdapter:
             return True
         return _signatures.verify_standard(self._webhook_secret, headers, body)
 
-    def missing_credentials(self) -> str | None:
-        """The setting to fill in while no API key is configured, else None."""
-        return None if self._api_key else f"providers.replicate.api_key (or {ENV_KEY})"
-
     async def poll(self, task: ProviderTask, http: httpx.AsyncClient) -> PollResult:
-        ph.require_key(self._api_key, provider=self.name, setting="providers.replicate.api_key")
+        key = self._need_key()
         path = ph.quote_task_path(task.task_id, provider=self.name)
         response = await ph.get(
             http,
             f"{self.base_url}/v1/predictions/{path}",
             provider=self.name,
-            headers={"Authorization": f"Bearer {self._api_key}"},
+            headers={"Authorization": f"Bearer {key}"},
             timeout_s=self.timeout_s,
         )
         if response.status_code == 429 and "retry-after" not in response.headers:
@@ -289,14 +283,14 @@ class ReplicateAdapter:
 
     async def submit(self, request: GenerationRequest, http: httpx.AsyncClient) -> SubmitResult:
         """``POST /v1/models/{owner}/{name}/predictions``; the prediction id is the task id."""
-        ph.require_key(self._api_key, provider=self.name, setting="providers.replicate.api_key")
+        key = self._need_key()
         path = ph.quote_task_path(request.model, provider=self.name)
         response = await ph.post_create(
             http,
             f"{self.base_url}/v1/models/{path}/predictions",
             provider=self.name,
             body=self.create_body(request),
-            headers={"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"},
+            headers={"Authorization": f"Bearer {key}", "Accept": "application/json"},
             timeout_s=self.timeout_s,
         )
         return read_created(response)
