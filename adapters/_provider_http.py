@@ -187,27 +187,30 @@ async def post_create(
     headers: Mapping[str, str],
     timeout_s: float,
     params: Mapping[str, str] | None = None,
+    what: str = "create",
 ) -> httpx.Response:
     """POST a create (paid) call. Not reaching the provider is ``ProviderUnavailable`` (nothing
     started, try later); a request sent whose answer was lost is ``SubmissionUncertain``, since
-    a task may exist and must never be created twice."""
+    a task may exist and must never be created twice. ``what`` names the call in messages."""
     try:
         return await http.post(url, json=body, params=params, headers=headers, timeout=timeout_s)
     except (httpx.ConnectError, httpx.ConnectTimeout):
-        raise ProviderUnavailable("create request could not connect", provider=provider) from None
+        raise ProviderUnavailable(f"{what} request could not connect", provider=provider) from None
     except httpx.TransportError as exc:
         raise SubmissionUncertain(
-            f"create request failed: {type(exc).__name__}", provider=provider
+            f"{what} request failed: {type(exc).__name__}", provider=provider
         ) from None
 
 
-def created_task(value: Any, *, provider: str, missing: str, limit: int = 256) -> SubmitResult:
+def created_task(
+    value: Any, *, provider: str, missing: str, limit: int = 256, detail: str | None = None
+) -> SubmitResult:
     """The task named by a create answer: a non-blank string of at most ``limit`` characters.
     Anything else is ``SubmissionUncertain`` with the message ``missing``: the provider
     answered, but we cannot tell which task it made."""
     if not isinstance(value, str) or not value.strip() or len(value) > limit:
         raise SubmissionUncertain(missing, provider=provider)
-    return SubmitResult(task_id=value.strip())
+    return SubmitResult(task_id=value.strip(), detail=detail)
 
 
 def unwrap_json_text(value: Any) -> Any:
