@@ -206,7 +206,7 @@ def _read_operation_started(response: httpx.Response) -> SubmitResult:
     return ph.created_task(body.get("name"), provider=NAME, missing=missing, limit=512)
 
 
-class GeminiAdapter(ph.KeyedAdapter):
+class GeminiAdapter(ph.KeyedAdapter, _signatures.StandardWebhooks):
     """Veo through the Gemini API (``generativelanguage.googleapis.com``)."""
 
     name = NAME
@@ -250,18 +250,6 @@ class GeminiAdapter(ph.KeyedAdapter):
         bare = name.lstrip("/").removeprefix("v1beta/")
         aliases = tuple(a for a in (bare, f"v1beta/{bare}") if a != name)
         return CallbackHint(task_id=name, status=status, aliases=aliases)
-
-    async def verify_callback(
-        self,
-        headers: Mapping[str, str],
-        body: bytes,
-        hint: CallbackHint,
-        http: httpx.AsyncClient,
-    ) -> bool:
-        """Standard Webhooks with ``providers.gemini.webhook_secret`` when it is set."""
-        if not self._webhook_secret:
-            return True
-        return _signatures.verify_standard(self._webhook_secret, headers, body)
 
     def _status_url(self, task_id: str) -> str:
         name = task_id.strip()

@@ -189,7 +189,7 @@ def read_created(response: httpx.Response) -> SubmitResult:
     return ph.created_task(pid, provider=NAME, missing="a create answer without a prediction id")
 
 
-class ReplicateAdapter(ph.KeyedAdapter):
+class ReplicateAdapter(ph.KeyedAdapter, _signatures.StandardWebhooks):
     """Replicate predictions (any model: Veo, Kling, Wan, Hailuo ... hosted there)."""
 
     name = NAME
@@ -223,27 +223,18 @@ class ReplicateAdapter(ph.KeyedAdapter):
             status = None
         return CallbackHint(task_id=task_id, status=status)
 
-    async def verify_callback(
-        self,
-        headers: Mapping[str, str],
-        body: bytes,
-        hint: CallbackHint,
-        http: httpx.AsyncClient,
-    ) -> bool:
-        """Standard Webhooks with ``providers.replicate.webhook_secret`` when it is set."""
-        if not self._webhook_secret:
-            return True
-        return _signatures.verify_standard(self._webhook_secret, headers, body)
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._need_key()}"}
+
+    def _url(self, template: str, path: str) -> str:
+        """``base_url`` + ``template`` with ``path`` quoted as path segments at ``{}``."""
+        return self.base_url + template.format(ph.quote_task_path(path, provider=self.name))
 
     async def poll(self, task: ProviderTask, http: httpx.AsyncClient) -> PollResult:
-        key = self._need_key()
-        path = ph.quote_task_path(task.task_id, provider=self.name)
+        headers = self._headers()
+        url = self._url("/v1/predictions/{}", task.task_id)
         response = await ph.get(
-            http,
-            f"{self.base_url}/v1/predictions/{path}",
-            provider=self.name,
-            headers={"Authorization": f"Bearer {key}"},
-            timeout_s=self.timeout_s,
+            http, url, provider=self.name, headers=headers, timeout_s=self.timeout_s
         )
         if response.status_code == 429 and "retry-after" not in response.headers:
             raise _throttled(response)
@@ -283,14 +274,13 @@ class ReplicateAdapter(ph.KeyedAdapter):
 
     async def submit(self, request: GenerationRequest, http: httpx.AsyncClient) -> SubmitResult:
         """``POST /v1/models/{owner}/{name}/predictions``; the prediction id is the task id."""
-        key = self._need_key()
-        path = ph.quote_task_path(request.model, provider=self.name)
+        headers = {**self._headers(), "Accept": "application/json"}
         response = await ph.post_create(
             http,
-            f"{self.base_url}/v1/models/{path}/predictions",
+            self._url("/v1/models/{}/predictions", request.model),
             provider=self.name,
             body=self.create_body(request),
-            headers={"Authorization": f"Bearer {key}", "Accept": "application/json"},
+            headers=headers,
             timeout_s=self.timeout_s,
         )
         return read_created(response)
