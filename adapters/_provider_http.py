@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit
 
 import httpx
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from webhook_poller.config import secret_text
 from webhook_poller.errors import (
@@ -37,6 +37,7 @@ from webhook_poller.options import ProviderOptions
 __all__ = [
     "DirectAdapter",
     "KeyedAdapter",
+    "VeoInputOptions",
     "api_key_from",
     "as_fraction",
     "as_int",
@@ -256,6 +257,16 @@ def as_fraction(value: Any) -> float | None:
 def segment(value: str) -> str:
     """One URL path segment: every ``/``, ``?``, ``#`` and space in a task id is escaped."""
     return quote(value, safe="")
+
+
+class VeoInputOptions(BaseModel):
+    """The Veo 3 model inputs that fal and Replicate both expose, passed through as given."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    negative_prompt: str | None = Field(default=None, max_length=2000)
+    generate_audio: bool | None = None
+    seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
 
 
 class KeyedAdapter:

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
 from webhook_poller.errors import (
     ProviderTaskFailed,
@@ -154,14 +154,8 @@ def result_urls(body: Any) -> list[str]:
     return list(dict.fromkeys(urls))
 
 
-class FalGenerateOptions(BaseModel):
+class FalGenerateOptions(ph.VeoInputOptions):
     """``options`` of the Veo 3 apps on fal (their input schema)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    negative_prompt: str | None = Field(default=None, max_length=2000)
-    generate_audio: bool | None = None
-    seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
 
 
 #: fal-ai/veo3 (and /fast): aspect_ratio 16:9 | 9:16, duration "4s" | "6s" | "8s",

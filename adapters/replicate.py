@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, SecretStr
 
 from webhook_poller.errors import (
     ProviderTaskFailed,
@@ -141,14 +141,8 @@ def _throttled(response: httpx.Response) -> ProviderUnavailable:
     )
 
 
-class ReplicateGenerateOptions(BaseModel):
+class ReplicateGenerateOptions(ph.VeoInputOptions):
     """``options`` of a Veo generation on Replicate (the model's input schema)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    negative_prompt: str | None = Field(default=None, max_length=2000)
-    generate_audio: bool | None = None
-    seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
 
 
 #: google/veo-3 and veo-3-fast input schemas: aspect_ratio 16:9 | 9:16, duration 4 | 6 | 8,
