@@ -59,28 +59,6 @@ def task_id_of(value: Any) -> str | None:
     return None
 
 
-class StandardWebhooks:
-    """``verify_callback`` of an adapter whose provider signs pushes with Standard Webhooks.
-
-    The adapter sets ``_webhook_secret`` from ``providers.<name>.webhook_secret``; while it
-    is blank, pushes are taken unchecked (they are only hints: the poll has the last word).
-    """
-
-    _webhook_secret: str = ""
-
-    async def verify_callback(
-        self,
-        headers: Mapping[str, str],
-        body: bytes,
-        hint: CallbackHint,
-        http: httpx.AsyncClient,
-    ) -> bool:
-        """Standard Webhooks with ``providers.<name>.webhook_secret`` when it is set."""
-        if not self._webhook_secret:
-            return True
-        return verify_standard(self._webhook_secret, headers, body)
-
-
 def _header(headers: Mapping[str, str], name: str) -> str:
     value = headers.get(name.lower())
     return value.strip() if isinstance(value, str) else ""
@@ -123,6 +101,28 @@ def verify_standard(secret: str, headers: Mapping[str, str], body: bytes) -> boo
     except Exception:  # missing parts, bad base64, a non-UTF-8 body: all "not verified"
         return False
     return True
+
+
+class StandardWebhooks:
+    """``verify_callback`` of an adapter whose provider signs pushes with Standard Webhooks.
+
+    The adapter sets ``_webhook_secret`` from ``providers.<name>.webhook_secret``; while it
+    is blank, pushes are taken unchecked (they are only hints: the poll has the last word).
+    """
+
+    _webhook_secret: str = ""
+
+    async def verify_callback(
+        self,
+        headers: Mapping[str, str],
+        body: bytes,
+        hint: CallbackHint,
+        http: httpx.AsyncClient,
+    ) -> bool:
+        """Standard Webhooks with ``providers.<name>.webhook_secret`` when it is set."""
+        if not self._webhook_secret:
+            return True
+        return verify_standard(self._webhook_secret, headers, body)
 
 
 def fal_message(request_id: str, user_id: str, timestamp: str, body: bytes) -> bytes:
