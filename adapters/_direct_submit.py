@@ -91,9 +91,9 @@ def submitted(value: Any, *, provider: str) -> SubmitResult:
     SubmissionUncertain (the provider answered, but we cannot tell which task it made)."""
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
-    if isinstance(value, str) and value.strip() and len(value) <= 256 and value.isprintable():
-        return SubmitResult(task_id=value.strip())
-    raise SubmissionUncertain("a create answer without a task id", provider=provider)
+    if isinstance(value, str) and not value.isprintable():
+        value = None
+    return ph.created_task(value, provider=provider, missing="a create answer without a task id")
 
 
 async def create(

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit
 
 import httpx
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from webhook_poller.config import secret_text
 from webhook_poller.errors import (
@@ -29,18 +29,21 @@ from webhook_poller.errors import (
     SubmissionUncertain,
     UnrecognizedResponse,
 )
-from webhook_poller.interfaces import PluginContext, PollResult, ProviderTask
+from webhook_poller.interfaces import PluginContext, PollResult, ProviderTask, SubmitResult
 from webhook_poller.model import ErrorCode
 from webhook_poller.net import retry_after_s
 from webhook_poller.options import ProviderOptions
 
 __all__ = [
     "DirectAdapter",
+    "KeyedAdapter",
+    "VeoInputOptions",
     "api_key_from",
     "as_fraction",
     "as_int",
     "base_url_from",
     "check_http_status",
+    "created_task",
     "get",
     "host_of",
     "post_create",
@@ -54,6 +57,7 @@ __all__ = [
     "secret_text",
     "segment",
     "text_of",
+    "unwrap_json_text",
 ]
 
 
@@ -184,18 +188,41 @@ async def post_create(
     headers: Mapping[str, str],
     timeout_s: float,
     params: Mapping[str, str] | None = None,
+    what: str = "create",
 ) -> httpx.Response:
     """POST a create (paid) call. Not reaching the provider is ``ProviderUnavailable`` (nothing
     started, try later); a request sent whose answer was lost is ``SubmissionUncertain``, since
-    a task may exist and must never be created twice."""
+    a task may exist and must never be created twice. ``what`` names the call in messages."""
     try:
         return await http.post(url, json=body, params=params, headers=headers, timeout=timeout_s)
     except (httpx.ConnectError, httpx.ConnectTimeout):
-        raise ProviderUnavailable("create request could not connect", provider=provider) from None
+        raise ProviderUnavailable(f"{what} request could not connect", provider=provider) from None
     except httpx.TransportError as exc:
         raise SubmissionUncertain(
-            f"create request failed: {type(exc).__name__}", provider=provider
+            f"{what} request failed: {type(exc).__name__}", provider=provider
         ) from None
+
+
+def created_task(
+    value: Any, *, provider: str, missing: str, limit: int = 256, detail: str | None = None
+) -> SubmitResult:
+    """The task named by a create answer: a non-blank string of at most ``limit`` characters.
+    Anything else is ``SubmissionUncertain`` with the message ``missing``: the provider
+    answered, but we cannot tell which task it made."""
+    if not isinstance(value, str) or not value.strip() or len(value) > limit:
+        raise SubmissionUncertain(missing, provider=provider)
+    return SubmitResult(task_id=value.strip(), detail=detail)
+
+
+def unwrap_json_text(value: Any) -> Any:
+    """A JSON document sent as text (``"{...}"``) decoded, ``None`` when that text is not
+    JSON; any other value as it is."""
+    if isinstance(value, str) and value.strip().startswith("{"):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return None
+    return value
 
 
 def as_int(value: Any) -> int | None:
@@ -232,17 +259,58 @@ def segment(value: str) -> str:
     return quote(value, safe="")
 
 
-class DirectAdapter:
+class VeoInputOptions(BaseModel):
+    """The Veo 3 model inputs that fal and Replicate both expose, passed through as given."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    negative_prompt: str | None = Field(default=None, max_length=2000)
+    generate_audio: bool | None = None
+    seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
+
+
+class KeyedAdapter:
+    """Base of an adapter that calls one provider host with one API key.
+
+    Reads ``base_url`` (else ``default_base_url``), ``api_key`` (else the environment
+    variable ``env_key``) and ``timeout_s`` (else 20 s) from the plug-in's options, and says
+    which setting to fill in while the key is missing.
+    """
+
+    name: ClassVar[str] = ""
+    config_section: ClassVar[str] = ""
+    env_key: ClassVar[str] = ""
+    default_base_url: ClassVar[str] = ""
+
+    def __init__(self, options: Mapping[str, Any], context: PluginContext) -> None:
+        self.base_url = base_url_from(options, self.default_base_url)
+        self._api_key = self._key_from(options)
+        self.timeout_s = float(options.get("timeout_s") or 20.0)
+
+    def _key_from(self, options: Mapping[str, Any]) -> str:
+        return api_key_from(options, self.env_key)
+
+    def missing_credentials(self) -> str | None:
+        """The setting to fill in while no API key is configured, else None."""
+        if self._api_key:
+            return None
+        return f"providers.{self.config_section}.api_key (or {self.env_key})"
+
+    def _need_key(self) -> str:
+        """The API key, or the final ``auth_failed`` a call without one gets."""
+        setting = f"providers.{self.config_section}.api_key"
+        require_key(self._api_key, provider=self.name, setting=setting)
+        return self._api_key
+
+
+class DirectAdapter(KeyedAdapter):
     """Base of one provider family's adapter; subclasses set the class attributes.
 
     ``Options`` is the family's options model (with its documented defaults), ``env_key``
     the variable read when ``providers.<family>.api_key`` is not set.
     """
 
-    name: ClassVar[str] = ""
-    config_section: ClassVar[str] = ""
     Options: ClassVar[type[ProviderOptions]] = ProviderOptions
-    env_key: ClassVar[str] = ""
     result_link_ttl_s: ClassVar[float] = 86400.0
     #: Raised when the provider does not know the task (HTTP 404).
     unknown_task_error: ClassVar[type[ProviderTaskFailed]] = ProviderTaskFailed
@@ -259,12 +327,6 @@ class DirectAdapter:
         self.base_url = str(self.options.base_url or "").rstrip("/")
         self._api_key = api_key_from({"api_key": self.options.api_key}, self.env_key)
         self.timeout_s = float(self.options.timeout_s)
-
-    def missing_credentials(self) -> str | None:
-        """The setting to fill in while no API key is configured, else None."""
-        if self._api_key:
-            return None
-        return f"providers.{self.config_section}.api_key (or {self.env_key})"
 
     # --- to override -------------------------------------------------------------------
 

@@ -20,13 +20,16 @@ import hmac
 import json
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import structlog
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from standardwebhooks.webhooks import Webhook
+
+if TYPE_CHECKING:
+    from webhook_poller.interfaces import CallbackHint
 
 log = structlog.get_logger(__name__)
 
@@ -98,6 +101,28 @@ def verify_standard(secret: str, headers: Mapping[str, str], body: bytes) -> boo
     except Exception:  # missing parts, bad base64, a non-UTF-8 body: all "not verified"
         return False
     return True
+
+
+class StandardWebhooks:
+    """``verify_callback`` of an adapter whose provider signs pushes with Standard Webhooks.
+
+    The adapter sets ``_webhook_secret`` from ``providers.<name>.webhook_secret``; while it
+    is blank, pushes are taken unchecked (they are only hints: the poll has the last word).
+    """
+
+    _webhook_secret: str = ""
+
+    async def verify_callback(
+        self,
+        headers: Mapping[str, str],
+        body: bytes,
+        hint: CallbackHint,
+        http: httpx.AsyncClient,
+    ) -> bool:
+        """Standard Webhooks with ``providers.<name>.webhook_secret`` when it is set."""
+        if not self._webhook_secret:
+            return True
+        return verify_standard(self._webhook_secret, headers, body)
 
 
 def fal_message(request_id: str, user_id: str, timestamp: str, body: bytes) -> bytes:

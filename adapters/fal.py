@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
 from webhook_poller.errors import (
     ProviderTaskFailed,
@@ -138,12 +138,7 @@ def result_urls(body: Any) -> list[str]:
     """Video URLs of a model output: ``video.url``, ``videos[].url``, or a wrapped response."""
     if not isinstance(body, Mapping):
         return []
-    inner = body.get("response")
-    if isinstance(inner, str) and inner.strip().startswith("{"):
-        try:
-            inner = json.loads(inner)
-        except ValueError:
-            inner = None
+    inner = ph.unwrap_json_text(body.get("response"))
     if isinstance(inner, Mapping):
         return result_urls(inner)
     urls: list[str] = []
@@ -159,14 +154,8 @@ def result_urls(body: Any) -> list[str]:
     return list(dict.fromkeys(urls))
 
 
-class FalGenerateOptions(BaseModel):
+class FalGenerateOptions(ph.VeoInputOptions):
     """``options`` of the Veo 3 apps on fal (their input schema)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    negative_prompt: str | None = Field(default=None, max_length=2000)
-    generate_audio: bool | None = None
-    seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
 
 
 #: fal-ai/veo3 (and /fast): aspect_ratio 16:9 | 9:16, duration "4s" | "6s" | "8s",
@@ -201,16 +190,16 @@ def read_queued(response: httpx.Response) -> SubmitResult:
         code = ERROR_TYPES.get(str(kind), ErrorCode.VALIDATION_FAILED)
         raise ProviderTaskFailed(code, provider=NAME, detail=ph.text_of(body))
     rid = body.get("request_id") if isinstance(body, Mapping) else None
-    if not isinstance(rid, str) or not rid.strip() or len(rid) > 256:
-        raise SubmissionUncertain("a submit answer without a request_id", provider=NAME)
-    return SubmitResult(task_id=rid.strip())
+    return ph.created_task(rid, provider=NAME, missing="a submit answer without a request_id")
 
 
-class FalAdapter:
+class FalAdapter(ph.KeyedAdapter):
     """Any model on fal's queue (Kling, Veo, Wan, Pika, MiniMax ... as fal apps)."""
 
     name = NAME
     config_section = "fal"
+    env_key = ENV_KEY
+    default_base_url = DEFAULT_BASE_URL
     Options: ClassVar[type[ProviderOptions]] = FalOptions
     #: fal CDN files do not expire unless the account or the request sets
     #: ``expiration_duration_seconds`` (the docs' example: 86400); assume that day.
@@ -224,9 +213,7 @@ class FalAdapter:
     GenerateOptions: ClassVar[type[BaseModel]] = FalGenerateOptions
 
     def __init__(self, options: Mapping[str, Any], context: PluginContext) -> None:
-        self.base_url = ph.base_url_from(options, DEFAULT_BASE_URL)
-        self._api_key = ph.api_key_from(options, ENV_KEY)
-        self.timeout_s = float(options.get("timeout_s") or 20.0)
+        super().__init__(options, context)
         jwks_url = options.get("jwks_url", DEFAULT_JWKS_URL)
         self._keys = _signatures.FalKeys(str(jwks_url)) if jwks_url else None
 
@@ -263,12 +250,8 @@ class FalAdapter:
             timeout_s=self.timeout_s,
         )
 
-    def missing_credentials(self) -> str | None:
-        """The setting to fill in while no API key is configured, else None."""
-        return None if self._api_key else f"providers.fal.api_key (or {ENV_KEY})"
-
     async def poll(self, task: ProviderTask, http: httpx.AsyncClient) -> PollResult:
-        ph.require_key(self._api_key, provider=self.name, setting="providers.fal.api_key")
+        self._need_key()
         request_id = ph.quote_task_path(task.task_id, provider=self.name)
         base = f"{self.base_url}/{app_path(task.model)}/requests/{request_id}"
         status = await self._get(http, f"{base}/status")
@@ -292,7 +275,7 @@ class FalAdapter:
 
     async def submit(self, request: GenerationRequest, http: httpx.AsyncClient) -> SubmitResult:
         """``POST /{model id}`` on the queue; the request id is the task id."""
-        ph.require_key(self._api_key, provider=self.name, setting="providers.fal.api_key")
+        self._need_key()
         path = ph.quote_task_path(request.model, provider=self.name)
         params = {"fal_webhook": request.callback_url} if request.callback_url else None
         response = await ph.post_create(

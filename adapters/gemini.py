@@ -202,17 +202,17 @@ def _read_operation_started(response: httpx.Response) -> SubmitResult:
         if code is ErrorCode.UNKNOWN_PROVIDER_ERROR and status in (400, 404):
             code = ErrorCode.VALIDATION_FAILED
         raise ProviderTaskFailed(code, provider=NAME, detail=message or f"HTTP {status}")
-    name = body.get("name")
-    if not isinstance(name, str) or not name.strip() or len(name) > 512:
-        raise SubmissionUncertain("a create answer without an operation name", provider=NAME)
-    return SubmitResult(task_id=name.strip())
+    missing = "a create answer without an operation name"
+    return ph.created_task(body.get("name"), provider=NAME, missing=missing, limit=512)
 
 
-class GeminiAdapter:
+class GeminiAdapter(ph.KeyedAdapter, _signatures.StandardWebhooks):
     """Veo through the Gemini API (``generativelanguage.googleapis.com``)."""
 
     name = NAME
     config_section = "gemini"
+    env_key = ENV_KEY
+    default_base_url = DEFAULT_BASE_URL
     Options: ClassVar[type[ProviderOptions]] = GeminiOptions
     #: "Videos are stored on the server for 2 days".
     result_link_ttl_s: ClassVar[float] = 172800.0
@@ -225,9 +225,7 @@ class GeminiAdapter:
     GenerateOptions: ClassVar[type[BaseModel]] = GeminiGenerateOptions
 
     def __init__(self, options: Mapping[str, Any], context: PluginContext) -> None:
-        self.base_url = ph.base_url_from(options, DEFAULT_BASE_URL)
-        self._api_key = ph.api_key_from(options, ENV_KEY)
-        self.timeout_s = float(options.get("timeout_s") or 20.0)
+        super().__init__(options, context)
         self._context = context
         self._webhook_secret = ph.secret_text(options.get("webhook_secret")).strip()
 
@@ -253,18 +251,6 @@ class GeminiAdapter:
         aliases = tuple(a for a in (bare, f"v1beta/{bare}") if a != name)
         return CallbackHint(task_id=name, status=status, aliases=aliases)
 
-    async def verify_callback(
-        self,
-        headers: Mapping[str, str],
-        body: bytes,
-        hint: CallbackHint,
-        http: httpx.AsyncClient,
-    ) -> bool:
-        """Standard Webhooks with ``providers.gemini.webhook_secret`` when it is set."""
-        if not self._webhook_secret:
-            return True
-        return _signatures.verify_standard(self._webhook_secret, headers, body)
-
     def _status_url(self, task_id: str) -> str:
         name = task_id.strip()
         if name.startswith("/"):
@@ -273,12 +259,8 @@ class GeminiAdapter:
             name = name[len("v1beta/") :]
         return f"{self.base_url}/v1beta/{ph.quote_task_path(name, provider=self.name)}"
 
-    def missing_credentials(self) -> str | None:
-        """The setting to fill in while no API key is configured, else None."""
-        return None if self._api_key else f"providers.gemini.api_key (or {ENV_KEY})"
-
     async def poll(self, task: ProviderTask, http: httpx.AsyncClient) -> PollResult:
-        ph.require_key(self._api_key, provider=self.name, setting="providers.gemini.api_key")
+        self._need_key()
         url = self._status_url(task.task_id)
         response = await ph.get(
             http,
@@ -339,7 +321,7 @@ class GeminiAdapter:
 
     async def submit(self, request: GenerationRequest, http: httpx.AsyncClient) -> SubmitResult:
         """``POST /v1beta/models/{model}:predictLongRunning``; the operation name is the id."""
-        ph.require_key(self._api_key, provider=self.name, setting="providers.gemini.api_key")
+        self._need_key()
         model = request.model.strip().removeprefix("models/")
         path = ph.quote_task_path(model, provider=self.name)
         response = await ph.post_create(

@@ -46,7 +46,6 @@ from webhook_poller.options import PluginOptions, ProviderOptions
 
 from . import _provider_http as ph
 from . import _signatures
-from ._provider_http import post_create
 
 SUCCESS_WORDS = frozenset(
     {"success", "succeeded", "succeed", "completed", "complete", "done", "finished", "ok"}
@@ -272,12 +271,7 @@ def parse_kie_payload(payload: object) -> PollResult:
     message = _text(payload.get("msg"), payload.get("message"))
     if code is not None and code != 200:
         _raise_for_envelope(code, message)
-    data = payload.get("data")
-    if isinstance(data, str) and data.strip().startswith("{"):
-        try:
-            data = json.loads(data)
-        except ValueError:
-            data = None
+    data = ph.unwrap_json_text(payload.get("data"))
     if isinstance(data, Mapping):
         result = _parse_record(data)
         if result is not None:
@@ -385,9 +379,8 @@ def _read_create_body(body: Mapping[str, Any], status: int, provider: str) -> Su
         raise ProviderTaskFailed(kind, provider=provider, detail=message)
     data = body.get("data")
     task_id = data.get("taskId") if isinstance(data, Mapping) else None
-    if not isinstance(task_id, str) or not task_id.strip() or len(task_id) > 256:
-        raise SubmissionUncertain("an ok create answer without a usable taskId", provider=provider)
-    return SubmitResult(task_id=task_id.strip(), detail=message or None)
+    missing = "an ok create answer without a usable taskId"
+    return ph.created_task(task_id, provider=provider, missing=missing, detail=message or None)
 
 
 class VeoOptions(BaseModel):
@@ -468,11 +461,13 @@ def parse_upscale_task_id(task_id: str) -> tuple[str, int, str] | None:
     return resolution, int(index), parent
 
 
-class _KieAdapter:
+class _KieAdapter(ph.KeyedAdapter):
     """Shared HTTP handling; subclasses name the status endpoint."""
 
     name = "kie"
     config_section = "kie"
+    env_key = "KIE_API_KEY"
+    default_base_url = "https://api.kie.ai"
     Options: ClassVar[type[PluginOptions]] = KieOptions
     path = ""
     create_path = ""
@@ -486,12 +481,17 @@ class _KieAdapter:
     GenerateOptions: ClassVar[type[BaseModel]] = BaseModel
 
     def __init__(self, options: Mapping[str, Any], context: PluginContext) -> None:
-        self.base_url = str(options.get("base_url") or "https://api.kie.ai").rstrip("/")
-        self._api_key = ph.secret_text(options.get("api_key"))
-        self.timeout_s = float(options.get("timeout_s") or 20.0)
+        super().__init__(options, context)
         interval = options.get("upscale_interval_s")
         self.upscale_interval_s = float(interval) if interval else None
         self._hmac_key = ph.secret_text(options.get("webhook_hmac_key")).strip()
+
+    def _key_from(self, options: Mapping[str, Any]) -> str:
+        # The key as configured: load_settings already falls back to KIE_API_KEY.
+        return ph.secret_text(options.get("api_key"))
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"}
 
     # --- provider push (``callBackUrl`` -> POST /callbacks/kie) -----------------------------
 
@@ -511,17 +511,13 @@ class _KieAdapter:
             return True
         return _signatures.verify_kie(self._hmac_key, hint.task_id, headers)
 
-    def missing_credentials(self) -> str | None:
-        """The setting to fill in while no API key is configured, else None."""
-        return None if self._api_key else "providers.kie.api_key (or KIE_API_KEY)"
-
     async def poll(self, task: ProviderTask, http: httpx.AsyncClient) -> PollResult:
-        ph.require_key(self._api_key, provider=self.name, setting="providers.kie.api_key")
+        key = self._need_key()
         response = await ph.get(
             http,
             f"{self.base_url}{self.path}",
             provider=self.name,
-            headers={"Authorization": f"Bearer {self._api_key}"},
+            headers={"Authorization": f"Bearer {key}"},
             timeout_s=self.timeout_s,
             params={"taskId": task.task_id},
         )
@@ -545,13 +541,13 @@ class _KieAdapter:
 
     async def submit(self, request: GenerationRequest, http: httpx.AsyncClient) -> SubmitResult:
         """Start one generation; see :class:`~webhook_poller.interfaces.Submits`."""
-        ph.require_key(self._api_key, provider=self.name, setting="providers.kie.api_key")
-        response = await post_create(
+        self._need_key()
+        response = await ph.post_create(
             http,
             f"{self.base_url}{self.create_path}",
             provider=self.name,
             body=self.create_body(request),
-            headers={"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"},
+            headers=self._headers(),
             timeout_s=self.timeout_s,
         )
         return read_create_answer(response, self.name)
@@ -571,12 +567,6 @@ class KieVeoAdapter(_KieAdapter):
     GenerateOptions: ClassVar[type[BaseModel]] = VeoOptions
     #: Follow-ups ``POST /jobs/{id}/extend`` and ``/upscale`` can ask for.
     follow_ups: ClassVar[frozenset[str]] = frozenset({"extend", "upscale"})
-
-    def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"}
-
-    def _need_key(self) -> None:
-        ph.require_key(self._api_key, provider=self.name, setting="providers.kie.api_key")
 
     async def follow_up(
         self,
@@ -604,21 +594,15 @@ class KieVeoAdapter(_KieAdapter):
             body["model"] = _EXTEND_MODEL[model]
         if callback_url:
             body["callBackUrl"] = callback_url
-        try:
-            response = await http.post(
-                f"{self.base_url}/api/v1/veo/extend",
-                json=body,
-                headers=self._headers(),
-                timeout=self.timeout_s,
-            )
-        except (httpx.ConnectError, httpx.ConnectTimeout):
-            raise ProviderUnavailable(
-                "extend request could not connect", provider=self.name
-            ) from None
-        except httpx.TransportError as exc:
-            raise SubmissionUncertain(
-                f"extend request failed: {type(exc).__name__}", provider=self.name
-            ) from None
+        response = await ph.post_create(
+            http,
+            f"{self.base_url}/api/v1/veo/extend",
+            provider=self.name,
+            body=body,
+            headers=self._headers(),
+            timeout_s=self.timeout_s,
+            what="extend",
+        )
         return read_create_answer(response, self.name)
 
     def poll_interval_s(self, task_id: str) -> float | None:

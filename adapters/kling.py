@@ -112,12 +112,7 @@ def _raise_for_code(code: int, message: str) -> None:
 
 
 def _task(payload: Mapping[str, Any]) -> Mapping[str, Any]:
-    data = payload.get("data")
-    if isinstance(data, str) and data.strip().startswith("{"):
-        try:
-            data = json.loads(data)
-        except ValueError:
-            data = None
+    data = ph.unwrap_json_text(payload.get("data"))
     if isinstance(data, Mapping):
         return data
     if "task_status" in payload:  # a callback: the task unwrapped

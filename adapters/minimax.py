@@ -105,17 +105,26 @@ def _file_id(payload: Mapping[str, Any]) -> str | None:
     return None
 
 
-def parse_minimax_query(payload: object) -> tuple[PollResult, str | None]:
-    """Read a query answer: the result, and the ``file_id`` still to resolve (or None)."""
+def _checked(payload: object) -> tuple[Mapping[str, Any], MinimaxModerated | None]:
+    """An answer as a JSON object and its moderation verdict (other ``base_resp`` codes
+    raise, see :func:`check_base_resp`)."""
     if not isinstance(payload, Mapping):
         raise UnrecognizedResponse("the body is not a JSON object", provider="minimax")
     try:
         check_base_resp(payload)
     except MinimaxModerated as exc:
+        return payload, exc
+    return payload, None
+
+
+def parse_minimax_query(answer: object) -> tuple[PollResult, str | None]:
+    """Read a query answer: the result, and the ``file_id`` still to resolve (or None)."""
+    payload, moderated = _checked(answer)
+    if moderated is not None:
         return PollResult(
             PollStatus.FAILED,
             error_code=ErrorCode.MODERATION_REJECTED,
-            detail=f"code {exc.code} {exc.message}",
+            detail=f"code {moderated.code} {moderated.message}",
         ), None
     raw = payload.get("status")
     if not isinstance(raw, str) or not raw.strip():
@@ -136,16 +145,13 @@ def parse_minimax_query(payload: object) -> tuple[PollResult, str | None]:
     raise UnrecognizedResponse(f"unknown status {word[:40]!r}", provider="minimax")
 
 
-def parse_minimax_file(payload: object) -> tuple[str, ...]:
+def parse_minimax_file(answer: object) -> tuple[str, ...]:
     """``file.download_url`` of a files/retrieve answer (empty when there is none)."""
-    if not isinstance(payload, Mapping):
-        raise UnrecognizedResponse("the body is not a JSON object", provider="minimax")
-    try:
-        check_base_resp(payload)
-    except MinimaxModerated as exc:
+    payload, moderated = _checked(answer)
+    if moderated is not None:
         raise ProviderTaskFailed(
-            ErrorCode.MODERATION_REJECTED, provider="minimax", detail=exc.message
-        ) from None
+            ErrorCode.MODERATION_REJECTED, provider="minimax", detail=moderated.message
+        )
     file = payload.get("file")
     if not isinstance(file, Mapping):
         return ()

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, SecretStr
 
 from webhook_poller.errors import (
     ProviderTaskFailed,
@@ -141,14 +141,8 @@ def _throttled(response: httpx.Response) -> ProviderUnavailable:
     )
 
 
-class ReplicateGenerateOptions(BaseModel):
+class ReplicateGenerateOptions(ph.VeoInputOptions):
     """``options`` of a Veo generation on Replicate (the model's input schema)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    negative_prompt: str | None = Field(default=None, max_length=2000)
-    generate_audio: bool | None = None
-    seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
 
 
 #: google/veo-3 and veo-3-fast input schemas: aspect_ratio 16:9 | 9:16, duration 4 | 6 | 8,
@@ -186,16 +180,16 @@ def read_created(response: httpx.Response) -> SubmitResult:
             detail=f"HTTP {status}: {detail}",
         )
     pid = body.get("id") if isinstance(body, Mapping) else None
-    if not isinstance(pid, str) or not pid.strip() or len(pid) > 256:
-        raise SubmissionUncertain("a create answer without a prediction id", provider=NAME)
-    return SubmitResult(task_id=pid.strip())
+    return ph.created_task(pid, provider=NAME, missing="a create answer without a prediction id")
 
 
-class ReplicateAdapter:
+class ReplicateAdapter(ph.KeyedAdapter, _signatures.StandardWebhooks):
     """Replicate predictions (any model: Veo, Kling, Wan, Hailuo ... hosted there)."""
 
     name = NAME
     config_section = "replicate"
+    env_key = ENV_KEY
+    default_base_url = DEFAULT_BASE_URL
     Options: ClassVar[type[ProviderOptions]] = ReplicateOptions
     #: "API inputs, outputs, files and logs are removed after 1 hour".
     result_link_ttl_s: ClassVar[float] = 3600.0
@@ -208,9 +202,7 @@ class ReplicateAdapter:
     GenerateOptions: ClassVar[type[BaseModel]] = ReplicateGenerateOptions
 
     def __init__(self, options: Mapping[str, Any], context: PluginContext) -> None:
-        self.base_url = ph.base_url_from(options, DEFAULT_BASE_URL)
-        self._api_key = ph.api_key_from(options, ENV_KEY)
-        self.timeout_s = float(options.get("timeout_s") or 20.0)
+        super().__init__(options, context)
         self._webhook_secret = ph.secret_text(options.get("webhook_secret")).strip()
 
     def parse_callback(self, headers: Mapping[str, str], body: bytes) -> CallbackHint | None:
@@ -225,31 +217,18 @@ class ReplicateAdapter:
             status = None
         return CallbackHint(task_id=task_id, status=status)
 
-    async def verify_callback(
-        self,
-        headers: Mapping[str, str],
-        body: bytes,
-        hint: CallbackHint,
-        http: httpx.AsyncClient,
-    ) -> bool:
-        """Standard Webhooks with ``providers.replicate.webhook_secret`` when it is set."""
-        if not self._webhook_secret:
-            return True
-        return _signatures.verify_standard(self._webhook_secret, headers, body)
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._need_key()}"}
 
-    def missing_credentials(self) -> str | None:
-        """The setting to fill in while no API key is configured, else None."""
-        return None if self._api_key else f"providers.replicate.api_key (or {ENV_KEY})"
+    def _url(self, template: str, path: str) -> str:
+        """``base_url`` + ``template`` with ``path`` quoted as path segments at ``{}``."""
+        return self.base_url + template.format(ph.quote_task_path(path, provider=self.name))
 
     async def poll(self, task: ProviderTask, http: httpx.AsyncClient) -> PollResult:
-        ph.require_key(self._api_key, provider=self.name, setting="providers.replicate.api_key")
-        path = ph.quote_task_path(task.task_id, provider=self.name)
+        headers = self._headers()
+        url = self._url("/v1/predictions/{}", task.task_id)
         response = await ph.get(
-            http,
-            f"{self.base_url}/v1/predictions/{path}",
-            provider=self.name,
-            headers={"Authorization": f"Bearer {self._api_key}"},
-            timeout_s=self.timeout_s,
+            http, url, provider=self.name, headers=headers, timeout_s=self.timeout_s
         )
         if response.status_code == 429 and "retry-after" not in response.headers:
             raise _throttled(response)
@@ -289,14 +268,13 @@ class ReplicateAdapter:
 
     async def submit(self, request: GenerationRequest, http: httpx.AsyncClient) -> SubmitResult:
         """``POST /v1/models/{owner}/{name}/predictions``; the prediction id is the task id."""
-        ph.require_key(self._api_key, provider=self.name, setting="providers.replicate.api_key")
-        path = ph.quote_task_path(request.model, provider=self.name)
+        headers = {**self._headers(), "Accept": "application/json"}
         response = await ph.post_create(
             http,
-            f"{self.base_url}/v1/models/{path}/predictions",
+            self._url("/v1/models/{}/predictions", request.model),
             provider=self.name,
             body=self.create_body(request),
-            headers={"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"},
+            headers=headers,
             timeout_s=self.timeout_s,
         )
         return read_created(response)
