@@ -51,7 +51,7 @@ def _start(
             name = label("sqlite", w) + tag
             if "sqlite" in stores:
                 sq_cfg = harness.service_config(path / f"s{w}{tag}", "sqlite", **QUIET)
-                services[name] = stack.enter_context(harness.service(sq_cfg, path, w, code))
+                services[name] = stack.enter_context(harness.service(sq_cfg, path, w, code=code))
         for w in counts if code is None else [1]:
             if "redis" not in stores:
                 continue
@@ -61,7 +61,7 @@ def _start(
                 path / f"r{w}{tag}", "redis", redis_url.rsplit("/", 1)[0] + f"/{db}", **QUIET
             )
             name = label("redis", w) + tag
-            services[name] = stack.enter_context(harness.service(rd_cfg, path, w, code))
+            services[name] = stack.enter_context(harness.service(rd_cfg, path, w, code=code))
     return services
 
 

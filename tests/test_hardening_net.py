@@ -450,6 +450,19 @@ def test_foreign_host_headers_are_refused(tmp_path):
         assert client.get("/healthz", headers={"Host": "10.1.2.3:8080"}).status_code == 200
 
 
+def test_host_verdicts_hold_after_the_guard_forgets_them(tmp_path):
+    """The guard remembers each Host's verdict and starts afresh after 256 names: a foreign
+    host is refused on every request, before and after, and loopback is still answered."""
+    with run_service(base_config(tmp_path)) as url, httpx.Client(base_url=url) as client:
+        port = url.rsplit(":", 1)[1]
+        for n in range(300):  # more names than the guard keeps; each refused
+            resp = client.get("/jobs", headers={"Host": f"n{n}.attacker.example"})
+            assert resp.status_code == 400, n
+        for _ in range(2):
+            assert client.get("/jobs", headers={"Host": "rebind.example"}).status_code == 400
+            assert client.get("/jobs", headers={"Host": f"127.0.0.1:{port}"}).status_code == 200
+
+
 def test_cross_site_browser_posts_are_refused_without_a_token(tmp_path):
     """A form auto-submitted from another site creates no job; workflow tools are unaffected."""
     body = {"sessionId": "s", "taskId": "csrf", "model": "demo"}

@@ -23,7 +23,7 @@ from .interfaces import HasRoutes
 from .logging import configured_secrets, register_secrets
 from .routes import PUBLIC, downloads, intake, jobs, live, ops
 from .routes.errors import EXCEPTION_HANDLERS
-from .routes.gate import AuthGate, Policy, policies_of
+from .routes.gate import AuthGate, GatedRouter, Policy, policies_of
 from .routes.jobs import GROUPS
 from .routes.live import LIVE_WINDOW
 from .scheduler import Scheduler
@@ -99,6 +99,8 @@ def create_app(
         lifespan=lifespan,
         exception_handlers=EXCEPTION_HANDLERS,
     )
+    # the same router, but it runs the route the gate found instead of looking it up again
+    app.router = GatedRouter(app.router.routes, lifespan=lifespan)
     # added first, so it runs inside the Host / cross-site guard, as the handlers did
     app.add_middleware(AuthGate, policies=policies, token=settings.server.auth_token)
     app.add_middleware(guard.RequestGuard, server=settings.server)

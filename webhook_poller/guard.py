@@ -32,7 +32,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from starlette.datastructures import Headers, MutableHeaders
+from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .config import ServerSettings
@@ -41,6 +41,8 @@ LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "ip6-localhost"})
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _EXEMPT_PATHS = frozenset({"/healthz", "/readyz"})
 _WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
+#: Host header values whose verdict the guard remembers before it starts afresh.
+_MAX_REMEMBERED_HOSTS = 256
 
 
 def host_of(value: str) -> str:
@@ -105,19 +107,17 @@ class RequestGuard:
         self.patterns = trusted_host_patterns(server)
         self.token_set = server.auth_token is not None
         self.public_origin = _origin_netloc(server.public_url) if server.public_url else None
+        self._host_verdicts: dict[str, bool] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = Headers(scope=scope)
-        host_header = headers.get("host", "")
+        host_header, fetch_site, origin = _guard_headers(scope["headers"])
         if self.token_set:
             await self.app(scope, receive, self._relative_self_redirects(send, host_header))
             return
-        if scope["path"] not in _EXEMPT_PATHS and not host_allowed(
-            host_of(host_header), self.patterns
-        ):
+        if scope["path"] not in _EXEMPT_PATHS and not self._host_ok(host_header):
             await _refuse(
                 send,
                 400,
@@ -126,7 +126,7 @@ class RequestGuard:
                 "add it to server.trusted_hosts or set server.public_url",
             )
             return
-        if self._cross_site(scope, headers, host_header):
+        if self._cross_site(scope, fetch_site, origin, host_header):
             await _refuse(
                 send,
                 403,
@@ -136,12 +136,24 @@ class RequestGuard:
             return
         await self.app(scope, receive, self._relative_self_redirects(send, host_header))
 
-    def _cross_site(self, scope: Scope, headers: Headers, host_header: str) -> bool:
+    def _host_ok(self, host_header: str) -> bool:
+        """:func:`host_allowed` for a Host header, remembered per value: callers send the
+        same few, and parsing one as an IP address each request costs a few microseconds."""
+        verdict = self._host_verdicts.get(host_header)
+        if verdict is None:
+            verdict = host_allowed(host_of(host_header), self.patterns)
+            if len(self._host_verdicts) >= _MAX_REMEMBERED_HOSTS:
+                self._host_verdicts.clear()  # a caller cycling through names gets no memory
+            self._host_verdicts[host_header] = verdict
+        return verdict
+
+    def _cross_site(
+        self, scope: Scope, fetch_site: str | None, origin: str | None, host_header: str
+    ) -> bool:
         if scope["method"] in _SAFE_METHODS:
             return False
-        if headers.get("sec-fetch-site", "").lower() == "cross-site":
+        if fetch_site is not None and fetch_site.lower() == "cross-site":
             return True
-        origin = headers.get("origin")
         if origin is None:
             return False
         theirs = _origin_netloc(origin)
@@ -164,6 +176,24 @@ class RequestGuard:
             await send(message)
 
         return wrapped
+
+
+def _guard_headers(raw: Iterable[tuple[bytes, bytes]]) -> tuple[str, str | None, str | None]:
+    """The first ``Host``, ``Sec-Fetch-Site`` and ``Origin`` values, as Starlette's
+    ``Headers.get`` reads them (ASGI names are lower case), in one pass over the headers."""
+    host: str | None = None
+    fetch_site: str | None = None
+    origin: str | None = None
+    for name, value in raw:
+        if name == b"host":
+            if host is None:
+                host = value.decode("latin-1")
+        elif name == b"sec-fetch-site":
+            if fetch_site is None:
+                fetch_site = value.decode("latin-1")
+        elif name == b"origin" and origin is None:
+            origin = value.decode("latin-1")
+    return host or "", fetch_site, origin
 
 
 async def _refuse(send: Send, status: int, code: str, message: str) -> None:

@@ -14,6 +14,7 @@ redaction and renderer as our own events, plus the logger's name.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
@@ -75,14 +76,23 @@ def scrub_optional(text: str | None) -> str | None:
 def redact_text(text: str) -> str:
     """Drop user-info, query and fragment from every URL inside ``text``."""
 
-    def repl(match: re.Match[str]) -> str:
-        return match.group(1) + match.group(3) + ("?…" if match.group(4) else "")
+    if "://" not in text:  # every URL _URL matches has one; most log values have none
+        return text
+    return _URL.sub(_cut_url, text)
 
-    return _URL.sub(repl, text)
+
+def _cut_url(match: re.Match[str]) -> str:
+    return match.group(1) + match.group(3) + ("?…" if match.group(4) else "")
+
+
+@functools.lru_cache(maxsize=1024)
+def _secret_key(key: str) -> bool:
+    """Whether values under ``key`` are redacted; remembered, since events reuse few keys."""
+    return _SECRET_KEY.search(key) is not None
 
 
 def _redact_value(key: str, value: Any) -> Any:
-    if _SECRET_KEY.search(key) and value not in (None, "", False):
+    if _secret_key(key) and value not in (None, "", False):
         return "[redacted]"
     if isinstance(value, str):
         return redact_text(scrub(value))

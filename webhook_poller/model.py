@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import uuid
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -305,7 +305,8 @@ def dedupe_key(provider: str, task_id: str) -> str:
 def new_job_id(provider: str, task_id: str) -> str:
     """A job id that does not leak the task id yet is stable for the same task."""
     digest = hashlib.sha256(dedupe_key(provider, task_id).encode()).hexdigest()[:8]
-    return f"job_{uuid.uuid4().hex[:16]}{digest}"
+    # 16 random hex digits, as uuid4().hex[:16] gave, without building a UUID (2 us)
+    return f"job_{os.urandom(8).hex()}{digest}"
 
 
 class IllegalTransition(ValueError):

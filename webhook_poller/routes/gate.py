@@ -13,6 +13,9 @@ A route nobody declared needs the token; a route may be public only when it is i
 :data:`~webhook_poller.routes.PUBLIC`. Paths that match no route, or only with another
 method, go on to the router untouched (404, 405 with ``Allow``, the trailing-slash
 redirect), as before. The Host and cross-site guard (``guard.py``) runs outside this one.
+
+The route the gate found is handed to the router (:class:`GatedRouter`), which runs it
+without scanning the route table a second time.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from dataclasses import dataclass
 from pydantic import SecretStr
 from starlette.datastructures import Headers
 from starlette.requests import Request
-from starlette.routing import BaseRoute, Match, Mount, Route
+from starlette.routing import BaseRoute, Match, Mount, Route, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import Unauthorized
@@ -34,6 +37,8 @@ from .errors import error_response
 #: Scope keys the gate sets for the handlers: the token verdict and the body limit.
 TOKEN_OK = "webhook_poller.token_ok"
 BODY_LIMIT = "webhook_poller.body_limit"
+#: Scope key for the route the gate found, read (and removed) by :class:`GatedRouter`.
+MATCHED = "webhook_poller.route"
 #: Route types whose match the gate repeats with a regex test.
 _PLAIN = (Route, Mount)
 
@@ -86,10 +91,11 @@ class AuthGate:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        policy = self._policy(scope)
-        if policy is None:  # 404 / 405 / redirect: the router's answer, as before
+        route = self.route_for(scope)
+        if route is None:  # 404 / 405 / redirect: the router's answer, as before
             await self.app(scope, receive, send)
             return
+        policy = self.policies.get(id(route), DEFAULT)
         token_ok = self._token_ok(scope)
         scope[TOKEN_OK] = token_ok
         scope[BODY_LIMIT] = policy.body_limit
@@ -99,12 +105,8 @@ class AuthGate:
         if policy.auth is Auth.SIGNED and not token_ok and not _has_signature(scope):
             await error_response(unauthorized())(scope, receive, send)
             return
+        scope[MATCHED] = route
         await self.app(scope, receive, send)
-
-    def _policy(self, scope: Scope) -> Policy | None:
-        """The policy of the route the router will run, or ``None`` when none matches fully."""
-        route = self.route_for(scope)
-        return None if route is None else self.policies.get(id(route), DEFAULT)
 
     @staticmethod
     def route_for(scope: Scope) -> BaseRoute | None:
@@ -135,6 +137,27 @@ class AuthGate:
         return scheme.lower() == "bearer" and hmac.compare_digest(
             value.strip().encode(), self._token
         )
+
+
+class GatedRouter(Router):
+    """Starlette's router, running the route :class:`AuthGate` found for this request.
+
+    The gate's lookup is the router's own rule (the first full match), so the router need
+    not try the whole table again (a child scope per route tried). Without the gate's
+    answer (a 404, 405 or redirect, or no gate in front) it routes as Starlette does.
+    """
+
+    async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route: BaseRoute | None = scope.pop(MATCHED, None)
+        if route is not None:
+            match, child_scope = route.matches(scope)
+            if match is Match.FULL:
+                scope.setdefault("router", self)
+                scope["route"] = route
+                scope.update(child_scope)
+                await route.handle(scope, receive, send)
+                return
+        await super().app(scope, receive, send)
 
 
 def _has_signature(scope: Scope) -> bool:
