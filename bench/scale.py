@@ -15,17 +15,27 @@ Redis, provider and receiver; the table gives medians and jobs/s per instance.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
+import subprocess
 import time
+from pathlib import Path
 
 import httpx
 
 from tests.support.service import CALLBACK_SECRET
 
 from . import harness
-from .polls import config
+from .polls import SPY, config
 
 
-def run(instances: int, jobs: int, python: str | None = None) -> float:
+def run(
+    instances: int,
+    jobs: int,
+    python: str | None = None,
+    profile: Path | None = None,
+    concurrency: int | None = None,
+) -> float:
     with (
         harness.workdir("scale") as path,
         harness.redis_server(path) as redis,
@@ -37,6 +47,8 @@ def run(instances: int, jobs: int, python: str | None = None) -> float:
             for _ in range(instances):
                 cfg = config(path / "svc", "redis", redis.url, provider_url, 0.2)
                 cfg["polling"]["first_poll_delay_s"] = 0
+                if concurrency:
+                    cfg["polling"]["concurrency"] = concurrency
                 cfg["callbacks"] = {"secret": CALLBACK_SECRET}
                 proc = harness.ServiceProcess(cfg, path, python=python)
                 services.append(proc.start(timeout=60))
@@ -51,20 +63,52 @@ def run(instances: int, jobs: int, python: str | None = None) -> float:
             ]
             started = time.monotonic()
             per = [bodies[n::instances] for n in range(instances)]
-            for svc, share in zip(services, per, strict=True):
-                harness.post_jobs(svc.url, share, concurrency=16)
-            while True:
-                stats = httpx.get(f"{receiver_url}/stats").json()
-                if stats["bad_signatures"]:
-                    raise SystemExit(f"{stats['bad_signatures']} callbacks were badly signed")
-                if stats["succeeded"] >= jobs:
-                    return time.monotonic() - started
-                if time.monotonic() - started > 900:
-                    raise SystemExit(f"only {stats['succeeded']} of {jobs} called back in 900 s")
-                time.sleep(0.1)
+            # py-spy on the first instance from the first post to the last callback.
+            with contextlib.ExitStack() as stack:
+                if profile is not None:
+                    stack.enter_context(spy(services[0], profile))
+                cpu = harness.service_cpu_seconds(services[0])
+                seconds = _wait(services, per, receiver_url, jobs, started)
+                cpu = harness.service_cpu_seconds(services[0]) - cpu
+                print(
+                    f"  first instance: {100 * cpu / seconds:.0f} % CPU,"
+                    f" {1000 * cpu / (jobs / instances):.1f} ms CPU per job",
+                    flush=True,
+                )
+                return seconds
         finally:
             for svc in services:
                 svc.terminate()
+
+
+def _wait(services, per, receiver_url: str, jobs: int, started: float) -> float:
+    for svc, share in zip(services, per, strict=True):
+        harness.post_jobs(svc.url, share, concurrency=16)
+    while True:
+        stats = httpx.get(f"{receiver_url}/stats").json()
+        if stats["bad_signatures"]:
+            raise SystemExit(f"{stats['bad_signatures']} callbacks were badly signed")
+        if stats["succeeded"] >= jobs:
+            return time.monotonic() - started
+        if time.monotonic() - started > 900:
+            raise SystemExit(f"only {stats['succeeded']} of {jobs} called back in 900 s")
+        time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def spy(svc: harness.ServiceProcess, out: Path):
+    """``py-spy record -r 200 -f raw`` of one service until the jobs are done (SIGINT ends it)."""
+    assert svc.proc is not None
+    proc = subprocess.Popen(
+        [*SPY, "-o", str(out), "-p", str(svc.proc.pid)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
 
 
 def main() -> None:
@@ -73,15 +117,22 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--instances", default="1,3")
     parser.add_argument("--before", help="interpreter of the tree to compare against")
+    parser.add_argument(
+        "--concurrency", type=int, help="polling.concurrency (default: bench.polls' 32)"
+    )
+    parser.add_argument("--profile", type=Path, help="directory for py-spy raw profiles")
     args = parser.parse_args()
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
     counts = [int(n) for n in args.instances.split(",")]
     times: dict[tuple[str, int], list[float]] = {}
     loads: dict[tuple[str, int], list[float]] = {}
-    for _ in range(args.rounds):
+    for r in range(args.rounds):
         for n in counts:
             for code, python in harness.codes(args.before):
                 load = harness.load_average()
-                seconds = run(n, args.jobs, python)
+                out = args.profile / f"{code}-{n}-r{r}.txt" if args.profile else None
+                seconds = run(n, args.jobs, python, out, args.concurrency)
                 print(f"{code}, {n} instance(s): {args.jobs} jobs in {seconds:.1f} s", flush=True)
                 times.setdefault((code, n), []).append(seconds)
                 loads.setdefault((code, n), []).append(load)

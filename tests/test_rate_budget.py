@@ -97,6 +97,28 @@ async def test_bucket_spaces_requests_from_a_cold_start(stores):
     assert 0 < await store.r.pttl(store.keys.rate_slot("sec-a")) <= 1200
 
 
+async def test_one_call_takes_several_slots_spaced_as_single_takes_would_be(stores):
+    """budget_take_many reserves each waiter its own slot 1/rate apart, within `ahead_s`."""
+    store = stores[0]
+    delays, _ = await store.budget_take_many("many", 10.0, 1, 5, 0.25)
+    assert len(delays) == 3  # slots at 0, 100 and 200 ms; the 300 ms one is past 250 ms
+    assert delays[0] == 0
+    assert 0.09 <= delays[1] <= 0.1 and 0.19 <= delays[2] <= 0.2
+    # the reserved slots are taken for every instance: the next single take waits for 300 ms
+    assert 0.25 <= await stores[1].budget_take("many", 10.0) <= 0.3
+    # nothing within reach: nothing taken, and the wait before asking again
+    delays, wait = await store.budget_take_many("many", 10.0, 1, 2, 0.001)
+    assert delays == [] and 0.25 <= wait <= 0.3
+
+
+async def test_many_waiters_in_one_gate_get_rate_spaced_grants(stores):
+    """32 pollers on one gate share batched takes, still at most `rate` (+1) a second."""
+    rate = 50.0
+    granted = await hammer([gate(stores[0], rate)], 2.0, workers=32)
+    assert max_in_window(granted) <= rate + 1, max_in_window(granted)
+    assert len(granted) >= 0.8 * rate * 2.0
+
+
 async def test_a_burst_lets_that_many_through_at_once(stores):
     store = stores[0]
     waits = [await store.budget_take("burst", 10.0, burst=3) for _ in range(4)]

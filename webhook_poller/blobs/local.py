@@ -41,11 +41,14 @@ class LocalBlobStorage:
 
     def __init__(self, options: Mapping[str, Any], context: PluginContext | None = None) -> None:
         self.root = file_root(str(options["url"])).absolute()
+        #: the root with symlinks resolved, once: every key check compares against it
+        self._real_root = self.root.resolve()
         stale = options.get("stale_part_s") or options.get("download_timeout_s") or 600.0
         self.stale_part_s = float(stale)
 
     async def open(self) -> None:
         await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
+        self._real_root = self.root.resolve()  # the root may only exist from now on
         await self.remove_stale_parts()
 
     def _is_stale_part(self, path: Path, now: float) -> bool:
@@ -75,7 +78,7 @@ class LocalBlobStorage:
         return await asyncio.to_thread(sweep)
 
     def _prune_empty(self, folder: Path) -> None:
-        root = self.root.resolve()
+        root = self._real_root
         folder = folder.resolve()
         while folder != root and folder.is_relative_to(root):
             try:
@@ -101,8 +104,8 @@ class LocalBlobStorage:
             or any(part in ("..", ".", "") for part in key.split("/"))
         ):
             raise BlobError(f"unsafe storage key {key!r}", transient=False)
-        path = (self.root / pure).resolve()
-        if not path.is_relative_to(self.root.resolve()):
+        path = (self._real_root / pure).resolve()
+        if not path.is_relative_to(self._real_root):
             raise BlobError(f"unsafe storage key {key!r}", transient=False)
         return path
 
@@ -119,9 +122,13 @@ class LocalBlobStorage:
         tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.part")
         digest = hashlib.sha256()
         size = 0
+        # Few thread hand-overs per video: one to create the folder and open the part file,
+        # one per WRITE_BUFFER_BYTES of chunks, one to flush, fsync, close and rename. Each
+        # hand-over costs the event loop a thread switch, which cost more than the fsync.
+        buffer: list[bytes] = []
+        buffered = 0
         try:
-            await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
-            fh: IO[bytes] = await asyncio.to_thread(tmp.open, "wb")
+            fh: IO[bytes] = await asyncio.to_thread(_open_part, tmp)
             try:
                 async for chunk in chunks:
                     size += len(chunk)
@@ -131,16 +138,19 @@ class LocalBlobStorage:
                             transient=False,
                         )
                     digest.update(chunk)
-                    await asyncio.to_thread(fh.write, chunk)
-                await asyncio.to_thread(_flush_and_sync, fh)
-            finally:
-                await asyncio.to_thread(fh.close)
-            await asyncio.to_thread(os.replace, tmp, target)
+                    buffer.append(chunk)
+                    buffered += len(chunk)
+                    if buffered >= WRITE_BUFFER_BYTES:
+                        await asyncio.to_thread(fh.writelines, buffer)
+                        buffer, buffered = [], 0
+                # durable before visible: the data is fsynced before the rename
+                await asyncio.to_thread(_finish_part, fh, buffer, tmp, target)
+            except BaseException:
+                # on the loop, so a second cancellation cannot skip the clean-up
+                _discard_part(fh, tmp)
+                raise
         except OSError as exc:
             raise BlobError(f"could not write the video to disk: {exc.strerror}") from exc
-        finally:
-            if tmp.exists():
-                await asyncio.to_thread(tmp.unlink, missing_ok=True)
         return StoredBlob(
             key=key, size_bytes=size, sha256=digest.hexdigest(), content_type=content_type
         )
@@ -196,6 +206,26 @@ class LocalBlobStorage:
         return await asyncio.to_thread(scan)
 
 
-def _flush_and_sync(fh: IO[bytes]) -> None:
-    fh.flush()
-    os.fsync(fh.fileno())
+#: Chunks are gathered up to this many bytes before one write on the I/O thread.
+WRITE_BUFFER_BYTES = 1 << 20
+
+
+def _open_part(tmp: Path) -> IO[bytes]:
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    return tmp.open("wb")
+
+
+def _finish_part(fh: IO[bytes], rest: list[bytes], tmp: Path, target: Path) -> None:
+    """Write the last chunks, fsync, close, and only then make the file visible."""
+    try:
+        fh.writelines(rest)
+        fh.flush()
+        os.fsync(fh.fileno())
+    finally:
+        fh.close()
+    os.replace(tmp, target)
+
+
+def _discard_part(fh: IO[bytes], tmp: Path) -> None:
+    fh.close()
+    tmp.unlink(missing_ok=True)

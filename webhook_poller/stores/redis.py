@@ -67,6 +67,7 @@ SCRIPTS = (
     "update_dl",
     "delete",
     "take",
+    "take_many",
     "pause",
     "schema",
 )
@@ -457,6 +458,25 @@ class RedisJobStore(BaseJobStore):
         step = 1_000_000 / rate
         waited = await self._script("take", section=section, step=step, burst=step * (burst - 1))
         return max(0, int(waited)) / 1_000_000
+
+    async def budget_take_many(
+        self, section: str, rate: float, burst: int, count: int, ahead_s: float
+    ) -> tuple[list[float], float]:
+        """Up to ``count`` requests from ``section``'s budget in one round trip, each with the
+        seconds it waits before it goes (at most ``ahead_s``, spaced as ``count`` calls of
+        :meth:`budget_take` would be); with none taken, the seconds to wait before asking
+        again."""
+        step = 1_000_000 / rate
+        reply = await self._script(
+            "take_many",
+            section=section,
+            step=step,
+            burst=step * (burst - 1),
+            n=count,
+            ahead=int(ahead_s * 1_000_000),
+        )
+        delays = [max(0, int(d)) / 1_000_000 for d in reply[1:]]
+        return delays, max(0, int(reply[0])) / 1_000_000
 
     async def budget_pause(self, section: str, seconds: float) -> float:
         """Hold every instance's requests for ``section`` for ``seconds`` (0: only look);
