@@ -100,8 +100,9 @@ async def _store_one(
         if adapter is not None and isinstance(adapter, Downloads)
         else None
     )
-    if custom is not None:
-        content_type, chunks = await _sniffed(custom, None, limit)
+
+    async def put(source: AsyncIterator[bytes], declared_type: str | None) -> StoredBlob:
+        content_type, chunks = await _sniffed(source, declared_type, limit)
         return await services.blobs.put_stream(
             key,
             chunks,
@@ -109,6 +110,9 @@ async def _store_one(
             max_bytes=limit,
             filename=f"{job.id}-{index}.mp4",
         )
+
+    if custom is not None:
+        return await put(custom, None)
     async with net.open_stream(
         services.http,
         url,
@@ -118,14 +122,7 @@ async def _store_one(
         allowed=settings.security.allowlist(),
         accept=net.is_video_content_type,
     ) as stream:
-        content_type, chunks = await _sniffed(stream.iter_bytes(), stream.content_type, limit)
-        return await services.blobs.put_stream(
-            key,
-            chunks,
-            content_type=content_type,
-            max_bytes=limit,
-            filename=f"{job.id}-{index}.mp4",
-        )
+        return await put(stream.iter_bytes(), stream.content_type)
 
 
 async def download_step(
