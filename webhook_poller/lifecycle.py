@@ -12,7 +12,7 @@ import dataclasses
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import structlog
 
@@ -22,6 +22,7 @@ from .model import ACTIVE_STATES, Event, Job, JobState, can_transition, transiti
 
 if TYPE_CHECKING:
     from .services import Services
+    from .shapes import CallbackOutcome
 
 log = structlog.get_logger(__name__)
 
@@ -194,13 +195,13 @@ Action = Callable[["Services", str], Awaitable[Job]]
 MAX_CALLBACKS = 20
 
 #: What :func:`add_callback` did, as the intake answer says it.
-CALLBACK_KNOWN = "already_registered"
-CALLBACK_ADDED = "added"
-CALLBACK_SENT = "final_event_sent"
-CALLBACK_NO_EVENT = "no_final_event"
+CALLBACK_KNOWN: Final[CallbackOutcome] = "already_registered"
+CALLBACK_ADDED: Final[CallbackOutcome] = "added"
+CALLBACK_SENT: Final[CallbackOutcome] = "final_event_sent"
+CALLBACK_NO_EVENT: Final[CallbackOutcome] = "no_final_event"
 
 
-async def add_callback(services: Services, job_id: str, url: str) -> tuple[Job, str]:
+async def add_callback(services: Services, job_id: str, url: str) -> tuple[Job, CallbackOutcome]:
     """Give a callback URL posted again for a known task the job's outcome, once.
 
     While the job runs, the URL becomes one more target of its final event. Once the job

@@ -51,8 +51,10 @@ EventName = Literal[
     "video.succeeded", "video.failed", "video.delayed", "video.timed_out", "video.publish_requested"
 ]
 EventStatus = Literal["succeeded", "failed", "delayed"]
-CALLBACK_OUTCOMES = ["registered", "added", "final_event_sent", "already_registered"]
-CALLBACK_OUTCOMES.append("no_final_event")
+#: What happened to a posted callbackUrl (lifecycle's CALLBACK_* constants are typed with it).
+CallbackOutcome = Literal[
+    "registered", "added", "final_event_sent", "already_registered", "no_final_event"
+]
 Uri = Annotated[str, Field(json_schema_extra={"format": "uri"})]
 
 # --- checks shared by every body ---------------------------------------------------------
@@ -383,9 +385,8 @@ class IntakeResponse(TypedDict):
     statusUrl: str
     callback: NotRequired[
         Annotated[
-            str,
+            CallbackOutcome,
             Field(
-                json_schema_extra={"enum": CALLBACK_OUTCOMES},
                 description="What happened to the posted callbackUrl: a new job's target, "
                 "added to a running job, the ended job's final event sent to it, known "
                 "already, or no final event (a cancelled job)",

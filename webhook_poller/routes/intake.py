@@ -150,7 +150,9 @@ class IntakeRoutes(ApiBase):
             expect_push=data.expectPush,
         )
         stored, created = await self._store_call(svc.store.create(job))
-        callback = "registered" if data.callbackUrl and created else None
+        callback: shapes.CallbackOutcome | None = (
+            "registered" if data.callbackUrl and created else None
+        )
         if not created:
             stored, callback = await self._known_task(stored, data)
         if created:
@@ -177,7 +179,9 @@ class IntakeRoutes(ApiBase):
             body["callback"] = callback
         return json_answer(shapes.INTAKE_RESPONSE, body), created
 
-    async def _known_task(self, job: Job, data: shapes.IntakeRequest) -> tuple[Job, str | None]:
+    async def _known_task(
+        self, job: Job, data: shapes.IntakeRequest
+    ) -> tuple[Job, shapes.CallbackOutcome | None]:
         """A re-post of a known task: refuse another session, give a new callbackUrl the
         outcome (see :func:`lifecycle.add_callback`)."""
         if job.session_id != data.sessionId:
@@ -291,7 +295,7 @@ class IntakeRoutes(ApiBase):
         return JSONResponse({"ok": True, "result": done})
 
 
-def _known_message(job: Job, callback: str | None) -> str:
+def _known_message(job: Job, callback: shapes.CallbackOutcome | None) -> str:
     if callback == lifecycle.CALLBACK_SENT:
         return "This task has ended already; its final event goes to the new callbackUrl now"
     if callback == lifecycle.CALLBACK_NO_EVENT:
