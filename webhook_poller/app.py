@@ -2,10 +2,11 @@
 its lifespan.
 
 The routes live in route groups (:mod:`webhook_poller.routes`), each declaring its auth and
-body limit; one middleware (:mod:`webhook_poller.routes.gate`) enforces the bearer token
-for every route not listed as public. Every error answers the same JSON envelope
-``{"ok": false, "error": {"code", "message", "field"?}}``; a 500 reveals nothing and is
-logged. A job exists durably in the store before intake answers 200.
+body limit; the edge (:mod:`webhook_poller.routes.edge`, one ASGI pass in front of the
+router) checks Host and cross-site requests and enforces the bearer token
+(:mod:`webhook_poller.routes.gate`) for every route not listed as public. Every error
+answers the same JSON envelope ``{"ok": false, "error": {"code", "message", "field"?}}``;
+a 500 reveals nothing and is logged. A job exists durably in the store before intake answers 200.
 """
 
 from __future__ import annotations
@@ -17,13 +18,12 @@ import structlog
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Mount
 
-from . import guard
 from .config import Settings
 from .interfaces import HasRoutes
 from .logging import configured_secrets, register_secrets
 from .routes import PUBLIC, downloads, intake, jobs, live, ops
-from .routes.errors import EXCEPTION_HANDLERS
-from .routes.gate import AuthGate, GatedRouter, Policy, policies_of
+from .routes.edge import Edge
+from .routes.gate import Policy, policies_of
 from .routes.jobs import GROUPS
 from .routes.live import LIVE_WINDOW
 from .scheduler import Scheduler
@@ -94,16 +94,7 @@ def create_app(
     policies: list[tuple[BaseRoute, Policy]] = policies_of(endpoints)
     plugin = Policy(PUBLIC["/providers/{name}"])
     policies.extend((mount, plugin) for mount in _provider_routes(settings))
-    app = Starlette(
-        routes=[route for route, _ in policies],
-        lifespan=lifespan,
-        exception_handlers=EXCEPTION_HANDLERS,
-    )
-    # the same router, but it runs the route the gate found instead of looking it up again
-    app.router = GatedRouter(app.router.routes, lifespan=lifespan)
-    # added first, so it runs inside the Host / cross-site guard, as the handlers did
-    app.add_middleware(AuthGate, policies=policies, token=settings.server.auth_token)
-    app.add_middleware(guard.RequestGuard, server=settings.server)
+    app = Edge(policies, settings.server, lifespan)
     app.state.api = api
     return app
 

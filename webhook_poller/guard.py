@@ -16,8 +16,8 @@ Kubernetes network may use whatever name reaches us; no URL we hand out is built
 * **Redirects to ourselves** (Starlette's trailing-slash redirect) are made relative, so
   the ``Location`` never reflects the Host header.
 
-What it leaves to others: bearer-token checks (``routes/gate.py``, inside this guard) and
-the response headers of the dashboard (the dashboard route).
+The edge (``routes/edge.py``) applies these checks first, then the bearer-token gate
+(``routes/gate.py``); the response headers of the dashboard are the dashboard route's.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import ipaddress
 import json
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -100,41 +101,26 @@ def _origin_netloc(url: str) -> str | None:
 
 
 class RequestGuard:
-    """ASGI middleware applying the rules in the module docstring."""
+    """The request checks of the module docstring, applied by the edge (``routes/edge.py``)
+    in its one pass before anything else runs."""
 
-    def __init__(self, app: ASGIApp, server: ServerSettings) -> None:
-        self.app = app
+    def __init__(self, server: ServerSettings) -> None:
         self.patterns = trusted_host_patterns(server)
         self.token_set = server.auth_token is not None
         self.public_origin = _origin_netloc(server.public_url) if server.public_url else None
         self._host_verdicts: dict[str, bool] = {}
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        host_header, fetch_site, origin = _guard_headers(scope["headers"])
+    def refusal(
+        self, scope: Scope, host_header: str, fetch_site: str | None, origin: str | None
+    ) -> Refusal | None:
+        """The answer refusing this request, or ``None`` when it may go on."""
         if self.token_set:
-            await self.app(scope, receive, self._relative_self_redirects(send, host_header))
-            return
+            return None
         if scope["path"] not in _EXEMPT_PATHS and not self._host_ok(host_header):
-            await _refuse(
-                send,
-                400,
-                "host_not_allowed",
-                "the Host header names a host this service does not answer to; "
-                "add it to server.trusted_hosts or set server.public_url",
-            )
-            return
+            return HOST_REFUSED
         if self._cross_site(scope, fetch_site, origin, host_header):
-            await _refuse(
-                send,
-                403,
-                "cross_site_refused",
-                "cross-site browser requests are refused while server.auth_token is not set",
-            )
-            return
-        await self.app(scope, receive, self._relative_self_redirects(send, host_header))
+            return CROSS_SITE_REFUSED
+        return None
 
     def _host_ok(self, host_header: str) -> bool:
         """:func:`host_allowed` for a Host header, remembered per value: callers send the
@@ -161,29 +147,64 @@ class RequestGuard:
         ours = _origin_netloc(f"{scheme}://{host_header}")
         return theirs is None or theirs not in (ours, self.public_origin)
 
-    @staticmethod
-    def _relative_self_redirects(send: Send, host_header: str) -> Send:
+
+def relative_self_redirect(message: Message, host_header: str) -> None:
+    """Make a redirect's ``Location`` to ``host_header`` relative, in the start message."""
+    headers = MutableHeaders(scope=message)
+    location = headers.get("location")
+    if location:
+        netloc, path, query = _split_location(location)
+        if netloc and netloc.lower() == host_header.strip().lower():
+            # one leading slash: "//evil.example" would leave the site
+            path = "/" + path.lstrip("/")
+            headers["location"] = path + (f"?{query}" if query else "")
+
+
+def _split_location(location: str) -> tuple[str, str, str]:
+    """Netloc, path and query of a ``Location``; a netloc ``urlsplit`` refuses (a Host
+    header such as ``[x`` reflected by the trailing-slash redirect) is split by hand."""
+    try:
+        parts = urlsplit(location)
+    except ValueError:
+        scheme, sep, rest = location.partition("://")
+        if not sep or "/" in scheme:
+            return "", location, ""
+        netloc, _, tail = rest.partition("/")
+        path, _, query = tail.partition("#")[0].partition("?")
+        return netloc, "/" + path, query
+    return parts.netloc, parts.path, parts.query
+
+
+class RelativeRedirects:
+    """ASGI middleware applying :func:`relative_self_redirect` to every answer: the edge's
+    slow path (the router's own answers, plug-in mounts) runs behind it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        host_header = edge_headers(scope["headers"])[0]
+
         async def wrapped(message: Message) -> None:
             if message["type"] == "http.response.start" and 300 <= message["status"] < 400:
-                headers = MutableHeaders(scope=message)
-                location = headers.get("location")
-                if location:
-                    parts = urlsplit(location)
-                    if parts.netloc and parts.netloc.lower() == host_header.strip().lower():
-                        # one leading slash: "//evil.example" would leave the site
-                        path = "/" + parts.path.lstrip("/")
-                        headers["location"] = path + (f"?{parts.query}" if parts.query else "")
+                relative_self_redirect(message, host_header)
             await send(message)
 
-        return wrapped
+        await self.app(scope, receive, wrapped)
 
 
-def _guard_headers(raw: Iterable[tuple[bytes, bytes]]) -> tuple[str, str | None, str | None]:
-    """The first ``Host``, ``Sec-Fetch-Site`` and ``Origin`` values, as Starlette's
-    ``Headers.get`` reads them (ASGI names are lower case), in one pass over the headers."""
+def edge_headers(
+    raw: Iterable[tuple[bytes, bytes]],
+) -> tuple[str, str | None, str | None, str | None]:
+    """The first ``Host``, ``Sec-Fetch-Site``, ``Origin`` and ``Authorization`` values, as
+    Starlette's ``Headers.get`` reads them (ASGI names are lower case), in one pass."""
     host: str | None = None
     fetch_site: str | None = None
     origin: str | None = None
+    authorization: str | None = None
     for name, value in raw:
         if name == b"host":
             if host is None:
@@ -191,24 +212,53 @@ def _guard_headers(raw: Iterable[tuple[bytes, bytes]]) -> tuple[str, str | None,
         elif name == b"sec-fetch-site":
             if fetch_site is None:
                 fetch_site = value.decode("latin-1")
-        elif name == b"origin" and origin is None:
-            origin = value.decode("latin-1")
-    return host or "", fetch_site, origin
+        elif name == b"origin":
+            if origin is None:
+                origin = value.decode("latin-1")
+        elif name == b"authorization" and authorization is None:
+            authorization = value.decode("latin-1")
+    return host or "", fetch_site, origin, authorization
 
 
-async def _refuse(send: Send, status: int, code: str, message: str) -> None:
-    body = json.dumps({"ok": False, "error": {"code": code, "message": message}}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+@dataclass(frozen=True)
+class Refusal:
+    """A guard's answer: its status and its JSON envelope, encoded once."""
+
+    status: int
+    code: str
+    message: str
+
+    @functools.cached_property
+    def body(self) -> bytes:
+        error = {"code": self.code, "message": self.message}
+        return json.dumps({"ok": False, "error": error}).encode()
+
+    async def __call__(self, send: Send) -> None:
+        body = self.body
+        await send(
+            {
+                "type": "http.response.start",
+                "status": self.status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+HOST_REFUSED = Refusal(
+    400,
+    "host_not_allowed",
+    "the Host header names a host this service does not answer to; "
+    "add it to server.trusted_hosts or set server.public_url",
+)
+CROSS_SITE_REFUSED = Refusal(
+    403,
+    "cross_site_refused",
+    "cross-site browser requests are refused while server.auth_token is not set",
+)
 
 
 _INLINE_SCRIPT = re.compile(r"<script(?![^>]*\ssrc=)(?:\s[^>]*)?>(.*?)</script>", re.S | re.I)

@@ -1,8 +1,8 @@
 """The HTTP edge, one module per route group: intake, jobs, downloads, live, ops.
 
 Each group lists its endpoints with :class:`Endpoint`, and each endpoint declares its auth
-and body limit next to its path. Nothing in a handler checks the bearer token: one
-middleware (:class:`~webhook_poller.routes.gate.AuthGate`) does, from these declarations,
+and body limit next to its path. Nothing in a handler checks the bearer token: the
+edge's gate (:class:`~webhook_poller.routes.gate.AuthGate`) does, from these declarations,
 and a route that declares nothing needs the token. The public ones are listed in
 :data:`PUBLIC`; ``tests/test_routes_auth.py`` walks the built app and holds both to it.
 """

@@ -1,4 +1,5 @@
-"""The one auth check of the HTTP edge: an ASGI middleware in front of the router.
+"""The one auth check of the HTTP edge, applied by the edge (``routes/edge.py``) in front of
+the router.
 
 For each request it finds the route the router will pick (the first full match), reads the
 auth and body limit that route declared, and
@@ -12,27 +13,27 @@ auth and body limit that route declared, and
 A route nobody declared needs the token; a route may be public only when it is in
 :data:`~webhook_poller.routes.PUBLIC`. Paths that match no route, or only with another
 method, go on to the router untouched (404, 405 with ``Allow``, the trailing-slash
-redirect), as before. The Host and cross-site guard (``guard.py``) runs outside this one.
+redirect), as before. The Host and cross-site guard (``guard.py``) runs before this one.
 
-The route the gate found is handed to the router (:class:`GatedRouter`), which runs it
-without scanning the route table a second time.
+The edge runs the route the gate found itself; for the rest (plug-in mounts) it hands the
+route to the router (:class:`GatedRouter`), which runs it without scanning the route table
+a second time.
 """
 
 from __future__ import annotations
 
 import hmac
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from pydantic import SecretStr
-from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.routing import BaseRoute, Match, Mount, Route, Router
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from ..errors import Unauthorized
 from . import PUBLIC, Auth, Endpoint
-from .errors import error_response
 
 #: Scope keys the gate sets for the handlers: the token verdict and the body limit.
 TOKEN_OK = "webhook_poller.token_ok"
@@ -71,7 +72,7 @@ def declared_limit(request: Request) -> int | None:
 
 
 class AuthGate:
-    """ASGI middleware applying the rules in the module docstring.
+    """The rules in the module docstring, applied by the edge (:class:`~.edge.Edge`).
 
     ``policies`` pairs routes of the app with what they declared; ``token`` is
     ``server.auth_token`` (``None``: no token, every route open, as on loopback by default).
@@ -79,64 +80,59 @@ class AuthGate:
 
     def __init__(
         self,
-        app: ASGIApp,
         policies: Iterable[tuple[BaseRoute, Policy]],
         token: SecretStr | None,
     ) -> None:
-        self.app = app
         self.policies = {id(route): policy for route, policy in policies}
         self._token = token.get_secret_value().encode() if token is not None else None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        route = self.route_for(scope)
-        if route is None:  # 404 / 405 / redirect: the router's answer, as before
-            await self.app(scope, receive, send)
-            return
+    def admit(self, scope: Scope, route: BaseRoute, authorization: str | None) -> bool:
+        """Whether the request may go on to ``route`` (else the answer is the 401); sets the
+        token verdict and the route's body limit in the scope for the handler."""
         policy = self.policies.get(id(route), DEFAULT)
-        token_ok = self._token_ok(scope)
+        token_ok = self._token_ok(authorization)
         scope[TOKEN_OK] = token_ok
         scope[BODY_LIMIT] = policy.body_limit
-        if policy.auth is Auth.TOKEN and not token_ok:
-            await error_response(unauthorized())(scope, receive, send)
-            return
-        if policy.auth is Auth.SIGNED and not token_ok and not _has_signature(scope):
-            await error_response(unauthorized())(scope, receive, send)
-            return
-        scope[MATCHED] = route
-        await self.app(scope, receive, send)
+        if token_ok or policy.auth is Auth.PUBLIC:
+            return True
+        return policy.auth is Auth.SIGNED and _has_signature(scope)
 
     @staticmethod
     def route_for(scope: Scope) -> BaseRoute | None:
-        """The route the router will run: its rule (the first full match), with a plain
-        regex test for our routes and mounts, since ``Route.matches`` builds a child scope
-        per route tried (about 40 us a request over the whole table)."""
-        path = scope["path"] if not scope.get("root_path") else None
-        method = scope["method"]
-        route: BaseRoute
-        for route in scope["app"].routes:
-            # exact types only: a subclass may match differently
-            if path is not None and isinstance(route, Route | Mount) and type(route) in _PLAIN:
-                if not route.path_regex.match(path):
-                    continue
-                methods = getattr(route, "methods", None)
-                if methods and method not in methods:
-                    continue
-            elif route.matches(scope)[0] is not Match.FULL:
-                continue
-            return route
-        return None
+        """The route the router will run: its rule (the first full match)."""
+        found = find_route(scope)
+        return None if found is None else found[0]
 
-    def _token_ok(self, scope: Scope) -> bool:
+    def _token_ok(self, header: str | None) -> bool:
         if self._token is None:
             return True
-        header = Headers(scope=scope).get("authorization", "")
-        scheme, _, value = header.partition(" ")
+        scheme, _, value = (header or "").partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(
             value.strip().encode(), self._token
         )
+
+
+def find_route(scope: Scope) -> tuple[BaseRoute, re.Match[str] | None] | None:
+    """The route the router will run (the first full match) and, for our own routes and
+    mounts, their path regex's match: a plain regex test instead of ``Route.matches``,
+    which builds a child scope per route tried (about 40 us a request over the whole
+    table). ``None`` when the router's answer is a 404, 405 or redirect."""
+    path = scope["path"] if not scope.get("root_path") else None
+    method = scope["method"]
+    route: BaseRoute
+    for route in scope["app"].routes:
+        # exact types only: a subclass may match differently
+        if path is not None and isinstance(route, Route | Mount) and type(route) in _PLAIN:
+            match = route.path_regex.match(path)
+            if match is None:
+                continue
+            methods = getattr(route, "methods", None)
+            if methods and method not in methods:
+                continue
+            return route, match
+        if route.matches(scope)[0] is Match.FULL:
+            return route, None
+    return None
 
 
 class GatedRouter(Router):
