@@ -153,7 +153,7 @@ class Edge(Starlette):
                 if endpoint is not None and match is not None:
                     await self._run(route, endpoint, match, scope, receive, _Cycle(send, host))
                     return
-                scope[MATCHED] = route  # a mount: the router runs it
+                scope[MATCHED] = route  # a mount (or a handler the edge leaves): the router
         await self.middleware_stack(scope, receive, send)
 
     async def _admit(
