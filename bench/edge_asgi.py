@@ -16,26 +16,18 @@ from typing import Any
 
 import uvloop
 
+from bench.intake_asgi import _scope as intake_scope
 from webhook_poller.app import create_app
 from webhook_poller.config import settings_from_mapping
 from webhook_poller.logging import configure
 
 
 def _scope(path: str) -> dict[str, Any]:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"wrk"), (b"accept", b"*/*")],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8000),
-    }
+    """``bench.intake_asgi``'s request, as a GET of ``path`` without a body."""
+    scope = intake_scope(b"")
+    scope.update(method="GET", path=path, raw_path=path.encode())
+    scope["headers"] = [(b"host", b"127.0.0.1:8000"), (b"accept", b"*/*")]
+    return scope
 
 
 async def _receive() -> dict[str, Any]:
