@@ -114,6 +114,18 @@ async def test_info_lines_in_a_loop_are_written_together_soon(capsys):
     assert json.loads(capsys.readouterr().out)["event"] == "fourth"
 
 
+async def test_a_stderr_record_writes_the_collected_lines_first(capsys):
+    """uvicorn's last line after the app's shutdown comes through the stdlib handler: it
+    writes the INFO lines collected before it, since uvicorn then re-raises SIGTERM and
+    the interpreter's exit hooks never run."""
+    configure("INFO", "json")
+    structlog.get_logger("t").info("service_stopped")
+    logging.getLogger("some.library").warning("Finished server process")
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["event"] == "service_stopped"
+    assert "Finished server process" in captured.err
+
+
 @pytest.mark.parametrize("ending", ["", "raise SystemExit(3)", "1 / 0"])
 def test_collected_lines_are_written_at_exit(ending):
     """A process that logs in its loop and ends at once (cleanly, by SystemExit, or by an

@@ -14,8 +14,8 @@ redaction and renderer as our own events, plus the logger's name.
 Our own lines go to stdout through :class:`LineWriter`: inside a running event loop, DEBUG
 and INFO lines are collected and written together at most ``FLUSH_WINDOW_S`` later (one
 write and flush for all the ``job_accepted`` lines of a busy moment, not one per line); a
-WARNING or worse, a line from outside an event loop, and the interpreter's exit write
-everything collected at once, in order.
+WARNING or worse, a line from outside an event loop, a standard library record (on stderr)
+and the interpreter's exit write everything collected at once, in order.
 """
 
 from __future__ import annotations
@@ -214,9 +214,13 @@ HANDLER_NAME = "webhook_poller"
 
 
 class _StderrHandler(logging.StreamHandler[TextIO]):
-    """Writes to whatever ``sys.stderr`` is when a record comes (tests swap it)."""
+    """Writes to whatever ``sys.stderr`` is when a record comes (tests swap it), after the
+    stdout lines collected before it (:func:`flush_logs`): the two streams keep their order,
+    and uvicorn's last line ("Finished server process", after the app's shutdown) writes
+    the shutdown's own lines before uvicorn re-raises SIGTERM, which skips ``atexit``."""
 
     def emit(self, record: logging.LogRecord) -> None:
+        flush_logs()
         self.stream = sys.stderr
         super().emit(record)
 
