@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 
 from .. import buttons, generate, lifecycle, net, push, shapes
 from ..errors import Conflict, NotFound, RequestRejected, Unauthorized, UnsafeURL
-from ..model import Job, JobState, new_job_id, utcnow
+from ..model import Job, JobState, build_job, new_job_id, utcnow
 from ..views import json_answer, status_url
 from . import Auth, Endpoint
 from .base import ApiBase
@@ -134,7 +134,7 @@ class IntakeRoutes(ApiBase):
         self._require_credentials(data.model, adapter)
         now = utcnow()
         delay = svc.gate_for(adapter).first_poll_delay_s
-        job = Job(
+        job = build_job(
             id=new_job_id(adapter, data.taskId),
             session_id=data.sessionId,
             task_id=data.taskId,
