@@ -1,5 +1,5 @@
-"""The intake path's cheap builders hold to the shapes they stand in for: ``build_job``
-gives a ``Job`` like ``Job(...)``."""
+"""The intake path's cheap builders hold to the shapes they stand in for: ``parse_intake``
+gives what ``IntakeRequest`` accepts, and ``build_job`` gives a ``Job`` like ``Job(...)``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,49 @@ from typing import Any
 
 import pytest
 
+from webhook_poller import shapes
+from webhook_poller.errors import RequestRejected
 from webhook_poller.model import Job, JobState, build_job, utcnow
+
+RULES = shapes.IntakeRules(
+    provider=lambda v: None if v in (None, "") else str(v).strip(),
+    callback=lambda v: None if v in (None, "") else str(v),
+    max_context_bytes=16384,
+)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"sessionId": "s", "taskId": "t", "model": "demo"},
+        {"session_id": " s ", "task_id": "t", "model": "demo", "attempt": "3"},
+        {"sessionId": "s", "taskId": "t", "model": "m", "attempt": 2.0, "expectPush": "true"},
+        {"sessionId": "s", "taskId": "t", "model": "m", "context": '{"chatId": 5}'},
+        {"sessionId": "s", "taskId": "t", "model": "m", "provider": "demo", "extra": 1},
+        {"sessionId": "s", "taskId": "t", "model": "m", "callback_url": "https://h.io/x"},
+        {"sessionId": "x" * shapes.MAX_ID_LEN, "taskId": "t", "model": "m", "attempt": 10000},
+    ],
+)
+def test_checked_intake_is_what_the_documented_model_accepts(body: dict[str, Any]):
+    checked = shapes.parse_intake(body, RULES)
+    model = shapes.IntakeRequest.model_validate(checked._asdict())
+    assert model.model_dump() == checked._asdict()
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"taskId": "t", "model": "m", "attempt": 0}, "sessionId"),
+        ({"sessionId": "s", "taskId": "t", "model": "m", "attempt": 0}, "attempt"),
+        ({"sessionId": "s", "taskId": " ", "model": "m", "attempt": 0}, "taskId"),
+        ({"sessionId": "s", "taskId": "t", "model": "m", "expectPush": "maybe"}, "expectPush"),
+        ({"sessionId": "s", "taskId": "t", "model": "m", "context": [1]}, "context"),
+    ],
+)
+def test_the_first_problem_in_field_order_is_reported(body: dict[str, Any], field: str):
+    with pytest.raises(RequestRejected) as caught:
+        shapes.parse_intake(body, RULES)
+    assert caught.value.field == field
 
 
 def _fields() -> dict[str, Any]:

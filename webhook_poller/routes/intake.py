@@ -49,7 +49,7 @@ class IntakeRoutes(ApiBase):
 
     _intake_rules: shapes.IntakeRules | None = None
 
-    def validate_intake(self, data: Mapping[str, Any]) -> shapes.IntakeRequest:
+    def validate_intake(self, data: Mapping[str, Any]) -> shapes.Intake:
         """Check the intake body field by field; the first problem names its field."""
         if self._intake_rules is None:
             self._intake_rules = shapes.IntakeRules(
@@ -180,7 +180,7 @@ class IntakeRoutes(ApiBase):
         return json_answer(shapes.INTAKE_RESPONSE, body), created
 
     async def _known_task(
-        self, job: Job, data: shapes.IntakeRequest
+        self, job: Job, data: shapes.Intake
     ) -> tuple[Job, shapes.CallbackOutcome | None]:
         """A re-post of a known task: refuse another session, give a new callbackUrl the
         outcome (see :func:`lifecycle.add_callback`)."""
