@@ -157,8 +157,8 @@ class IntakeRoutes(ApiBase):
             stored, callback = await self._known_task(stored, data)
         if created:
             # wake the loop only when the job falls due before its next look at the store
-            if self.scheduler is not None and delay < self.settings.polling.tick_s:
-                self.scheduler.poke()
+            if self.scheduler is not None:
+                self.scheduler.poke_for(delay)
             log.info(
                 "job_accepted",
                 job_id=stored.id,
