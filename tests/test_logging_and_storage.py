@@ -8,8 +8,11 @@ stdlib records only reach redaction through the root handler's ``ProcessorFormat
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import subprocess
+import sys
 
 import httpx
 import pytest
@@ -18,7 +21,7 @@ import structlog
 from tests.support.service import ServiceProcess, base_config, run_service, wait_for
 from webhook_poller.blobs.local import LocalBlobStorage
 from webhook_poller.errors import BlobError
-from webhook_poller.logging import configure, register_secrets
+from webhook_poller.logging import FLUSH_WINDOW_S, configure, flush_logs, register_secrets
 from webhook_poller.pipeline import safe_part
 
 
@@ -87,6 +90,61 @@ def test_uvicorn_logs_through_the_same_formatter(tmp_path):
         r.get("logger") == "uvicorn.error" and r["event"].startswith("Uvicorn running on")
         for r in records
     ), text[-2000:]
+
+
+async def test_info_lines_in_a_loop_are_written_together_soon(capsys):
+    """Inside the event loop INFO lines wait (at most FLUSH_WINDOW_S) to go out in one write,
+    redacted as ever; a WARNING writes at once, after the lines before it, in order."""
+    configure("INFO", "json")
+    log = structlog.get_logger("t")
+    log.info("first", url="https://h.io/x?sig=s3cr3t")
+    log.info("second")
+    assert capsys.readouterr().out == ""  # collected, not written yet
+    await asyncio.sleep(FLUSH_WINDOW_S + 0.2)
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["event"] for line in lines] == ["first", "second"]
+    assert "s3cr3t" not in lines[0]["url"]
+    log.info("third")
+    log.warning("trouble", api_key="kie-123")
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["event"] for line in lines] == ["third", "trouble"]
+    assert lines[1]["api_key"] == "[redacted]"
+    log.info("fourth")
+    flush_logs()
+    assert json.loads(capsys.readouterr().out)["event"] == "fourth"
+
+
+async def test_a_stderr_record_writes_the_collected_lines_first(capsys):
+    """uvicorn's last line after the app's shutdown comes through the stdlib handler: it
+    writes the INFO lines collected before it, since uvicorn then re-raises SIGTERM and
+    the interpreter's exit hooks never run."""
+    configure("INFO", "json")
+    structlog.get_logger("t").info("service_stopped")
+    logging.getLogger("some.library").warning("Finished server process")
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["event"] == "service_stopped"
+    assert "Finished server process" in captured.err
+
+
+@pytest.mark.parametrize("ending", ["", "raise SystemExit(3)", "1 / 0"])
+def test_collected_lines_are_written_at_exit(ending):
+    """A process that logs in its loop and ends at once (cleanly, by SystemExit, or by an
+    uncaught exception) still writes every line."""
+    script = f"""
+import asyncio, structlog
+from webhook_poller.logging import configure
+configure("INFO", "json")
+async def main():
+    for n in range(3):
+        structlog.get_logger("t").info("line", n=n)
+asyncio.run(main())
+{ending}
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [line["n"] for line in lines] == [0, 1, 2], done.stdout + done.stderr
 
 
 @pytest.mark.parametrize(

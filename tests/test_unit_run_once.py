@@ -4,6 +4,7 @@ no waiting loops; the clock is stepped by hand."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import random
 from datetime import timedelta
@@ -174,3 +175,27 @@ async def test_a_refused_demo_task_fails_in_one_round(tmp_path: Path):
         await Scheduler(services).run_once(wait=True)
         failed = await _get(services, job)
         assert failed.state is S.FAILED and failed.error_code is ErrorCode.MODERATION_REJECTED
+
+
+async def test_intake_pokes_the_idle_loop_only_for_a_job_due_before_its_next_look(
+    tmp_path: Path,
+):
+    """``poke_for``: the loop sleeping until a job due in 0.3 s is not woken for a new job
+    due in 0.5 s (it looks again first), is woken for one due in 0.1 s, and a job due a tick
+    or more from now never wakes it."""
+    clock = FakeClock()
+    async with unit_services(tmp_path, clock, polling={"tick_s": 2.0}) as services:
+        scheduler = Scheduler(services)
+        scheduler.poke_for(2.0)  # a tick away: never
+        assert not scheduler.wake.is_set()
+        scheduler.poke_for(0.5)  # the loop is not idle (no planned look): as before
+        assert scheduler.wake.is_set()
+        scheduler.wake.clear()
+        await services.store.create(make_job(due_at=clock.now() + timedelta(seconds=0.3)))
+        idle = asyncio.ensure_future(scheduler._idle())
+        await asyncio.sleep(0.05)
+        scheduler.poke_for(0.5)
+        assert not scheduler.wake.is_set() and not idle.done()
+        scheduler.poke_for(0.1)
+        await asyncio.wait_for(idle, 0.2)  # woken well before its 0.3 s
+        assert scheduler._next_look is None

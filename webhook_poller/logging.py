@@ -10,14 +10,24 @@ text that is stored (a delivery's ``lastError``, a job's error detail).
 Records of the standard library's ``logging`` (uvicorn, httpx, botocore, python-telegram-bot
 ...) go through structlog's ``ProcessorFormatter`` on stderr: the same time stamp, level,
 redaction and renderer as our own events, plus the logger's name.
+
+Our own lines go to stdout through :class:`LineWriter`: inside a running event loop, DEBUG
+and INFO lines are collected and written together at most ``FLUSH_WINDOW_S`` later (one
+write and flush for all the ``job_accepted`` lines of a busy moment, not one per line); a
+WARNING or worse, a line from outside an event loop, a standard library record (on stderr)
+and the interpreter's exit write everything collected at once, in order.
 """
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import functools
 import logging
 import re
 import sys
+import threading
+import weakref
 from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any, TextIO
 
@@ -111,19 +121,116 @@ def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapp
     return event_dict
 
 
+#: How long an INFO line may wait to be written with the lines after it (seconds).
+FLUSH_WINDOW_S = 0.05
+
+
+class LineWriter:
+    """Rendered log lines to whatever ``sys.stdout`` is when they are written (tests swap it).
+
+    ``print(..., flush=True)`` per line (structlog's ``PrintLogger``) is a write system call
+    per event; here a line logged in a running event loop waits up to ``window_s`` (a timer
+    on that loop) so a burst goes out in one write. ``urgent`` lines (WARNING and up), lines
+    logged outside an event loop (the CLI, a thread) and :meth:`flush` write at once, after
+    every line before them. Every writer is flushed when the interpreter exits, so a clean
+    exit (SIGTERM, an uncaught exception) keeps every line; ``kill -9`` can lose at most the
+    last ``window_s`` of INFO lines.
+    """
+
+    def __init__(self, window_s: float = FLUSH_WINDOW_S) -> None:
+        self._window_s = window_s
+        self._lines: list[str] = []
+        self._lock = threading.Lock()
+        #: the loop whose timer will flush what is collected (None: no timer pending)
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
+        _writers.add(self)
+
+    def write(self, line: str, urgent: bool = False) -> None:
+        loop = asyncio._get_running_loop()  # None outside a loop, without raising
+        with self._lock:
+            self._lines.append(line)
+            if urgent or loop is None:
+                self._write_out()
+            elif self._timer_loop is not loop:
+                if self._timer_loop is not None:  # a timer on another (maybe closed) loop
+                    self._write_out()
+                self._timer_loop = loop
+                loop.call_later(self._window_s, self._on_timer)
+
+    def flush(self) -> None:
+        with self._lock:
+            self._write_out()
+
+    def _on_timer(self) -> None:
+        with self._lock:
+            self._timer_loop = None
+            try:
+                self._write_out()
+            except (OSError, ValueError):  # stdout closed or gone: nobody can read them
+                self._lines.clear()
+
+    def _write_out(self) -> None:
+        if not self._lines:
+            return
+        text = "\n".join(self._lines) + "\n"
+        self._lines.clear()
+        out = sys.stdout
+        out.write(text)
+        out.flush()
+
+
+_writers: weakref.WeakSet[LineWriter] = weakref.WeakSet()
+
+
+@atexit.register
+def flush_logs() -> None:
+    """Write every line still collected (also run at the interpreter's exit)."""
+    for writer in list(_writers):
+        try:
+            writer.flush()
+        except (OSError, ValueError):  # stdout closed already
+            pass
+
+
+class LineLogger:
+    """structlog's wrapped logger: each level's method hands the rendered line to a
+    :class:`LineWriter`, WARNING and up as urgent."""
+
+    def __init__(self, writer: LineWriter) -> None:
+        self._writer = writer
+
+    def msg(self, message: str) -> None:
+        self._writer.write(message)
+
+    def urgent(self, message: str) -> None:
+        self._writer.write(message, urgent=True)
+
+    log = debug = info = msg
+    warn = warning = err = error = critical = exception = fatal = failure = urgent
+
+
 #: The name of the root handler :func:`configure` installs (and replaces when called again).
 HANDLER_NAME = "webhook_poller"
 
 
 class _StderrHandler(logging.StreamHandler[TextIO]):
-    """Writes to whatever ``sys.stderr`` is when a record comes (tests swap it)."""
+    """Writes to whatever ``sys.stderr`` is when a record comes (tests swap it), after the
+    stdout lines collected before it (:func:`flush_logs`): the two streams keep their order,
+    and uvicorn's last line ("Finished server process", after the app's shutdown) writes
+    the shutdown's own lines before uvicorn re-raises SIGTERM, which skips ``atexit``."""
 
     def emit(self, record: logging.LogRecord) -> None:
+        flush_logs()
         self.stream = sys.stderr
         super().emit(record)
 
 
+def _line_logger(logger: LineLogger, *_: Any) -> LineLogger:
+    return logger
+
+
 def configure(level: str = "INFO", fmt: str = "auto") -> None:
+    flush_logs()  # lines of an earlier configuration first
     json_out = fmt == "json" or (fmt == "auto" and not sys.stdout.isatty())
     renderer: Processor = (
         structlog.processors.JSONRenderer() if json_out else structlog.dev.ConsoleRenderer()
@@ -140,7 +247,7 @@ def configure(level: str = "INFO", fmt: str = "auto") -> None:
     structlog.configure(
         processors=[*stamp, *finish],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
+        logger_factory=functools.partial(_line_logger, LineLogger(LineWriter())),
         cache_logger_on_first_use=True,
     )
     handler = _StderrHandler(sys.stderr)

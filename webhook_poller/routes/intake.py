@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 
 from .. import buttons, generate, lifecycle, net, push, shapes
 from ..errors import Conflict, NotFound, RequestRejected, Unauthorized, UnsafeURL
-from ..model import Job, JobState, new_job_id, utcnow
+from ..model import Job, JobState, build_job, new_job_id, utcnow
 from ..views import json_answer, status_url
 from . import Auth, Endpoint
 from .base import ApiBase
@@ -49,7 +49,7 @@ class IntakeRoutes(ApiBase):
 
     _intake_rules: shapes.IntakeRules | None = None
 
-    def validate_intake(self, data: Mapping[str, Any]) -> shapes.IntakeRequest:
+    def validate_intake(self, data: Mapping[str, Any]) -> shapes.Intake:
         """Check the intake body field by field; the first problem names its field."""
         if self._intake_rules is None:
             self._intake_rules = shapes.IntakeRules(
@@ -134,7 +134,7 @@ class IntakeRoutes(ApiBase):
         self._require_credentials(data.model, adapter)
         now = utcnow()
         delay = svc.gate_for(adapter).first_poll_delay_s
-        job = Job(
+        job = build_job(
             id=new_job_id(adapter, data.taskId),
             session_id=data.sessionId,
             task_id=data.taskId,
@@ -157,8 +157,8 @@ class IntakeRoutes(ApiBase):
             stored, callback = await self._known_task(stored, data)
         if created:
             # wake the loop only when the job falls due before its next look at the store
-            if self.scheduler is not None and delay < self.settings.polling.tick_s:
-                self.scheduler.poke()
+            if self.scheduler is not None:
+                self.scheduler.poke_for(delay)
             log.info(
                 "job_accepted",
                 job_id=stored.id,
@@ -180,7 +180,7 @@ class IntakeRoutes(ApiBase):
         return json_answer(shapes.INTAKE_RESPONSE, body), created
 
     async def _known_task(
-        self, job: Job, data: shapes.IntakeRequest
+        self, job: Job, data: shapes.Intake
     ) -> tuple[Job, shapes.CallbackOutcome | None]:
         """A re-post of a known task: refuse another session, give a new callbackUrl the
         outcome (see :func:`lifecycle.add_callback`)."""
