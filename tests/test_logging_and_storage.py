@@ -169,6 +169,38 @@ async def test_oversize_write_leaves_nothing(tmp_path):
     assert [p for p in (tmp_path / "videos").rglob("*") if p.is_file()] == []
 
 
+async def test_writes_of_one_key_at_the_same_time_each_use_their_own_part_file(tmp_path):
+    """Two writers of the same key never share a part file: both finish, one wins whole."""
+    import asyncio
+
+    storage = LocalBlobStorage({"url": f"file://{tmp_path}/videos"})
+    await storage.open()
+    gate, both_open = asyncio.Event(), asyncio.Event()
+    parts: list[set[str]] = []
+
+    async def chunks(byte: bytes):
+        yield byte * 1000
+        parts.append({p.name for p in (tmp_path / "videos").rglob(".*.part")})
+        if len(parts) == 2:
+            both_open.set()
+        await gate.wait()
+        yield byte * 1000
+
+    writes = [
+        asyncio.create_task(
+            storage.put_stream("s/t/0.mp4", chunks(b), content_type="video/mp4", max_bytes=5000)
+        )
+        for b in (b"a", b"b")
+    ]
+    await asyncio.wait_for(both_open.wait(), 10)
+    gate.set()
+    await asyncio.gather(*writes)
+    assert len(parts[-1]) == 2  # two part files side by side
+    body = (tmp_path / "videos" / "s/t/0.mp4").read_bytes()
+    assert body in (b"a" * 2000, b"b" * 2000)
+    assert list((tmp_path / "videos").rglob(".*.part")) == []
+
+
 def test_max_video_bytes_fails_the_job(tmp_path):
     """A video over storage.max_video_bytes ends the job with download_failed."""
     cfg = base_config(tmp_path, storage={"max_video_bytes": 1000})

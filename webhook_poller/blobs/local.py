@@ -16,10 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import os
 import re
+import secrets
 import time
-import uuid
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -132,7 +133,7 @@ class LocalBlobStorage:
         filename: str | None = None,
     ) -> StoredBlob:
         target = self.local_path(key)
-        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.part")
+        tmp = target.with_name(_part_name(target.name))
         digest = hashlib.sha256()
         size = 0
         # Few thread hand-overs per video: one to create the folder and open the part file,
@@ -224,6 +225,16 @@ class LocalBlobStorage:
 #: ``.part`` name), and the index. ``fullmatch`` also rules out a trailing newline.
 _SEGMENT = r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}"
 _OWN_KEY = re.compile(rf"v2/{_SEGMENT}/{_SEGMENT}/{_SEGMENT}/[0-9]{{1,9}}\.mp4", re.ASCII)
+
+#: Part files are named per process (its pid), per start (a random tag: another host on a
+#: shared folder, a reused pid) and per write (a counter), without a urandom call per video.
+_PART_TAG = secrets.token_hex(4)
+_PART_SEQ = itertools.count()
+
+
+def _part_name(name: str) -> str:
+    return f".{name}.{os.getpid():x}-{_PART_TAG}-{next(_PART_SEQ):x}.part"
+
 
 #: Chunks are gathered up to this many bytes before one write on the I/O thread.
 WRITE_BUFFER_BYTES = 1 << 20
