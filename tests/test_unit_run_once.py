@@ -15,6 +15,7 @@ from structlog.testing import capture_logs
 from tests.support.clock import FakeClock
 from tests.support.factories import make_job
 from tests.support.unit_services import ScriptedNotifier, unit_services
+from webhook_poller import lifecycle
 from webhook_poller.errors import NotifyTransient
 from webhook_poller.model import DeliveryStatus, ErrorCode, Event, Job, JobState
 from webhook_poller.scheduler import Scheduler
@@ -243,6 +244,25 @@ async def test_a_job_changed_since_the_attempt_read_it_is_read_again(tmp_path: P
         changed = dataclasses.replace(job, extra_callback_urls=())
         await services.store.save(changed, expected_version=job.version)
         await scheduler._delivery_tried(read, result)
+        assert (await _get(services, job)).state is S.SUCCEEDED
+
+
+async def test_a_target_added_while_the_last_one_was_tried_is_waited_for(tmp_path: Path):
+    """A callback URL posted again during the attempt adds a target (and changes the job):
+    the attempt's end reads the job again and leaves it waiting for the new target."""
+    clock = FakeClock()
+    async with unit_services(tmp_path, clock) as services:
+        services.notifiers.append(ScriptedNotifier())
+        scheduler = Scheduler(services)
+        job, (row,) = await _notifying_with_rows(services, clock, scheduler)
+        result, read = await scheduler.dispatcher.attempt_for_job(row)
+        assert read is not None
+        _, outcome = await lifecycle.add_callback(services, job.id, "http://127.0.0.1:9/cb")
+        assert outcome == lifecycle.CALLBACK_SENT
+        await scheduler._delivery_tried(read, result)
+        assert (await _get(services, job)).state is S.NOTIFYING
+        sent = await scheduler.run_once(wait=True)
+        assert [d.target for d in sent.deliveries] == ["callback"]
         assert (await _get(services, job)).state is S.SUCCEEDED
 
 

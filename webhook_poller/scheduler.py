@@ -499,8 +499,14 @@ class Scheduler:
                 job.state is not JobState.NOTIFYING
                 or job.run != result.run
                 or job.lease_owner is not None
-                or not _all_tried(await self._success_rows(job))
             ):
+                return
+            # The one target of the job was just tried: nothing to read. (A target added
+            # since the job was read changed its version, so the write below fails and the
+            # job is read again; a row left by a notifier since removed from the config
+            # fails on its own attempt and is no target.)
+            only = self.dispatcher.targets_for(job, Event.SUCCEEDED) == [result.target]
+            if not only and not _all_tried(await self._success_rows(job)):
                 return
             try:
                 done = transition(job, JobState.SUCCEEDED, now=self.clock.now())
