@@ -9,6 +9,7 @@ import random
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 import structlog
 from structlog.testing import capture_logs
 
@@ -231,9 +232,13 @@ async def test_a_notifying_job_a_worker_holds_is_left_to_it(tmp_path: Path):
         assert after.version == held.version
 
 
-async def test_a_job_changed_since_the_attempt_read_it_is_read_again(tmp_path: Path):
-    """The job changed between the attempt's read and its end (a callback URL posted
-    again): the compare-and-set fails, the job is read once more and moved on."""
+@pytest.mark.parametrize("adds_target", [False, True])
+async def test_a_job_changed_since_the_attempt_read_it_is_read_again(
+    tmp_path: Path, adds_target: bool
+):
+    """The job changed between the attempt's read and its end: the compare-and-set fails
+    and the job is read once more. Without a new target it is moved on; a callback URL
+    posted again meanwhile is a new target, and the job waits for its delivery."""
     clock = FakeClock()
     async with unit_services(tmp_path, clock) as services:
         services.notifiers.append(ScriptedNotifier())
@@ -241,28 +246,17 @@ async def test_a_job_changed_since_the_attempt_read_it_is_read_again(tmp_path: P
         job, (row,) = await _notifying_with_rows(services, clock, scheduler)
         result, read = await scheduler.dispatcher.attempt_for_job(row)
         assert read is not None and read.version == job.version
-        changed = dataclasses.replace(job, extra_callback_urls=())
-        await services.store.save(changed, expected_version=job.version)
+        if adds_target:
+            _, outcome = await lifecycle.add_callback(services, job.id, "http://127.0.0.1:9/cb")
+            assert outcome == lifecycle.CALLBACK_SENT
+        else:
+            changed = dataclasses.replace(job, extra_callback_urls=())
+            await services.store.save(changed, expected_version=job.version)
         await scheduler._delivery_tried(read, result)
-        assert (await _get(services, job)).state is S.SUCCEEDED
-
-
-async def test_a_target_added_while_the_last_one_was_tried_is_waited_for(tmp_path: Path):
-    """A callback URL posted again during the attempt adds a target (and changes the job):
-    the attempt's end reads the job again and leaves it waiting for the new target."""
-    clock = FakeClock()
-    async with unit_services(tmp_path, clock) as services:
-        services.notifiers.append(ScriptedNotifier())
-        scheduler = Scheduler(services)
-        job, (row,) = await _notifying_with_rows(services, clock, scheduler)
-        result, read = await scheduler.dispatcher.attempt_for_job(row)
-        assert read is not None
-        _, outcome = await lifecycle.add_callback(services, job.id, "http://127.0.0.1:9/cb")
-        assert outcome == lifecycle.CALLBACK_SENT
-        await scheduler._delivery_tried(read, result)
-        assert (await _get(services, job)).state is S.NOTIFYING
-        sent = await scheduler.run_once(wait=True)
-        assert [d.target for d in sent.deliveries] == ["callback"]
+        if adds_target:
+            assert (await _get(services, job)).state is S.NOTIFYING
+            sent = await scheduler.run_once(wait=True)
+            assert [d.target for d in sent.deliveries] == ["callback"]
         assert (await _get(services, job)).state is S.SUCCEEDED
 
 
