@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -25,6 +24,7 @@ from webhook_poller.errors import ConfigError, NotifyRejected, NotifyTransient, 
 from webhook_poller.interfaces import Notification, PluginContext, Receipt
 from webhook_poller.net import RefusedAddress, redact_url, retry_after_s
 from webhook_poller.options import NotifierOptions, PluginOptions
+from webhook_poller.stores.codec import dumps
 
 DEFAULT_EVENTS = (
     "video.succeeded",
@@ -133,7 +133,8 @@ class WebhookNotifier(OutboundClient):
         return headers
 
     async def send(self, notification: Notification) -> Receipt:
-        body = json.dumps(notification.payload, separators=(",", ":"), ensure_ascii=False)
+        # compact, UTF-8 as is: pydantic-core's writer, the JSON that json.dumps gave
+        body = dumps(notification.payload)
         now = datetime.now(UTC).replace(microsecond=0)
         headers = self.headers_for(notification.delivery.webhook_id, body, now)
         where = redact_url(self.url)  # keeps the port: http://n8n:5678/webhook/...

@@ -13,16 +13,18 @@ import json
 import logging
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
 import structlog
 
+from tests.support.factories import make_job
 from tests.support.service import ServiceProcess, base_config, run_service, wait_for
 from webhook_poller.blobs.local import LocalBlobStorage
 from webhook_poller.errors import BlobError
 from webhook_poller.logging import FLUSH_WINDOW_S, configure, flush_logs, register_secrets
-from webhook_poller.pipeline import safe_part
+from webhook_poller.pipeline import safe_part, video_key
 
 
 def test_redaction_processor_hides_secrets(capsys):
@@ -157,6 +159,52 @@ def test_local_storage_refuses_keys_outside_root(tmp_path, key):
         storage.local_path(key)
 
 
+@pytest.mark.parametrize(
+    "key",
+    [
+        "v2/../x/y/0.mp4",
+        "v2/a/../../0.mp4",
+        "v2/a/b\\..\\../c/0.mp4",
+        "v2//b/c/0.mp4",
+        "/v2/a/b/c/0.mp4",
+    ],
+)
+def test_keys_spelled_nearly_like_ours_are_still_refused(tmp_path, key):
+    """Only the exact layout the service writes skips the resolve; a near miss that could
+    escape the root is refused as before."""
+    storage = LocalBlobStorage({"url": f"file://{tmp_path}/videos"})
+    with pytest.raises(BlobError):
+        storage.local_path(key)
+
+
+def test_our_own_keys_are_checked_by_their_spelling_without_a_resolve(tmp_path, monkeypatch):
+    """A key the service made (pipeline.video_key, also from hostile ids) maps to the same
+    file under the resolved root as the full check gives, without resolving symlinks."""
+    storage = LocalBlobStorage({"url": f"file://{tmp_path}/videos"})
+    hostile = make_job(session_id="../../etc", task_id="..", provider="a/b")
+    keys = [video_key(make_job(), 0), video_key(hostile, 12)]
+    resolved = [(storage.root.resolve() / k).resolve() for k in keys]
+
+    def no_resolve(self, strict=False):
+        raise AssertionError("resolved")
+
+    monkeypatch.setattr(Path, "resolve", no_resolve)
+    assert [storage.local_path(k) for k in keys] == resolved
+
+
+def test_other_keys_still_may_not_leave_the_root_through_a_symlink(tmp_path):
+    """A key of an older layout is resolved: a folder symlinked out of the root is refused."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    root = tmp_path / "videos"
+    root.mkdir()
+    (root / "sess").symlink_to(outside)
+    storage = LocalBlobStorage({"url": f"file://{root}"})
+    with pytest.raises(BlobError):
+        storage.local_path("sess/task/0.mp4")
+    assert storage.local_path("other/task/0.mp4") == root.resolve() / "other/task/0.mp4"
+
+
 def test_key_parts_from_callers_are_made_safe():
     """Session and task ids become single safe path segments, distinct for distinct input."""
     assert safe_part("../../etc") != "../../etc" and "/" not in safe_part("a/b")
@@ -177,6 +225,38 @@ async def test_oversize_write_leaves_nothing(tmp_path):
     with pytest.raises(BlobError):
         await storage.put_stream("s/t/0.mp4", chunks(), content_type="video/mp4", max_bytes=5000)
     assert [p for p in (tmp_path / "videos").rglob("*") if p.is_file()] == []
+
+
+async def test_writes_of_one_key_at_the_same_time_each_use_their_own_part_file(tmp_path):
+    """Two writers of the same key never share a part file: both finish, one wins whole."""
+    import asyncio
+
+    storage = LocalBlobStorage({"url": f"file://{tmp_path}/videos"})
+    await storage.open()
+    gate, both_open = asyncio.Event(), asyncio.Event()
+    parts: list[set[str]] = []
+
+    async def chunks(byte: bytes):
+        yield byte * 1000
+        parts.append({p.name for p in (tmp_path / "videos").rglob(".*.part")})
+        if len(parts) == 2:
+            both_open.set()
+        await gate.wait()
+        yield byte * 1000
+
+    writes = [
+        asyncio.create_task(
+            storage.put_stream("s/t/0.mp4", chunks(b), content_type="video/mp4", max_bytes=5000)
+        )
+        for b in (b"a", b"b")
+    ]
+    await asyncio.wait_for(both_open.wait(), 10)
+    gate.set()
+    await asyncio.gather(*writes)
+    assert len(parts[-1]) == 2  # two part files side by side
+    body = (tmp_path / "videos" / "s/t/0.mp4").read_bytes()
+    assert body in (b"a" * 2000, b"b" * 2000)
+    assert list((tmp_path / "videos").rglob(".*.part")) == []
 
 
 def test_max_video_bytes_fails_the_job(tmp_path):

@@ -380,3 +380,47 @@ def test_restart_between_two_deliveries_sends_no_duplicate(tmp_path):
             proc.kill()
     assert len(emulator.sent("sendVideo")) == 1, "Telegram was told exactly once"
     assert sum(1 for r in slack.requests if r["body"]) >= 3
+
+
+async def test_webhook_body_is_the_compact_json_it_signs(tmp_path):
+    """The webhook body is compact JSON with UTF-8 kept as is (the bytes json.dumps gave),
+    and its signature verifies over exactly those bytes."""
+    import json
+    from datetime import UTC, datetime
+
+    from standardwebhooks import Webhook
+
+    from notifiers.webhook import WebhookNotifier
+    from tests.support.factories import make_job
+    from tests.support.unit_services import unit_config
+    from webhook_poller.interfaces import Notification
+    from webhook_poller.model import Delivery, Event
+
+    sent: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200)
+
+    secret = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    settings = settings_from_mapping(unit_config(tmp_path))
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
+        context = PluginContext(settings=settings, http=client)
+        hook = WebhookNotifier({"url": "http://receiver/h", "secret": secret}, context)
+        job = make_job(session_id="sess ünï ☃")
+        payload = {
+            "event": "video.succeeded",
+            "jobId": job.id,
+            "sessionId": job.session_id,
+            "videoUrls": ["http://x/v/0?exp=1&sig=a/b"],
+            "metadata": [{"duration_s": 2.0, "width": 320, "ratio": 0.5625, "codec": None}],
+            "context": {"note": 'quote " back\\slash \n tab\t', "ok": True, "n": [1, 2]},
+        }
+        row = Delivery(job.id, 0, Event.SUCCEEDED, "callback", "msg_1", payload)
+        await hook.send(Notification(Event.SUCCEEDED, job, row, payload))
+    (request,) = sent
+    expected = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    assert request.content == expected.encode()
+    headers = {k: v for k, v in request.headers.items() if k.startswith("webhook-")}
+    assert Webhook(secret).verify(request.content, headers) == payload
+    assert int(headers["webhook-timestamp"]) <= datetime.now(UTC).timestamp()

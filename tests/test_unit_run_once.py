@@ -10,12 +10,14 @@ import random
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 import structlog
 from structlog.testing import capture_logs
 
 from tests.support.clock import FakeClock
 from tests.support.factories import make_job
 from tests.support.unit_services import ScriptedNotifier, unit_services
+from webhook_poller import lifecycle
 from webhook_poller.errors import NotifyTransient
 from webhook_poller.model import DeliveryStatus, ErrorCode, Event, Job, JobState
 from webhook_poller.scheduler import Scheduler
@@ -65,7 +67,8 @@ async def test_a_round_with_nothing_due_does_nothing(tmp_path: Path):
 async def test_demo_job_goes_from_intake_to_succeeded_round_by_round(tmp_path: Path):
     """Demo finishes on its 2nd poll: round 1 polls once and schedules the next poll one
     interval later; nothing is due until the clock gets there; round 2 polls, downloads,
-    stores and plans the notification; round 3 sends it; round 4 ends the job."""
+    stores and plans the notification; round 3 sends it, and the sent delivery ends the job
+    (it does not claim itself to look at its deliveries)."""
     clock = FakeClock()
     async with unit_services(tmp_path, clock) as services:
         target = ScriptedNotifier()
@@ -89,6 +92,8 @@ async def test_demo_job_goes_from_intake_to_succeeded_round_by_round(tmp_path: P
         notifying = await _get(services, job)
         assert notifying.state is S.NOTIFYING and notifying.polls == 2
         assert len(notifying.videos) == 1 and notifying.result_urls
+        assert notifying.lease_owner is None  # let go: the delivery moves it on
+        assert notifying.due_at == clock.now() + timedelta(seconds=scheduler.lease_s)
         (row,) = await services.store.deliveries_for(job.id)
         assert row.status is DeliveryStatus.PENDING and row.event is Event.SUCCEEDED
 
@@ -97,12 +102,11 @@ async def test_demo_job_goes_from_intake_to_succeeded_round_by_round(tmp_path: P
         (row,) = await services.store.deliveries_for(job.id)
         assert row.status is DeliveryStatus.SENT and row.sent_at == clock.now()
         assert [n.event for n in target.received] == [Event.SUCCEEDED]
-
-        clock.advance(0.2)  # the notifying step looks again 0.2 s later
-        await scheduler.run_once(wait=True)
+        assert sent.jobs == ()  # the job was not claimed to look
         done = await _get(services, job)
         assert done.state is S.SUCCEEDED and done.finished_at == clock.now()
         assert len(target.received) == 1  # sent once
+        assert not (await scheduler.run_once(wait=True)).busy
 
 
 async def test_each_state_change_logs_one_event_with_elapsed_time_on_the_clock(tmp_path: Path):
@@ -148,6 +152,113 @@ async def test_a_failing_delivery_is_retried_on_the_clock_not_before(tmp_path: P
         assert len((await scheduler.run_once(wait=True)).deliveries) == 1
         (row,) = await services.store.deliveries_for(job.id)
         assert row.status is DeliveryStatus.SENT and row.attempts == 2
+
+
+async def test_a_first_try_that_failed_still_ends_the_notifying_job(tmp_path: Path):
+    """ "Every target tried once" is what notifying waits for: a busy target's first try
+    moves the job on, and its retry goes on without the job."""
+    clock = FakeClock()
+    async with unit_services(tmp_path, clock, providers={"demo": {"polls_until_done": 1}}) as (
+        services
+    ):
+        services.notifiers.append(ScriptedNotifier().then(NotifyTransient("busy")))
+        scheduler = Scheduler(services)
+        job = await _intake(services, clock)
+        await scheduler.run_once(wait=True)  # poll, download, store, plan
+        assert (await _get(services, job)).state is S.NOTIFYING
+        tried = await scheduler.run_once(wait=True)
+        assert tried.jobs == () and len(tried.deliveries) == 1
+        assert (await _get(services, job)).state is S.SUCCEEDED
+        (row,) = await services.store.deliveries_for(job.id)
+        assert row.status is DeliveryStatus.PENDING and row.attempts == 1
+
+
+async def _notifying_with_rows(services: Services, clock: FakeClock, scheduler: Scheduler):
+    """A job in notifying as the storing step leaves it, with its outbox rows written."""
+    job = await _intake(services, clock)
+    moved = dataclasses.replace(
+        job, state=S.NOTIFYING, due_at=clock.now() + timedelta(seconds=scheduler.lease_s)
+    )
+    rows = await scheduler.dispatcher.plan(moved, [Event.SUCCEEDED], clock.now())
+    saved = await services.store.save(moved, expected_version=job.version, deliveries=rows)
+    return saved, rows
+
+
+async def test_the_job_moves_on_only_when_its_last_target_was_tried(tmp_path: Path):
+    """With two targets, the first attempt leaves the job waiting, the second ends it."""
+    clock = FakeClock()
+    async with unit_services(tmp_path, clock) as services:
+        services.notifiers.extend([ScriptedNotifier("a"), ScriptedNotifier("b")])
+        scheduler = Scheduler(services)
+        job, rows = await _notifying_with_rows(services, clock, scheduler)
+        assert [r.target for r in rows] == ["a", "b"]
+        await scheduler._run_delivery(rows[0])
+        assert (await _get(services, job)).state is S.NOTIFYING
+        await scheduler._run_delivery(rows[1])
+        done = await _get(services, job)
+        assert done.state is S.SUCCEEDED and done.finished_at == clock.now()
+
+
+async def test_a_delivery_recorded_by_an_instance_that_died_is_picked_up_a_lease_later(
+    tmp_path: Path,
+):
+    """The attempt was recorded but the job not moved on (the instance died in between):
+    the job looks at its deliveries itself, store.lease_s after it began waiting."""
+    clock = FakeClock()
+    async with unit_services(tmp_path, clock) as services:
+        services.notifiers.append(ScriptedNotifier())
+        scheduler = Scheduler(services)
+        job, (row,) = await _notifying_with_rows(services, clock, scheduler)
+        await scheduler.dispatcher.attempt(row)  # recorded; the job is not moved on
+        assert (await _get(services, job)).state is S.NOTIFYING
+        clock.advance(scheduler.lease_s - 0.01)
+        assert not (await scheduler.run_once(wait=True)).busy
+        clock.advance(0.01)
+        assert [j.id for j in (await scheduler.run_once(wait=True)).jobs] == [job.id]
+        assert (await _get(services, job)).state is S.SUCCEEDED
+
+
+async def test_a_notifying_job_a_worker_holds_is_left_to_it(tmp_path: Path):
+    """One instance works a job at a time: a delivery does not write a job that is leased."""
+    clock = FakeClock()
+    async with unit_services(tmp_path, clock) as services:
+        services.notifiers.append(ScriptedNotifier())
+        scheduler = Scheduler(services)
+        job, (row,) = await _notifying_with_rows(services, clock, scheduler)
+        clock.advance(scheduler.lease_s)
+        (held,) = await services.store.claim_due("other", clock.now(), 30, 10)
+        await scheduler._run_delivery(row)
+        after = await _get(services, job)
+        assert after.state is S.NOTIFYING and after.lease_owner == "other"
+        assert after.version == held.version
+
+
+@pytest.mark.parametrize("adds_target", [False, True])
+async def test_a_job_changed_since_the_attempt_read_it_is_read_again(
+    tmp_path: Path, adds_target: bool
+):
+    """The job changed between the attempt's read and its end: the compare-and-set fails
+    and the job is read once more. Without a new target it is moved on; a callback URL
+    posted again meanwhile is a new target, and the job waits for its delivery."""
+    clock = FakeClock()
+    async with unit_services(tmp_path, clock) as services:
+        services.notifiers.append(ScriptedNotifier())
+        scheduler = Scheduler(services)
+        job, (row,) = await _notifying_with_rows(services, clock, scheduler)
+        result, read = await scheduler.dispatcher.attempt_for_job(row)
+        assert read is not None and read.version == job.version
+        if adds_target:
+            _, outcome = await lifecycle.add_callback(services, job.id, "http://127.0.0.1:9/cb")
+            assert outcome == lifecycle.CALLBACK_SENT
+        else:
+            changed = dataclasses.replace(job, extra_callback_urls=())
+            await services.store.save(changed, expected_version=job.version)
+        await scheduler._delivery_tried(read, result)
+        if adds_target:
+            assert (await _get(services, job)).state is S.NOTIFYING
+            sent = await scheduler.run_once(wait=True)
+            assert [d.target for d in sent.deliveries] == ["callback"]
+        assert (await _get(services, job)).state is S.SUCCEEDED
 
 
 async def test_pending_demo_job_times_out_at_give_up_after_s(tmp_path: Path):

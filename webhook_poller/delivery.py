@@ -122,6 +122,11 @@ class Dispatcher:
 
     async def attempt(self, delivery: Delivery) -> Delivery:
         """Send one delivery once and record the result before returning it."""
+        return (await self.attempt_for_job(delivery))[0]
+
+    async def attempt_for_job(self, delivery: Delivery) -> tuple[Delivery, Job | None]:
+        """:meth:`attempt`, also returning the job as read before the send (``None`` when it
+        is gone or was retried), so the caller can move the job on without reading it again."""
         services = self.services
         now = self.clock.now()
         job = await services.store.get(delivery.job_id)
@@ -133,7 +138,7 @@ class Dispatcher:
                 next_attempt_at=None,
             )
             await services.store.update_delivery(done, owner=services.instance_id)
-            return done
+            return done, None
         notifier = self._notifier(job, delivery.target)
         attempt_no = delivery.attempts + 1
         structlog.contextvars.bind_contextvars(
@@ -164,7 +169,7 @@ class Dispatcher:
         )
         if result.status is not DeliveryStatus.PENDING:
             await self._maybe_forget_session(job)
-        return result
+        return result, job
 
     async def _record(self, result: Delivery) -> None:
         """Write the outcome at once; if the store is briefly down, keep trying for a while,

@@ -11,7 +11,9 @@ and it lets go.
 
 Steps per state: queued/polling/delayed -> poll the provider; downloading -> stream videos
 into storage; storing -> read metadata; notifying -> wait until every target was tried once.
-Deliveries (the outbox rows) are claimed and sent by the same loop.
+Deliveries (the outbox rows) are claimed and sent by the same loop; the attempt that leaves
+no target of a notifying job untried moves the job on (the job itself looks again only
+``store.lease_s`` later, for an instance that died in between).
 """
 
 from __future__ import annotations
@@ -321,7 +323,10 @@ class Scheduler:
             return await pipeline.download_step(self.services, adapter, policy, job, now)
         if job.state is JobState.STORING:
             stored = await pipeline.storing_step(self.services, job, now)
-            moved = transition(stored, JobState.NOTIFYING, now=now, due_at=now)
+            # With targets to tell, their deliveries move the job on (_delivery_tried).
+            told = bool(self.dispatcher.targets_for(stored, Event.SUCCEEDED))
+            due = now + timedelta(seconds=self.lease_s) if told else now
+            moved = transition(stored, JobState.NOTIFYING, now=now, due_at=due)
             return Outcome(moved, [Event.SUCCEEDED])
         if job.state is JobState.NOTIFYING:
             return await self._notifying(job, now)
@@ -398,21 +403,26 @@ class Scheduler:
         now = self.clock.now()
         return _own_cadence(adapter, policy.after_answer(job, result, now), now)
 
-    async def _notifying(self, job: Job, now: datetime) -> Outcome:
-        rows = [
+    async def _success_rows(self, job: Job) -> list[Delivery]:
+        return [
             r
             for r in await self.store.deliveries_for(job.id)
             if r.run == job.run and r.event is Event.SUCCEEDED
         ]
-        soon = now + timedelta(seconds=0.2)
+
+    async def _notifying(self, job: Job, now: datetime) -> Outcome:
+        """Succeed once every target was tried; else look again a lease later (the last
+        attempt moves the job on before that: :meth:`_delivery_tried`)."""
+        rows = await self._success_rows(job)
+        later = now + timedelta(seconds=self.lease_s)
         if not rows and self.dispatcher.targets_for(job, Event.SUCCEEDED):
             # The outbox rows are written with the move to notifying; should they be missing
             # (a store restored from an older copy), plan them again rather than tell nobody.
-            return Outcome(dataclasses.replace(job, due_at=soon), [Event.SUCCEEDED])
-        if all(r.attempts > 0 or r.status is not DeliveryStatus.PENDING for r in rows):
+            return Outcome(dataclasses.replace(job, due_at=later), [Event.SUCCEEDED])
+        if _all_tried(rows):
             return Outcome(transition(job, JobState.SUCCEEDED, now=now), [])
         self.wake.set()
-        return Outcome(dataclasses.replace(job, due_at=soon), [])
+        return Outcome(dataclasses.replace(job, due_at=later), [])
 
     async def _commit(self, before: Job, outcome: Outcome) -> Job:
         """Write the step's result with its outbox rows; keep the lease only to go on now."""
@@ -485,9 +495,53 @@ class Scheduler:
 
     async def _run_delivery(self, delivery: Delivery) -> None:
         try:
-            await self.dispatcher.attempt(delivery)
+            result, job = await self.dispatcher.attempt_for_job(delivery)
         except Exception:
             log.exception("delivery_crashed", target=delivery.target, job_id=delivery.job_id)
+            return
+        if job is not None:
+            try:
+                await self._delivery_tried(job, result)
+            except Exception as exc:  # the job's own re-check moves it on later
+                log.warning("job_advance_failed", job_id=job.id, error=str(exc)[:200])
+
+    async def _delivery_tried(self, job: Job, result: Delivery) -> None:
+        """A delivery of ``job`` (as read before the send) was tried: when no target of its
+        success is left untried, move it on now, rather than have the job claim itself
+        every so often to look. Like an operator action this is a compare-and-set on the
+        job's version, and it leaves a job that a worker holds to that worker; a write that
+        lost a race reads the job once more. An instance that dies before the write leaves
+        the job to its own re-check (``store.lease_s`` after it began waiting)."""
+        if result.event is not Event.SUCCEEDED or result.attempts == 0:
+            return
+        for _ in range(2):
+            if (
+                job.state is not JobState.NOTIFYING
+                or job.run != result.run
+                or job.lease_owner is not None
+            ):
+                return
+            # The one target of the job was just tried: nothing to read. (A target added
+            # since the job was read changed its version, so the write below fails and the
+            # job is read again; a row left by a notifier since removed from the config
+            # fails on its own attempt and is no target.)
+            only = self.dispatcher.targets_for(job, Event.SUCCEEDED) == [result.target]
+            if not only and not _all_tried(await self._success_rows(job)):
+                return
+            try:
+                done = transition(job, JobState.SUCCEEDED, now=self.clock.now())
+                await self._commit(job, Outcome(done, []))
+                return
+            except LeaseLost:
+                found = await self.store.get(job.id)
+                if found is None:
+                    return
+                job = found
+
+
+def _all_tried(rows: list[Delivery]) -> bool:
+    """Every delivery was tried once (or ended without a try)."""
+    return all(r.attempts > 0 or r.status is not DeliveryStatus.PENDING for r in rows)
 
 
 def _own_cadence(adapter: Any, outcome: Outcome, now: datetime) -> Outcome:

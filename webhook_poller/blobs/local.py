@@ -5,7 +5,9 @@ Writes go to a unique ``.part`` file beside the target and become visible with o
 kill is removed once stale (untouched for ``stale_part_s``, default
 ``storage.download_timeout_s``, the longest a download may run): at start, in the
 retention sweep and when a key in its folder is deleted; folders left empty go too. Keys are
-checked so a key can never point outside the root. The service serves these files itself
+checked so a key can never point outside the root: a key of the layout the service writes
+(:func:`webhook_poller.pipeline.video_key`) by its characters alone, any other by resolving
+it. The service serves these files itself
 through signed links, so :meth:`url_for` returns ``None``.
 """
 
@@ -14,9 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import os
+import re
+import secrets
 import time
-import uuid
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -43,12 +47,14 @@ class LocalBlobStorage:
         self.root = file_root(str(options["url"])).absolute()
         #: the root with symlinks resolved, once: every key check compares against it
         self._real_root = self.root.resolve()
+        self._real_root_text = str(self._real_root)
         stale = options.get("stale_part_s") or options.get("download_timeout_s") or 600.0
         self.stale_part_s = float(stale)
 
     async def open(self) -> None:
         await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
         self._real_root = self.root.resolve()  # the root may only exist from now on
+        self._real_root_text = str(self._real_root)
         await self.remove_stale_parts()
 
     def _is_stale_part(self, path: Path, now: float) -> bool:
@@ -94,7 +100,15 @@ class LocalBlobStorage:
         return await asyncio.to_thread(lambda: self.root.is_dir() and os.access(self.root, os.W_OK))
 
     def local_path(self, key: str) -> Path:
-        """The file for ``key``; refuses keys that would leave the root."""
+        """The file for ``key``; refuses keys that would leave the root.
+
+        A key of our own layout (``v2/`` + three safe segments + ``<index>.mp4``, no segment
+        starting with a dot) cannot leave the root by its spelling, so it is joined without
+        resolving symlinks (that ``realpath`` was 6 % of the event loop on the completion
+        path). Any other key (an older layout, anything else) is resolved and must stay
+        under the resolved root."""
+        if _OWN_KEY.fullmatch(key):
+            return Path(f"{self._real_root_text}/{key}")
         pure = PurePosixPath(key)
         if (
             not key
@@ -119,7 +133,7 @@ class LocalBlobStorage:
         filename: str | None = None,
     ) -> StoredBlob:
         target = self.local_path(key)
-        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.part")
+        tmp = target.with_name(_part_name(target.name))
         digest = hashlib.sha256()
         size = 0
         # Few thread hand-overs per video: one to create the folder and open the part file,
@@ -204,6 +218,22 @@ class LocalBlobStorage:
             return keys
 
         return await asyncio.to_thread(scan)
+
+
+#: A key as :func:`webhook_poller.pipeline.video_key` writes it: ``v2``, three segments of
+#: ``[A-Za-z0-9._-]`` that do not start with a dot (so never ``.``, ``..`` or a hidden
+#: ``.part`` name), and the index. ``fullmatch`` also rules out a trailing newline.
+_SEGMENT = r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}"
+_OWN_KEY = re.compile(rf"v2/{_SEGMENT}/{_SEGMENT}/{_SEGMENT}/[0-9]{{1,9}}\.mp4", re.ASCII)
+
+#: Part files are named per process (its pid), per start (a random tag: another host on a
+#: shared folder, a reused pid) and per write (a counter), without a urandom call per video.
+_PART_TAG = secrets.token_hex(4)
+_PART_SEQ = itertools.count()
+
+
+def _part_name(name: str) -> str:
+    return f".{name}.{os.getpid():x}-{_PART_TAG}-{next(_PART_SEQ):x}.part"
 
 
 #: Chunks are gathered up to this many bytes before one write on the I/O thread.
