@@ -10,6 +10,7 @@ import pytest
 
 from tests.support.factories import make_job
 from webhook_poller.errors import LeaseLost
+from webhook_poller.interfaces import ClaimsDeliveriesWithJobs
 from webhook_poller.model import (
     Delivery,
     DeliveryStatus,
@@ -308,3 +309,38 @@ async def test_generated_job_keeps_its_request_and_dedupes_on_idempotency_key(st
     assert created_other, "without a key every generated job is its own"
     claimed = await store.claim_due("w", utcnow(), 30, 10)
     assert {j.id for j in claimed} >= {job.id, other.id}
+
+
+async def test_claim_deliveries_with_jobs_reads_the_job_in_the_claim(store):
+    """A store that claims deliveries with their jobs (Redis) leases them as
+    claim_deliveries does and hands each over with its job as it stood at the claim, or
+    None when the job's record is gone; the scheduler then sends without reading it again."""
+    if not isinstance(store, ClaimsDeliveriesWithJobs):
+        pytest.skip("this store claims deliveries alone")
+    now = utcnow()
+    job, other = make_job(task_id="kept"), make_job(task_id="other")
+    for j in (job, other):
+        await store.create(j)
+    rows = [_delivery(job.id, "x", now), _delivery(job.id, "y", now)]
+    saved = await store.save(job, expected_version=job.version, deliveries=rows)
+    await store.save(
+        other, expected_version=other.version, deliveries=[_delivery(other.id, "z", now)]
+    )
+    await store.r.delete(store.keys.job(other.id))  # a record gone under its outbox row
+    pairs = await store.claim_deliveries_with_jobs("a", now, 30, 10)
+    by_target = {d.target: (d, j) for d, j in pairs}
+    assert sorted(by_target) == ["x", "y", "z"]
+    for target in ("x", "y"):
+        delivery, claimed = by_target[target]
+        assert claimed is not None and claimed.id == delivery.job_id == job.id
+        assert claimed.version == saved.version and claimed.state is saved.state
+    assert by_target["z"][1] is None
+    assert await store.claim_deliveries_with_jobs("b", now, 30, 10) == []
+    assert await store.claim_deliveries("b", now, 30, 10) == []
+    # an expired delivery lease is claimed again, with the job as it stands then
+    moved = await store.save(
+        dataclasses.replace(saved, state=JobState.NOTIFYING), expected_version=saved.version
+    )
+    again = await store.claim_deliveries_with_jobs("b", now + timedelta(seconds=31), 30, 10)
+    assert sorted(d.target for d, _ in again) == ["x", "y", "z"]
+    assert all(j is None or j.version == moved.version for _, j in again)

@@ -9,6 +9,7 @@ import random
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 import structlog
 from structlog.testing import capture_logs
 
@@ -174,3 +175,40 @@ async def test_a_refused_demo_task_fails_in_one_round(tmp_path: Path):
         await Scheduler(services).run_once(wait=True)
         failed = await _get(services, job)
         assert failed.state is S.FAILED and failed.error_code is ErrorCode.MODERATION_REJECTED
+
+
+@pytest.mark.redis
+async def test_on_redis_a_delivery_round_reads_no_job_of_its_own(tmp_path: Path, redis_server):
+    """Redis claims each due delivery with its job in one script call: the round sends with
+    that job (no store read per delivery), and a row whose job was retried after it was
+    planned (another run) still fails without being sent."""
+    redis_server.flush()
+    clock = FakeClock()
+    async with unit_services(tmp_path, clock, store={"url": redis_server.url}) as services:
+        target = ScriptedNotifier()
+        services.notifiers.append(target)
+        scheduler = Scheduler(services, rng=random.Random(1))
+        job, other = await _intake(services, clock), await _intake(services, clock)
+        await scheduler.run_once(wait=True)
+        clock.advance(INTERVAL_S)
+        await scheduler.run_once(wait=True)  # both: polled, stored, rows planned
+        retried = await _get(services, other)
+        assert retried.state is S.NOTIFYING
+        await services.store.save(
+            dataclasses.replace(retried, run=retried.run + 1), expected_version=retried.version
+        )
+        reads: list[str] = []
+        real_get = services.store.get
+
+        async def counting_get(job_id: str) -> Job | None:
+            reads.append(job_id)
+            return await real_get(job_id)
+
+        services.store.get = counting_get  # type: ignore[method-assign]
+        sent = await scheduler.run_once(wait=True)
+        assert len(sent.deliveries) == 2 and reads == []
+        assert [n.job.id for n in target.received] == [job.id]
+        rows = {j.id: (await services.store.deliveries_for(j.id))[0] for j in (job, other)}
+        assert rows[job.id].status is DeliveryStatus.SENT
+        assert rows[other.id].status is DeliveryStatus.FAILED
+        assert rows[other.id].last_error == "job deleted or retried"

@@ -122,9 +122,13 @@ class Dispatcher:
 
     async def attempt(self, delivery: Delivery) -> Delivery:
         """Send one delivery once and record the result before returning it."""
+        return await self.attempt_for(delivery, await self.services.store.get(delivery.job_id))
+
+    async def attempt_for(self, delivery: Delivery, job: Job | None) -> Delivery:
+        """:meth:`attempt` with the delivery's job already read (``None``: it is gone), as a
+        store that claims deliveries with their jobs hands it over."""
         services = self.services
         now = self.clock.now()
-        job = await services.store.get(delivery.job_id)
         if job is None or job.run != delivery.run:
             done = dataclasses.replace(
                 delivery,

@@ -30,7 +30,7 @@ from . import analytics, lifecycle, pipeline, submission
 from .clock import Clock
 from .delivery import Dispatcher
 from .errors import LeaseLost, ProviderTaskFailed, ProviderUnavailable, UnrecognizedResponse
-from .interfaces import HasOwnCadence, PollStatus
+from .interfaces import ClaimsDeliveriesWithJobs, HasOwnCadence, PollStatus
 from .model import (
     POLLING_STATES,
     Delivery,
@@ -199,7 +199,13 @@ class Scheduler:
             started.append(self._spawn(self._run_job(job)))
         free = self.concurrency - len(self.inflight)
         deliveries: list[Delivery] = []
-        if free > 0:
+        if free > 0 and isinstance(self.store, ClaimsDeliveriesWithJobs):
+            # each delivery with its job, read in the same store call (no read per send)
+            pairs = await self.store.claim_deliveries_with_jobs(self.owner, now, self.lease_s, free)
+            deliveries = [delivery for delivery, _ in pairs]
+            for delivery, owner_job in pairs:
+                started.append(self._spawn(self._run_delivery(delivery, (owner_job,))))
+        elif free > 0:
             deliveries = await self.store.claim_deliveries(self.owner, now, self.lease_s, free)
             for delivery in deliveries:
                 started.append(self._spawn(self._run_delivery(delivery)))
@@ -463,9 +469,15 @@ class Scheduler:
 
     # --- one delivery ------------------------------------------------------------------
 
-    async def _run_delivery(self, delivery: Delivery) -> None:
+    async def _run_delivery(
+        self, delivery: Delivery, claimed: tuple[Job | None] | None = None
+    ) -> None:
+        """Send ``delivery``; ``claimed``, when given, holds its job as claimed with it."""
         try:
-            await self.dispatcher.attempt(delivery)
+            if claimed is not None:
+                await self.dispatcher.attempt_for(delivery, claimed[0])
+            else:
+                await self.dispatcher.attempt(delivery)
         except Exception:
             log.exception("delivery_crashed", target=delivery.target, job_id=delivery.job_id)
 
