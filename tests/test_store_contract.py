@@ -20,6 +20,7 @@ from webhook_poller.model import (
     webhook_id_for,
 )
 from webhook_poller.stores.codec import job_from_dict, job_to_dict
+from webhook_poller.stores.redis import RedisJobStore
 
 
 async def test_create_is_idempotent_on_provider_task(store):
@@ -344,3 +345,53 @@ async def test_claim_deliveries_with_jobs_reads_the_job_in_the_claim(store):
     again = await store.claim_deliveries_with_jobs("b", now + timedelta(seconds=31), 30, 10)
     assert sorted(d.target for d, _ in again) == ["x", "y", "z"]
     assert all(j is None or j.version == moved.version for _, j in again)
+
+
+async def test_concurrent_delivery_updates_are_each_written(store):
+    """Sends that end together record their results together (Redis: one script call for
+    the lot); each write lands, and one for a lease another owner holds is still refused
+    alone, the others of its batch written."""
+    now = utcnow()
+    job = make_job()
+    await store.create(job)
+    targets = [f"t{i}" for i in range(6)]
+    await store.save(
+        job, expected_version=job.version, deliveries=[_delivery(job.id, t, now) for t in targets]
+    )
+    claimed = await store.claim_deliveries("a", now, 30, 10)
+    calls = 0
+    if isinstance(store, RedisJobStore):
+        script = store._scripts["update_dl"]
+
+        async def counting(*args, **kwargs):
+            nonlocal calls
+            calls += 1
+            return await script(*args, **kwargs)
+
+        store._scripts["update_dl"] = counting
+    results = []
+    for i, d in enumerate(sorted(claimed, key=lambda d: d.target)):
+        status = DeliveryStatus.SENT if i % 2 else DeliveryStatus.PENDING
+        later = None if i % 2 else now + timedelta(seconds=60)
+        results.append(
+            (
+                dataclasses.replace(d, status=status, attempts=1, next_attempt_at=later),
+                "b" if d.target == "t0" else "a",
+            )
+        )
+    await asyncio.gather(*(store.update_delivery(d, owner=o) for d, o in results))
+    rows = {r.target: r for r in await store.deliveries_for(job.id)}
+    assert rows["t0"].attempts == 0  # the lease is a's: b's write is refused
+    assert [rows[t].status for t in targets[1:]] == [
+        DeliveryStatus.SENT,
+        DeliveryStatus.PENDING,
+        DeliveryStatus.SENT,
+        DeliveryStatus.PENDING,
+        DeliveryStatus.SENT,
+    ]
+    assert all(rows[t].attempts == 1 for t in targets[1:])
+    if isinstance(store, RedisJobStore):
+        assert calls == 1
+    # the pending ones are due again at their time, the sent ones never
+    later = await store.claim_deliveries("a", now + timedelta(seconds=61), 30, 10)
+    assert sorted(d.target for d in later) == ["t0", "t2", "t4"]

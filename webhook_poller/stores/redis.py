@@ -32,6 +32,7 @@ from ..errors import LeaseLost, StoreSchemaError, StoreUnavailable
 from ..interfaces import PluginContext
 from ..model import Delivery, Job, JobState, dedupe_key, indexed_task_ids
 from .base import BaseJobStore, SaveItem
+from .batching import GroupCommit
 from .codec import dt, dumps
 from .keys import Keys
 
@@ -120,6 +121,9 @@ class RedisJobStore(BaseJobStore):
         self.keys = Keys(str(options.get("key_prefix") or "wp:"))
         self._redis: aioredis.Redis | None = None
         self._scripts: dict[str, Any] = {}
+        self._updates: GroupCommit[tuple[Delivery, str | None], None] = GroupCommit(
+            self._update_batch
+        )
 
     # --- lifecycle and schema ---------------------------------------------------------
 
@@ -453,15 +457,26 @@ class RedisJobStore(BaseJobStore):
         ]
 
     async def update_delivery(self, delivery: Delivery, *, owner: str | None) -> None:
+        await self._updates.submit((delivery, owner))
+
+    async def _update_batch(self, items: list[tuple[Delivery, str | None]]) -> list[None]:
+        """The delivery writes that arrive together (sends that end at about the same time)
+        in one update_dl script call; each caller still waits for its own write."""
         await self._script(
             "update_dl",
-            job_id=delivery.job_id,
-            field=_field(delivery),
-            body=self._encode_delivery(delivery),
-            status=delivery.status.value,
-            next_attempt_at=_ts(delivery.next_attempt_at) or "0",
-            owner=owner or "",
+            items=[
+                {
+                    "job_id": delivery.job_id,
+                    "field": _field(delivery),
+                    "body": self._encode_delivery(delivery),
+                    "status": delivery.status.value,
+                    "next_attempt_at": _ts(delivery.next_attempt_at) or "0",
+                    "owner": owner or "",
+                }
+                for delivery, owner in items
+            ],
         )
+        return [None] * len(items)
 
     # --- the provider request budget, shared by every instance (services.SharedBudget) ----
 
