@@ -4,9 +4,10 @@ no waiting loops; the clock is stepped by hand."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import random
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from tests.support.factories import make_job
 from tests.support.unit_services import ScriptedNotifier, unit_services
 from webhook_poller.errors import NotifyTransient
 from webhook_poller.model import DeliveryStatus, ErrorCode, Event, Job, JobState
+from webhook_poller.policy import Outcome
 from webhook_poller.scheduler import Scheduler
 from webhook_poller.services import Services
 
@@ -212,3 +214,32 @@ async def test_on_redis_a_delivery_round_reads_no_job_of_its_own(tmp_path: Path,
         assert rows[job.id].status is DeliveryStatus.SENT
         assert rows[other.id].status is DeliveryStatus.FAILED
         assert rows[other.id].last_error == "job deleted or retried"
+
+
+async def test_a_step_longer_than_the_lease_keeps_its_lease(tmp_path: Path):
+    """While a step outlasts the lease, the instance's renewer keeps the job's lease ahead
+    of the clock, so another instance cannot take the job over; once the step is done the
+    lease is let go and no renewer is left running."""
+    clock = FakeClock()
+    async with unit_services(tmp_path, clock, store={"lease_s": 0.15}) as services:
+        scheduler = Scheduler(services)
+        job = await _intake(services, clock)
+        go_on = asyncio.Event()
+
+        async def slow_step(j: Job, now: datetime) -> Outcome:
+            await go_on.wait()
+            return Outcome(dataclasses.replace(j, due_at=now + timedelta(seconds=60)), [])
+
+        scheduler._step = slow_step  # type: ignore[method-assign]
+        await scheduler.run_once()
+        await asyncio.sleep(0.01)
+        clock.advance(1.0)  # the lease taken at the claim ran out 0.85 s ago by this clock
+        await asyncio.sleep(0.15)  # a few renewals (every lease_s / 3 = 0.05 s)
+        assert await services.store.claim_due("other", clock.now(), 30, 10) == []
+        held = await _get(services, job)
+        assert held.lease_expires_at is not None and held.lease_expires_at > clock.now()
+        go_on.set()
+        await asyncio.wait(set(scheduler.inflight))
+        assert (await _get(services, job)).lease_owner is None
+        await asyncio.sleep(0)
+        assert not [t for t in asyncio.all_tasks() if t.get_name() == "lease-renewer"]

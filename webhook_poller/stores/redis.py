@@ -124,6 +124,9 @@ class RedisJobStore(BaseJobStore):
         self._updates: GroupCommit[tuple[Delivery, str | None], None] = GroupCommit(
             self._update_batch
         )
+        self._renewals: GroupCommit[tuple[str, str, datetime], bool] = GroupCommit(
+            self._renew_batch
+        )
 
     # --- lifecycle and schema ---------------------------------------------------------
 
@@ -331,8 +334,19 @@ class RedisJobStore(BaseJobStore):
         )
 
     async def renew_lease(self, job_id: str, owner: str, until: datetime) -> bool:
-        renewed = await self._script("renew", id=job_id, owner=owner, until=_ts(until))
-        return int(renewed) == 1
+        return await self._renewals.submit((job_id, owner, until))
+
+    async def _renew_batch(self, items: list[tuple[str, str, datetime]]) -> list[bool]:
+        """The renewals that arrive together (an instance renews all its leases at once,
+        :mod:`..leases`) in one renew script call."""
+        replies = await self._script(
+            "renew",
+            items=[
+                {"id": job_id, "owner": owner, "until": _ts(until)}
+                for job_id, owner, until in items
+            ],
+        )
+        return [int(r) == 1 for r in replies]
 
     async def release_owner(self, owner: str) -> int:
         return int(await self._script("release", owner=owner, now=repr(time.time())))
