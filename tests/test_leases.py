@@ -16,7 +16,7 @@ from webhook_poller.leases import LeaseKeeper
 from webhook_poller.model import utcnow
 from webhook_poller.stores.redis import RedisJobStore
 
-LEASE_S = 0.15  # a tick every 0.05 s
+LEASE_S = 0.3  # a tick every 0.05 s
 
 
 class RecordingStore:
@@ -48,19 +48,20 @@ async def _worker(leases: LeaseKeeper, job_id: str, seconds: float) -> str:
         leases.release(job_id, task)
 
 
-async def test_leases_of_long_steps_are_renewed_every_third_of_the_lease_by_one_task():
-    """Three workers each longer than the lease: every tick renews all three, ticks come
-    every lease_s / 3, and once the last worker is done no renewer task is left."""
+async def test_long_runs_are_renewed_together_by_one_task_and_short_ones_never():
+    """Three workers longer than the lease and one shorter than a sixth of it: one renewer
+    task renews the three together, each between lease_s / 6 and lease_s / 3 after its
+    claim or last renewal; the short run's lease is never renewed (its own save lets it
+    go); once the last worker is done no renewer task is left."""
     store = RecordingStore()
     leases = keeper(store)
     before = {t.get_name() for t in asyncio.all_tasks()}
-    workers = [asyncio.create_task(_worker(leases, f"j{i}", 0.33)) for i in range(3)]
+    workers = [asyncio.create_task(_worker(leases, f"j{i}", 0.5)) for i in range(3)]
+    short = asyncio.create_task(_worker(leases, "short", 0.02))
     await asyncio.sleep(0.01)
-    renewers = (
-        {t.get_name() for t in asyncio.all_tasks()} - before - {w.get_name() for w in workers}
-    )
-    assert renewers == {"lease-renewer"}
-    assert await asyncio.gather(*workers) == ["done"] * 3
+    renewers = {t.get_name() for t in asyncio.all_tasks()} - before
+    assert renewers - {w.get_name() for w in [*workers, short]} == {"lease-renewer"}
+    assert await asyncio.gather(*workers, short) == ["done"] * 4
     ticks: list[list[str]] = []  # the calls of one tick come within microseconds
     last = -1.0
     for job_id, at in store.calls:
@@ -70,7 +71,9 @@ async def test_leases_of_long_steps_are_renewed_every_third_of_the_lease_by_one_
         last = at
     assert len(ticks) >= 3 and all(sorted(t) == ["j0", "j1", "j2"] for t in ticks)
     starts = [at for i, (_, at) in enumerate(store.calls) if i % 3 == 0]
-    assert all(b - a >= 0.045 for a, b in itertools.pairwise(starts))  # lease_s / 3 apart
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert all(g >= LEASE_S / 6 - 0.005 for g in gaps)  # not more often than due
+    assert sorted(gaps)[len(gaps) // 2] <= LEASE_S / 3 + 0.02  # and in time, as a rule
     await asyncio.sleep(0)
     assert not [t for t in asyncio.all_tasks() if t.get_name() == "lease-renewer"]
     await leases.close()

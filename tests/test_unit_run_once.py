@@ -221,7 +221,7 @@ async def test_a_step_longer_than_the_lease_keeps_its_lease(tmp_path: Path):
     of the clock, so another instance cannot take the job over; once the step is done the
     lease is let go and no renewer is left running."""
     clock = FakeClock()
-    async with unit_services(tmp_path, clock, store={"lease_s": 0.15}) as services:
+    async with unit_services(tmp_path, clock, store={"lease_s": 0.3}) as services:
         scheduler = Scheduler(services)
         job = await _intake(services, clock)
         go_on = asyncio.Event()
@@ -233,8 +233,8 @@ async def test_a_step_longer_than_the_lease_keeps_its_lease(tmp_path: Path):
         scheduler._step = slow_step  # type: ignore[method-assign]
         await scheduler.run_once()
         await asyncio.sleep(0.01)
-        clock.advance(1.0)  # the lease taken at the claim ran out 0.85 s ago by this clock
-        await asyncio.sleep(0.15)  # a few renewals (every lease_s / 3 = 0.05 s)
+        clock.advance(1.0)  # the lease taken at the claim ran out 0.7 s ago by this clock
+        await asyncio.sleep(0.25)  # a few renewals (each due 0.05-0.1 s after the last)
         assert await services.store.claim_due("other", clock.now(), 30, 10) == []
         held = await _get(services, job)
         assert held.lease_expires_at is not None and held.lease_expires_at > clock.now()
