@@ -10,6 +10,7 @@ import pytest
 
 from tests.support.factories import make_job
 from webhook_poller.errors import LeaseLost
+from webhook_poller.interfaces import ClaimsDeliveriesWithJobs
 from webhook_poller.model import (
     Delivery,
     DeliveryStatus,
@@ -19,6 +20,7 @@ from webhook_poller.model import (
     webhook_id_for,
 )
 from webhook_poller.stores.codec import job_from_dict, job_to_dict
+from webhook_poller.stores.redis import RedisJobStore
 
 
 async def test_create_is_idempotent_on_provider_task(store):
@@ -308,3 +310,88 @@ async def test_generated_job_keeps_its_request_and_dedupes_on_idempotency_key(st
     assert created_other, "without a key every generated job is its own"
     claimed = await store.claim_due("w", utcnow(), 30, 10)
     assert {j.id for j in claimed} >= {job.id, other.id}
+
+
+async def test_claim_deliveries_with_jobs_reads_the_job_in_the_claim(store):
+    """A store that claims deliveries with their jobs (Redis) leases them as
+    claim_deliveries does and hands each over with its job as it stood at the claim, or
+    None when the job's record is gone; the scheduler then sends without reading it again."""
+    if not isinstance(store, ClaimsDeliveriesWithJobs):
+        pytest.skip("this store claims deliveries alone")
+    now = utcnow()
+    job, other = make_job(task_id="kept"), make_job(task_id="other")
+    for j in (job, other):
+        await store.create(j)
+    rows = [_delivery(job.id, "x", now), _delivery(job.id, "y", now)]
+    saved = await store.save(job, expected_version=job.version, deliveries=rows)
+    await store.save(
+        other, expected_version=other.version, deliveries=[_delivery(other.id, "z", now)]
+    )
+    await store.r.delete(store.keys.job(other.id))  # a record gone under its outbox row
+    pairs = await store.claim_deliveries_with_jobs("a", now, 30, 10)
+    by_target = {d.target: (d, j) for d, j in pairs}
+    assert sorted(by_target) == ["x", "y", "z"]
+    for target in ("x", "y"):
+        delivery, claimed = by_target[target]
+        assert claimed is not None and claimed.id == delivery.job_id == job.id
+        assert claimed.version == saved.version and claimed.state is saved.state
+    assert by_target["z"][1] is None
+    assert await store.claim_deliveries_with_jobs("b", now, 30, 10) == []
+    assert await store.claim_deliveries("b", now, 30, 10) == []
+    # an expired delivery lease is claimed again, with the job as it stands then
+    moved = await store.save(
+        dataclasses.replace(saved, state=JobState.NOTIFYING), expected_version=saved.version
+    )
+    again = await store.claim_deliveries_with_jobs("b", now + timedelta(seconds=31), 30, 10)
+    assert sorted(d.target for d, _ in again) == ["x", "y", "z"]
+    assert all(j is None or j.version == moved.version for _, j in again)
+
+
+async def test_concurrent_delivery_updates_are_each_written(store):
+    """Sends that end together record their results together (Redis: one script call for
+    the lot); each write lands, and one for a lease another owner holds is still refused
+    alone, the others of its batch written."""
+    now = utcnow()
+    job = make_job()
+    await store.create(job)
+    targets = [f"t{i}" for i in range(6)]
+    await store.save(
+        job, expected_version=job.version, deliveries=[_delivery(job.id, t, now) for t in targets]
+    )
+    claimed = await store.claim_deliveries("a", now, 30, 10)
+    calls = 0
+    if isinstance(store, RedisJobStore):
+        script = store._scripts["update_dl"]
+
+        async def counting(*args, **kwargs):
+            nonlocal calls
+            calls += 1
+            return await script(*args, **kwargs)
+
+        store._scripts["update_dl"] = counting
+    results = []
+    for i, d in enumerate(sorted(claimed, key=lambda d: d.target)):
+        status = DeliveryStatus.SENT if i % 2 else DeliveryStatus.PENDING
+        later = None if i % 2 else now + timedelta(seconds=60)
+        results.append(
+            (
+                dataclasses.replace(d, status=status, attempts=1, next_attempt_at=later),
+                "b" if d.target == "t0" else "a",
+            )
+        )
+    await asyncio.gather(*(store.update_delivery(d, owner=o) for d, o in results))
+    rows = {r.target: r for r in await store.deliveries_for(job.id)}
+    assert rows["t0"].attempts == 0  # the lease is a's: b's write is refused
+    assert [rows[t].status for t in targets[1:]] == [
+        DeliveryStatus.SENT,
+        DeliveryStatus.PENDING,
+        DeliveryStatus.SENT,
+        DeliveryStatus.PENDING,
+        DeliveryStatus.SENT,
+    ]
+    assert all(rows[t].attempts == 1 for t in targets[1:])
+    if isinstance(store, RedisJobStore):
+        assert calls == 1
+    # the pending ones are due again at their time, the sent ones never
+    later = await store.claim_deliveries("a", now + timedelta(seconds=61), 30, 10)
+    assert sorted(d.target for d in later) == ["t0", "t2", "t4"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,7 @@ from tests.support.unit_services import ScriptedNotifier, unit_services
 from webhook_poller import lifecycle
 from webhook_poller.errors import NotifyTransient
 from webhook_poller.model import DeliveryStatus, ErrorCode, Event, Job, JobState
+from webhook_poller.policy import Outcome
 from webhook_poller.scheduler import Scheduler
 from webhook_poller.services import Services
 
@@ -245,7 +246,9 @@ async def test_a_job_changed_since_the_attempt_read_it_is_read_again(
         services.notifiers.append(ScriptedNotifier())
         scheduler = Scheduler(services)
         job, (row,) = await _notifying_with_rows(services, clock, scheduler)
-        result, read = await scheduler.dispatcher.attempt_for_job(row)
+        result, read = await scheduler.dispatcher.attempt_for_job(
+            row, await services.store.get(row.job_id)
+        )
         assert read is not None and read.version == job.version
         if adds_target:
             _, outcome = await lifecycle.add_callback(services, job.id, "http://127.0.0.1:9/cb")
@@ -310,3 +313,69 @@ async def test_intake_pokes_the_idle_loop_only_for_a_job_due_before_its_next_loo
         scheduler.poke_for(0.1)
         await asyncio.wait_for(idle, 0.2)  # woken well before its 0.3 s
         assert scheduler._next_look is None
+
+
+@pytest.mark.redis
+async def test_on_redis_a_delivery_round_reads_no_job_of_its_own(tmp_path: Path, redis_server):
+    """Redis claims each due delivery with its job in one script call: the round sends with
+    that job (no store read per delivery), and a row whose job was retried after it was
+    planned (another run) still fails without being sent."""
+    redis_server.flush()
+    clock = FakeClock()
+    async with unit_services(tmp_path, clock, store={"url": redis_server.url}) as services:
+        target = ScriptedNotifier()
+        services.notifiers.append(target)
+        scheduler = Scheduler(services, rng=random.Random(1))
+        job, other = await _intake(services, clock), await _intake(services, clock)
+        await scheduler.run_once(wait=True)
+        clock.advance(INTERVAL_S)
+        await scheduler.run_once(wait=True)  # both: polled, stored, rows planned
+        retried = await _get(services, other)
+        assert retried.state is S.NOTIFYING
+        await services.store.save(
+            dataclasses.replace(retried, run=retried.run + 1), expected_version=retried.version
+        )
+        reads: list[str] = []
+        real_get = services.store.get
+
+        async def counting_get(job_id: str) -> Job | None:
+            reads.append(job_id)
+            return await real_get(job_id)
+
+        services.store.get = counting_get  # type: ignore[method-assign]
+        sent = await scheduler.run_once(wait=True)
+        assert len(sent.deliveries) == 2 and reads == []
+        assert [n.job.id for n in target.received] == [job.id]
+        rows = {j.id: (await services.store.deliveries_for(j.id))[0] for j in (job, other)}
+        assert rows[job.id].status is DeliveryStatus.SENT
+        assert rows[other.id].status is DeliveryStatus.FAILED
+        assert rows[other.id].last_error == "job deleted or retried"
+
+
+async def test_a_step_longer_than_the_lease_keeps_its_lease(tmp_path: Path):
+    """While a step outlasts the lease, the instance's renewer keeps the job's lease ahead
+    of the clock, so another instance cannot take the job over; once the step is done the
+    lease is let go and no renewer is left running."""
+    clock = FakeClock()
+    async with unit_services(tmp_path, clock, store={"lease_s": 0.3}) as services:
+        scheduler = Scheduler(services)
+        job = await _intake(services, clock)
+        go_on = asyncio.Event()
+
+        async def slow_step(j: Job, now: datetime) -> Outcome:
+            await go_on.wait()
+            return Outcome(dataclasses.replace(j, due_at=now + timedelta(seconds=60)), [])
+
+        scheduler._step = slow_step  # type: ignore[method-assign]
+        await scheduler.run_once()
+        await asyncio.sleep(0.01)
+        clock.advance(1.0)  # the lease taken at the claim ran out 0.7 s ago by this clock
+        await asyncio.sleep(0.25)  # a few renewals (each due 0.05-0.1 s after the last)
+        assert await services.store.claim_due("other", clock.now(), 30, 10) == []
+        held = await _get(services, job)
+        assert held.lease_expires_at is not None and held.lease_expires_at > clock.now()
+        go_on.set()
+        await asyncio.wait(set(scheduler.inflight))
+        assert (await _get(services, job)).lease_owner is None
+        await asyncio.sleep(0)
+        assert not [t for t in asyncio.all_tasks() if t.get_name() == "lease-renewer"]

@@ -122,14 +122,18 @@ class Dispatcher:
 
     async def attempt(self, delivery: Delivery) -> Delivery:
         """Send one delivery once and record the result before returning it."""
-        return (await self.attempt_for_job(delivery))[0]
+        job = await self.services.store.get(delivery.job_id)
+        return (await self.attempt_for_job(delivery, job))[0]
 
-    async def attempt_for_job(self, delivery: Delivery) -> tuple[Delivery, Job | None]:
-        """:meth:`attempt`, also returning the job as read before the send (``None`` when it
-        is gone or was retried), so the caller can move the job on without reading it again."""
+    async def attempt_for_job(
+        self, delivery: Delivery, job: Job | None
+    ) -> tuple[Delivery, Job | None]:
+        """:meth:`attempt` with the delivery's job already read (``None``: it is gone), as a
+        store that claims deliveries with their jobs hands it over; also returns that job
+        (``None`` when it is gone or was retried), so the caller can move it on without
+        reading it again."""
         services = self.services
         now = self.clock.now()
-        job = await services.store.get(delivery.job_id)
         if job is None or job.run != delivery.run:
             done = dataclasses.replace(
                 delivery,

@@ -582,6 +582,18 @@ class RemovesStaleParts(Protocol, metaclass=_CapabilityMeta):
     async def remove_stale_parts(self) -> int: ...
 
 
+@runtime_checkable
+class ClaimsDeliveriesWithJobs(Protocol, metaclass=_CapabilityMeta):
+    """A job store that claims due deliveries together with their jobs in one operation
+    (Redis: one script call instead of one more read per delivery). Each pair is a
+    delivery as :meth:`JobStore.claim_deliveries` claims it and its job as it stood at the
+    claim (``None``: the job is gone); the scheduler hands both to the dispatcher."""
+
+    async def claim_deliveries_with_jobs(
+        self, owner: str, now: datetime, lease_s: float, limit: int
+    ) -> list[tuple[Delivery, Job | None]]: ...
+
+
 @dataclass(slots=True)
 class PluginContext:
     """What every plug-in constructor receives besides its own options.
@@ -602,6 +614,7 @@ __all__ = [
     "BuildsCallbackTargets",
     "CallbackHint",
     "ChecksCredentials",
+    "ClaimsDeliveriesWithJobs",
     "Closeable",
     "Downloads",
     "FindsTasks",

@@ -2,8 +2,9 @@
 
 Due times live in the store, not in sleeping coroutines, so one process can hold very many
 waiting jobs and a restarted process simply claims what is due. A claim is one atomic store
-operation that sets a short lease (``store.lease_s``); while a job is worked on, a renewal
-task keeps the lease alive, independent of how long the provider takes. A worker that dies
+operation that sets a short lease (``store.lease_s``); while a job is worked on, the
+instance's lease renewer (:mod:`.leases`) keeps the lease alive, independent of how long
+the provider takes. A worker that dies
 leaves its lease to expire, and the next claim takes the job over (and counts the reclaim).
 Every write is a compare-and-set on the job's version, so a cancel or delete made through
 the API wins over a worker that is still busy: the worker's write fails with ``LeaseLost``
@@ -32,7 +33,8 @@ from . import analytics, lifecycle, pipeline, submission
 from .clock import Clock
 from .delivery import Dispatcher
 from .errors import LeaseLost, ProviderTaskFailed, ProviderUnavailable, UnrecognizedResponse
-from .interfaces import HasOwnCadence, PollStatus
+from .interfaces import ClaimsDeliveriesWithJobs, HasOwnCadence, PollStatus
+from .leases import LeaseKeeper
 from .model import (
     POLLING_STATES,
     Delivery,
@@ -103,6 +105,8 @@ class Scheduler:
         }
         self.concurrency = self.settings.polling.concurrency
         self.lease_s = self.settings.store.lease_s
+        #: renews the leases of every job in flight here (one task for all of them)
+        self.leases = LeaseKeeper(self.store, self.owner, self.lease_s, self.clock)
         self.inflight: set[asyncio.Task[None]] = set()
         self.wake = asyncio.Event()
         #: Admission decisions of this instance, one at a time (polling.max_active_jobs)
@@ -164,6 +168,7 @@ class Scheduler:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=5)
+        await self.leases.close()
         with contextlib.suppress(Exception):
             released = await self.store.release_owner(self.owner)
             log.info("scheduler_stopped", released_leases=released)
@@ -215,7 +220,13 @@ class Scheduler:
             started.append(self._spawn(self._run_job(job)))
         free = self.concurrency - len(self.inflight)
         deliveries: list[Delivery] = []
-        if free > 0:
+        if free > 0 and isinstance(self.store, ClaimsDeliveriesWithJobs):
+            # each delivery with its job, read in the same store call (no read per send)
+            pairs = await self.store.claim_deliveries_with_jobs(self.owner, now, self.lease_s, free)
+            deliveries = [delivery for delivery, _ in pairs]
+            for delivery, owner_job in pairs:
+                started.append(self._spawn(self._run_delivery(delivery, (owner_job,))))
+        elif free > 0:
             deliveries = await self.store.claim_deliveries(self.owner, now, self.lease_s, free)
             for delivery in deliveries:
                 started.append(self._spawn(self._run_delivery(delivery)))
@@ -260,7 +271,7 @@ class Scheduler:
         if job.reclaims:
             log.info("job_reclaimed", reclaims=job.reclaims, state=job.state.value)
         current = asyncio.current_task()
-        renewer = asyncio.create_task(self._renew(job.id, current))
+        self.leases.hold(job.id, current)
         try:
             await self._advance(job)
         except LeaseLost:
@@ -272,23 +283,7 @@ class Scheduler:
             log.exception("job_step_crashed")
             await self._after_crash(job.id)
         finally:
-            renewer.cancel()
-
-    async def _renew(self, job_id: str, worker: asyncio.Task[Any] | None) -> None:
-        interval = max(self.lease_s / 3, 0.05)
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                until = self.clock.now() + timedelta(seconds=self.lease_s)
-                ok = await self.store.renew_lease(job_id, self.owner, until)
-            except Exception as exc:
-                log.warning("lease_renew_failed", error=str(exc)[:200])
-                continue
-            if not ok:
-                log.warning("lease_lost")
-                if worker is not None:
-                    worker.cancel()
-                return
+            self.leases.release(job.id, current)
 
     async def _advance(self, job: Job) -> None:
         while True:
@@ -493,9 +488,13 @@ class Scheduler:
 
     # --- one delivery ------------------------------------------------------------------
 
-    async def _run_delivery(self, delivery: Delivery) -> None:
+    async def _run_delivery(
+        self, delivery: Delivery, claimed: tuple[Job | None] | None = None
+    ) -> None:
+        """Send ``delivery``; ``claimed``, when given, holds its job as claimed with it."""
         try:
-            result, job = await self.dispatcher.attempt_for_job(delivery)
+            job = claimed[0] if claimed is not None else await self.store.get(delivery.job_id)
+            result, job = await self.dispatcher.attempt_for_job(delivery, job)
         except Exception:
             log.exception("delivery_crashed", target=delivery.target, job_id=delivery.job_id)
             return

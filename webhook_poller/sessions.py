@@ -2,7 +2,9 @@
 
 Where it reads from: ``session.url`` (a Redis URL) when set, else the job store's Redis when
 the store is Redis, else the job store's own session table (``PUT /sessions/{id}``). In
-Redis the value at ``session.key_template`` may be a JSON string or a hash.
+Redis the value at ``session.key_template`` may be a JSON string or a hash. The reads of
+the deliveries sent at once share round trips (a group commit, :mod:`.stores.batching`):
+one pipeline asks every key's type, one more reads the keys that exist.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 import structlog
+
+from .stores.batching import GroupCommit
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -31,6 +35,7 @@ class SessionSource:
             url = settings.store.url
         self.url = url
         self._redis: Redis | None = None
+        self._reads: GroupCommit[str, Mapping[str, Any] | None] = GroupCommit(self._read_keys)
 
     async def open(self) -> None:
         if self.url:
@@ -49,14 +54,42 @@ class SessionSource:
     async def get(self, session_id: str) -> Mapping[str, Any] | None:
         if self._redis is None:
             return await self.store.get_session(session_id)
-        key = self.key(session_id)
-        kind = await self._redis.type(key)
+        return await self._reads.submit(self.key(session_id))
+
+    async def _read_keys(self, keys: list[str]) -> list[Mapping[str, Any] | Exception | None]:
+        """The sessions at ``keys``: one round trip for their types, one for the values of
+        those that exist (a hash, or a JSON string); a key whose type changed in between
+        fails alone (its caller gets the error, as a lone read would have raised it)."""
+        assert self._redis is not None
+        unique = list(dict.fromkeys(keys))  # one read per session, however many deliveries
+        kinds = self._redis.pipeline(transaction=False)
+        for key in unique:
+            kinds.type(key)
+        found = [
+            (key, kind)
+            for key, kind in zip(unique, await kinds.execute(), strict=True)
+            if kind in ("hash", "string")
+        ]
+        values: dict[str, Any] = {}
+        if found:
+            reads = self._redis.pipeline(transaction=False)
+            for key, kind in found:
+                if kind == "hash":
+                    reads.hgetall(key)
+                else:
+                    reads.get(key)
+            replies = await reads.execute(raise_on_error=False)
+            values = {key: reply for (key, _), reply in zip(found, replies, strict=True)}
+        kind_of = dict(found)
+        return [self._decode(key, kind_of.get(key), values.get(key)) for key in keys]
+
+    @staticmethod
+    def _decode(key: str, kind: str | None, raw: Any) -> Mapping[str, Any] | Exception | None:
+        if isinstance(raw, Exception):  # the pipeline's error for this key (WRONGTYPE)
+            return raw
         if kind == "hash":
             # decode_responses=True: str keys and values, which redis-py's types cannot know
-            return cast("dict[str, str]", await self._redis.hgetall(key))
-        if kind != "string":
-            return None
-        raw = await self._redis.get(key)
+            return cast("dict[str, str]", raw)
         if raw is None:
             return None
         try:
