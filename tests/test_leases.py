@@ -139,3 +139,16 @@ async def test_on_redis_the_renewals_of_a_tick_are_one_script_call(redis_server)
             assert (stored.lease_expires_at == later) is (owner == "a")
     finally:
         await store.close()
+
+
+async def test_a_release_after_the_lease_was_lost_or_never_held_is_a_no_op():
+    """``release`` for a job the renewer no longer holds (its lease was lost, or it was
+    never held) changes nothing, also for a worker of ``None`` (no current task)."""
+    leases = keeper(RecordingStore())
+    leases.release("never-held", None)
+    leases.hold("kept", None)
+    leases.release("other", None)
+    assert leases._holds("kept", None)
+    leases.release("kept", None)
+    assert not leases._holds("kept", None)
+    await leases.close()

@@ -17,7 +17,7 @@ from tests.support.service import base_config
 from webhook_poller.app import create_app
 from webhook_poller.config import settings_from_mapping
 from webhook_poller.routes import PUBLIC, Auth
-from webhook_poller.routes.gate import AuthGate
+from webhook_poller.routes.gate import find_route
 
 TOKEN = "a-token-for-the-route-walk"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -163,7 +163,8 @@ def test_the_gates_fast_match_picks_the_routers_route(served):
             scope = {"type": "http", "method": method, "path": root_path + path}
             scope.update(root_path=root_path, app=app)
             slow = next((r for r in app.routes if r.matches(scope)[0] is Match.FULL), None)
-            assert AuthGate.route_for(scope) is slow, (method, root_path, path)
+            found = find_route(scope)
+            assert (found[0] if found else None) is slow, (method, root_path, path)
             assert (slow is not None) == ((method, path) in served_paths)
 
 

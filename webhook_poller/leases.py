@@ -49,7 +49,7 @@ class LeaseKeeper:
 
     def release(self, job_id: str, worker: asyncio.Task[Any] | None) -> None:
         """``worker`` is done with ``job_id``; the renewer stops with the last lease."""
-        if self._worker(job_id) is worker:
+        if self._holds(job_id, worker):
             del self._held[job_id]
         if not self._held and self._task is not None:
             self._task.cancel()
@@ -63,9 +63,10 @@ class LeaseKeeper:
                 await self._task
             self._task = None
 
-    def _worker(self, job_id: str) -> asyncio.Task[Any] | None:
+    def _holds(self, job_id: str, worker: asyncio.Task[Any] | None) -> bool:
+        """``worker`` still holds ``job_id`` (a job released meanwhile is no one's)."""
         held = self._held.get(job_id)
-        return held[0] if held is not None else None
+        return held is not None and held[0] is worker
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -88,7 +89,7 @@ class LeaseKeeper:
             if failed:
                 log.warning("lease_renew_failed", error=str(failed[0])[:200], leases=len(failed))
             for (job_id, worker), ok in zip(due.items(), results, strict=True):
-                if self._worker(job_id) is not worker:
+                if not self._holds(job_id, worker):
                     continue  # done meanwhile
                 if ok is True:
                     self._held[job_id] = (worker, started)

@@ -176,6 +176,9 @@ class Intake(NamedTuple):
     expectPush: bool
 
 
+assert Intake._fields == tuple(IntakeRequest.model_fields), "Intake mirrors IntakeRequest"
+
+
 def parse_intake(data: Mapping[str, Any], rules: IntakeRules) -> Intake:
     """The intake body checked field by field in order, or the :class:`RequestRejected` of
     its first problem. Every check returns a value of its field's type and within its

@@ -97,12 +97,6 @@ class AuthGate:
             return True
         return policy.auth is Auth.SIGNED and _has_signature(scope)
 
-    @staticmethod
-    def route_for(scope: Scope) -> BaseRoute | None:
-        """The route the router will run: its rule (the first full match)."""
-        found = find_route(scope)
-        return None if found is None else found[0]
-
     def _token_ok(self, header: str | None) -> bool:
         if self._token is None:
             return True

@@ -261,25 +261,23 @@ class SqliteJobStore(BaseJobStore):
         """Take the file's write lock (waits up to the busy timeout for other processes)."""
         db.execute("BEGIN IMMEDIATE")
 
-    def _commit_here(
-        self, fn: Callable[[sqlite3.Connection], T], rows: int
-    ) -> tuple[bool, T | None]:
-        """``fn`` in a ``BEGIN IMMEDIATE`` transaction on the loop thread's connection, for
-        a write of ``rows`` rows that takes microseconds: ``(True, result)`` once committed,
-        ``(False, None)`` with nothing done when the write lock is not free at once or a
-        checkpoint is running (the caller then hands the transaction to the writer thread,
-        which waits for the lock, behind the checkpoint)."""
+    def _commit_here(self, fn: Callable[[sqlite3.Connection], T], rows: int) -> T | None:
+        """``fn`` (which returns a value, never ``None``) in a ``BEGIN IMMEDIATE``
+        transaction on the loop thread's connection, for a write of ``rows`` rows that takes
+        microseconds: its result once committed, ``None`` with nothing done when the write
+        lock is not free at once or a checkpoint is running (the caller then hands the
+        transaction to the writer thread, which waits for the lock, behind the checkpoint)."""
         db = self._db
         if db is None or self._writer is None:
             raise StoreUnavailable("the SQLite store is not open")
         if self._checkpoint is not None and not self._checkpoint.done():
-            return False, None
+            return None
         try:
             self._begin(db)
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) and "busy" not in str(exc):
                 raise
-            return False, None
+            return None
         result = _committed(db, fn)
         self._inline_pages += 8 + 2 * rows
         wdb = self._wdb
@@ -289,7 +287,7 @@ class SqliteJobStore(BaseJobStore):
             checkpoint = "PRAGMA wal_checkpoint(PASSIVE)"
             self._checkpoint = self._writer.call(lambda: wdb.execute(checkpoint).fetchall())
             self._checkpoint.add_done_callback(_checkpoint_done)
-        return True, result
+        return result
 
     async def _read(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
         """A read that may scan: run to its end in one hand-over to the reader thread, so
@@ -383,9 +381,8 @@ class SqliteJobStore(BaseJobStore):
                 known[job_id] = self._job(holder[0])
             return owners, known
 
-        small = len(jobs) <= INLINE_BATCH_MAX
-        done, here = self._commit_here(insert, len(jobs)) if small else (False, None)
-        owners, known = here if done and here is not None else await self._tx(insert)
+        here = self._commit_here(insert, len(jobs)) if len(jobs) <= INLINE_BATCH_MAX else None
+        owners, known = here if here is not None else await self._tx(insert)
         found: list[tuple[Job | None, bool]] = [
             (job, True)
             if owners[job.dedupe_key] == job.id
