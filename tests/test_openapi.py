@@ -69,6 +69,12 @@ def service_url(tmp_path_factory):
         yield url
 
 
+#: Headers that frame the HTTP message itself, left to the server (see the test below).
+_FRAMING = frozenset(
+    {"transfer-encoding", "content-length", "connection", "upgrade", "expect", "te", "trailer"}
+)
+
+
 @schema.parametrize()
 @settings(
     max_examples=25,
@@ -80,6 +86,11 @@ def service_url(tmp_path_factory):
     ],
 )
 def test_api_conforms_and_never_answers_5xx(case, service_url):
+    if case.headers:
+        # Undocumented extra headers are fine, but a generated framing header (a garbage
+        # Transfer-Encoding) is judged by uvicorn's HTTP parser before the app runs, and
+        # answered with its own plain-text 400: that is the server's, not the API's.
+        case.headers = {k: v for k, v in case.headers.items() if k.lower() not in _FRAMING}
     case.call_and_validate(
         base_url=service_url,
         headers={"Authorization": f"Bearer {TOKEN}"},
