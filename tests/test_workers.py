@@ -85,8 +85,13 @@ def states(tmp_path: Path) -> Counter[str]:
 
 
 def owners(tmp_path: Path) -> set[str]:
+    """The instances holding a lease right now: on a job (a step under way) or on one of its
+    deliveries (a callback being sent)."""
     with sqlite3.connect(jobs_db(tmp_path)) as db:
-        rows = db.execute("SELECT DISTINCT lease_owner FROM jobs WHERE lease_owner IS NOT NULL")
+        rows = db.execute(
+            "SELECT lease_owner FROM jobs WHERE lease_owner IS NOT NULL"
+            " UNION SELECT lease_owner FROM deliveries WHERE lease_owner IS NOT NULL"
+        )
         return {r[0] for r in rows}
 
 
